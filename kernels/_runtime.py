@@ -1,0 +1,178 @@
+"""Execution mode (GPU or CPU interpreter) and input validation shared by every kernel.
+
+Importing this module decides once whether Triton compiles for a CUDA GPU or runs
+kernels through its CPU interpreter. ``@triton.jit`` reads ``TRITON_INTERPRET``
+when each kernel is *decorated*, so the decision must happen before the kernel
+modules are imported; ``kernels/__init__.py`` imports this module first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+
+MAX_HEAD_DIM = 256
+
+
+def _decide_mode() -> bool:
+    """Return True when kernels run through Triton's CPU interpreter."""
+    flag = os.environ.get("TRITON_INTERPRET")
+    if flag is None:
+        if torch.cuda.is_available():
+            return False
+        # No GPU: pick the interpreter ourselves so pages and scripts need no setup.
+        os.environ["TRITON_INTERPRET"] = "1"
+        print(
+            "kernels: no CUDA GPU found, running Triton kernels through the CPU "
+            "interpreter (TRITON_INTERPRET=1); expect small sizes only.",
+            file=sys.stderr,
+        )
+        return True
+    return flag.strip().lower() in {"1", "true", "on", "yes"}
+
+
+INTERPRET: bool = _decide_mode()
+
+# bf16 tl.dot returns garbage under the interpreter, so bf16 is GPU-only.
+INTERPRETER_DTYPES = (torch.float32, torch.float16)
+GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def supported_dtypes() -> tuple[torch.dtype, ...]:
+    return INTERPRETER_DTYPES if INTERPRET else GPU_DTYPES
+
+
+def mode_description() -> str:
+    """One line that says where the kernels ran, for pages and benchmark files."""
+    if INTERPRET:
+        return "Triton CPU interpreter (no GPU on this machine)"
+    return f"CUDA GPU: {torch.cuda.get_device_name()}"
+
+
+def next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def check_attention_inputs(
+    name: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    scale: float | None,
+    *,
+    allow_gqa: bool = False,
+) -> float:
+    """Validate (q, k, v, causal, scale) for kernel ``name``; return the softmax scale.
+
+    Shapes: q (..., Nq, D), k and v (..., Nk, D). With ``allow_gqa`` the dimension just
+    before Nq (heads) of q may be a multiple of k's and v's (grouped-query attention).
+    """
+    for arg, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 2:
+            raise ValueError(
+                f"{name}: {arg} must have at least 2 dims (..., N, D), got shape {tuple(t.shape)}"
+            )
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{name}: {arg} must be a floating-point tensor, got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(
+            f"{name}: q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
+    if not (q.device == k.device == v.device):
+        raise ValueError(
+            f"{name}: q, k and v must be on one device, got {q.device}, {k.device}, {v.device}"
+        )
+    if not isinstance(causal, bool):
+        raise TypeError(f"{name}: causal must be a bool, got {type(causal).__name__}")
+
+    d = q.shape[-1]
+    if k.shape[-1] != d or v.shape[-1] != d:
+        raise ValueError(
+            f"{name}: head dims differ: q has D={d}, k has D={k.shape[-1]}, v has D={v.shape[-1]}"
+        )
+    if d == 0:
+        raise ValueError(f"{name}: head dim D must be at least 1, got 0")
+    if d > MAX_HEAD_DIM:
+        raise ValueError(f"{name}: head dim D={d} is above the supported maximum {MAX_HEAD_DIM}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"{name}: k and v must have the same length, got Nk={k.shape[-2]} and {v.shape[-2]}"
+        )
+    if k.shape[-2] == 0:
+        raise ValueError(f"{name}: k and v are empty (Nk=0): softmax over no keys is undefined")
+    if k.shape[:-2] != v.shape[:-2]:
+        raise ValueError(
+            f"{name}: k and v leading dims differ: {tuple(k.shape[:-2])} vs {tuple(v.shape[:-2])}"
+        )
+    lq, lk = tuple(q.shape[:-2]), tuple(k.shape[:-2])
+    if lq != lk:
+        gqa_ok = (
+            allow_gqa
+            and len(lq) == len(lk)
+            and len(lq) >= 1
+            and lq[:-1] == lk[:-1]
+            and lk[-1] > 0
+            and lq[-1] % lk[-1] == 0
+        )
+        if not gqa_ok:
+            hint = (
+                " (grouped-query attention needs q heads to be a multiple of k/v heads)"
+                if allow_gqa
+                else ""
+            )
+            raise ValueError(
+                f"{name}: leading (batch, head) dims of q {lq} and k/v {lk} must match{hint}"
+            )
+
+    if q.dtype not in supported_dtypes():
+        where = "under the Triton CPU interpreter" if INTERPRET else "on the GPU"
+        ok = ", ".join(str(t).replace("torch.", "") for t in supported_dtypes())
+        raise TypeError(f"{name}: dtype {q.dtype} is not supported {where}; use one of {ok}")
+    if q.device.type == "cpu" and not INTERPRET:
+        raise ValueError(
+            f"{name}: tensors are on the CPU but Triton is compiling for the GPU; move them "
+            "to 'cuda', or set TRITON_INTERPRET=1 before importing kernels"
+        )
+    if q.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name}: device {q.device} is not supported (cpu or cuda only)")
+
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"{name}: scale must be a float or None, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"{name}: scale must be finite, got {scale}")
+    return float(scale)
+
+
+def as_batch_heads(t: torch.Tensor) -> torch.Tensor:
+    """View ``t`` (..., N, D) as 4-D (B, H, N, D) without copying when possible.
+
+    Up to two leading dims map to (B, H) and keep their strides, so transposed
+    (B, N, H, D) views run without a copy; more leading dims are merged into B
+    (a copy only if they cannot be merged as a view).
+    """
+    if t.dim() == 2:
+        return t[None, None]
+    if t.dim() == 3:
+        return t[None]
+    if t.dim() == 4:
+        return t
+    return t.reshape(-1, *t.shape[-3:])
+
+
+# Tests set this to True so every output buffer starts as NaN: an element a kernel
+# forgot to write then fails the comparison instead of passing by luck.
+POISON_OUTPUTS = False
+
+
+def new_output(shape, *, dtype, device) -> torch.Tensor:
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)

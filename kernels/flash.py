@@ -1,0 +1,486 @@
+"""Post 3: tiled FlashAttention-2, forward and backward, in Triton.
+
+Forward: each program owns BLOCK_M query rows of one (batch, head) and streams the
+keys and values past them in BLOCK_N tiles, keeping a running max, a running sum
+and an output accumulator (the online softmax), so the (Nq, Nk) score matrix never
+reaches global memory. Backward: one kernel keeps a K/V tile on chip while query
+tiles stream past it (dK, dV), another keeps a Q tile while K/V tiles stream (dQ);
+neither needs atomics. Grouped-query attention: k and v may have fewer heads than q.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch.autograd.function import once_differentiable
+
+from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
+
+LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E); exp2 is the native instruction
+
+
+@triton.jit
+def _load_tile(ptrs, rows, n_rows, offs_d, D, MASK_ROWS: tl.constexpr, MASK_D: tl.constexpr):
+    # other=0.0: padded rows and features then contribute exactly zero to every dot.
+    if MASK_ROWS and MASK_D:
+        return tl.load(ptrs, mask=(rows < n_rows)[:, None] & (offs_d < D)[None, :], other=0.0)
+    elif MASK_ROWS:
+        return tl.load(ptrs, mask=(rows < n_rows)[:, None], other=0.0)
+    elif MASK_D:
+        return tl.load(ptrs, mask=(offs_d < D)[None, :], other=0.0)
+    else:
+        return tl.load(ptrs)
+
+
+@triton.jit
+def _fwd_tiles(
+    acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    lo, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+    MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n  # (BLOCK_N,)
+        k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                       cols, N_K, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
+        # Scores in log2 units: the softmax scale and 1/ln 2 are folded into one multiply.
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        if MASKED:
+            keep = (cols < N_K)[None, :]
+            if IS_CAUSAL:
+                keep = keep & (offs_m[:, None] >= cols[None, :])
+            # -inf gives those keys a weight of exactly exp2(-inf) = 0.
+            s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)  # rescales what was summed under the old max
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                       cols, N_K, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _flash_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    H, GROUP, N_Q, N_K, D, qk_scale,
+    TUNE_N,  # bucketed sequence length: only the autotuner's cache key reads it
+    HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP  # grouped-query attention: GROUP query heads share one k/v head
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+
+    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                   offs_m, N_Q, offs_d, D, True, PAD_D)  # (BLOCK_M, HEAD_DIM)
+    k_base = k_ptr + b * stride_kb + hk * stride_kh
+    v_base = v_ptr + b * stride_vb + hk * stride_vh
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running max (log2 units)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)  # running sum of exp2(s - m_i)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)  # running, unnormalised output
+
+    # Stage 1: tiles every row of this block sees in full: no masks at all.
+    full_n = (N_K // BLOCK_N) * BLOCK_N
+    if IS_CAUSAL:
+        # Keys before the block's first row are visible to all its rows
+        # (BLOCK_M is a multiple of BLOCK_N, so this is a tile boundary).
+        full_n = tl.minimum(full_n, pid_m * BLOCK_M)
+        hi = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)  # tiles past the diagonal are skipped
+    else:
+        hi = N_K
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                               0, full_n, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+                               False, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION)
+    # Stage 2: the diagonal tiles (causal) and the ragged last tile, masked.
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                               full_n, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+                               True, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION)
+
+    out = acc / l_i[:, None]
+    o_ptrs = o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(offs_m < N_Q)[:, None] & (offs_d < D)[None, :])
+    # log2-sum-exp2 of each row: the backward pass rebuilds P from it without a second max/sum.
+    tl.store(lse_ptr + bh * N_Q + offs_m, m_i + tl.log2(l_i), mask=offs_m < N_Q)
+
+
+@triton.jit
+def _flash_bwd_preprocess_kernel(
+    o_ptr, do_ptr, delta_ptr,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    H, N_Q, D,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    # delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij: the term softmax's Jacobian subtracts.
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask = (offs_m < N_Q)[:, None] & (offs_d < D)[None, :]
+    o = tl.load(o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+                mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(do_ptr + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
+                 mask=mask, other=0.0).to(tl.float32)
+    tl.store(delta_ptr + bh * N_Q + offs_m, tl.sum(o * do, axis=1), mask=offs_m < N_Q)
+
+
+@triton.jit
+def _bwd_dkdv_tiles(
+    dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+    stride_qn, stride_qd, stride_don, stride_dod,
+    lo, hi, offs_n, offs_m, offs_d, N_Q, D, qk_scale,
+    MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, PRECISION: tl.constexpr,
+):
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_m  # (BLOCK_M,)
+        q = _load_tile(q_base + rows[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                       rows, N_Q, offs_d, D, MASKED, PAD_D)  # (BLOCK_M, HEAD_DIM)
+        do = _load_tile(do_base + rows[:, None] * stride_don + offs_d[None, :] * stride_dod,
+                        rows, N_Q, offs_d, D, MASKED, PAD_D)  # (BLOCK_M, HEAD_DIM)
+        if MASKED:
+            # Padded rows read lse = delta = 0 with q = dO = 0, so they add exactly zero.
+            lse = tl.load(lse_base + rows, mask=rows < N_Q, other=0.0)
+            delta = tl.load(delta_base + rows, mask=rows < N_Q, other=0.0)
+        else:
+            lse = tl.load(lse_base + rows)
+            delta = tl.load(delta_base + rows)
+        # Work with P^T (keys x queries) so dK and dV come out row-major, like K and V.
+        p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale - lse[None, :])
+        if MASKED and IS_CAUSAL:
+            p_t = tl.where(rows[None, :] >= offs_n[:, None], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _flash_bwd_dkdv_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    H, H_KV, GROUP, N_Q, N_K, D, qk_scale, scale,
+    TUNE_N,
+    HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    b = bhk // H_KV
+    hk = bhk % H_KV
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    # This program's K and V tile stays on chip while every query tile streams past.
+    k = _load_tile(k_ptr + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                   offs_n, N_K, offs_d, D, True, PAD_D)  # (BLOCK_N, HEAD_DIM)
+    v = _load_tile(v_ptr + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                   offs_n, N_K, offs_d, D, True, PAD_D)  # (BLOCK_N, HEAD_DIM)
+    dk = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+    dv = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+
+    full_m = (N_Q // BLOCK_M) * BLOCK_M
+    n0 = pid_n * BLOCK_N
+    for g in range(0, GROUP):  # every query head that shares this k/v head
+        h = hk * GROUP + g
+        q_base = q_ptr + b * stride_qb + h * stride_qh
+        do_base = do_ptr + b * stride_dob + h * stride_doh
+        lse_base = lse_ptr + (b * H + h) * N_Q
+        delta_base = delta_ptr + (b * H + h) * N_Q
+        if IS_CAUSAL:
+            # Rows before n0 see none of these keys: skip them. Rows in [n0, n0 + BLOCK_N)
+            # straddle the diagonal (masked); later full tiles need no mask.
+            diag_hi = tl.minimum(n0 + BLOCK_N, N_Q)
+            dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                     stride_qn, stride_qd, stride_don, stride_dod,
+                                     n0, diag_hi, offs_n, offs_m, offs_d, N_Q, D, qk_scale,
+                                     True, True, PAD_D, BLOCK_M, PRECISION)
+            lo = n0 + BLOCK_N
+        else:
+            lo = 0
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                 stride_qn, stride_qd, stride_don, stride_dod,
+                                 lo, full_m, offs_n, offs_m, offs_d, N_Q, D, qk_scale,
+                                 False, IS_CAUSAL, PAD_D, BLOCK_M, PRECISION)
+        dk, dv = _bwd_dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                 stride_qn, stride_qd, stride_don, stride_dod,
+                                 tl.maximum(lo, full_m), N_Q, offs_n, offs_m, offs_d, N_Q, D, qk_scale,
+                                 True, False, PAD_D, BLOCK_M, PRECISION)
+
+    mask = (offs_n < N_K)[:, None] & (offs_d < D)[None, :]
+    dk_ptrs = dk_ptr + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd
+    dv_ptrs = dv_ptr + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd
+    # S = scale * Q K^T, so dK picks up the scale (dV does not).
+    tl.store(dk_ptrs, (dk * scale).to(dk_ptr.dtype.element_ty), mask=mask)
+    tl.store(dv_ptrs, dv.to(dv_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_dq_tiles(
+    dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    lo, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+    MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                       cols, N_K, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
+        v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                       cols, N_K, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
+        p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale - lse[:, None])
+        if MASKED:
+            keep = (cols < N_K)[None, :]
+            if IS_CAUSAL:
+                keep = keep & (offs_m[:, None] >= cols[None, :])
+            p = tl.where(keep, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    return dq
+
+
+@triton.jit
+def _flash_bwd_dq_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_don, stride_dod,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    H, GROUP, N_Q, N_K, D, qk_scale, scale,
+    TUNE_N,
+    HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hk = h // GROUP
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                   offs_m, N_Q, offs_d, D, True, PAD_D)
+    do = _load_tile(do_ptr + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
+                    offs_m, N_Q, offs_d, D, True, PAD_D)
+    lse = tl.load(lse_ptr + bh * N_Q + offs_m, mask=offs_m < N_Q, other=0.0)
+    delta = tl.load(delta_ptr + bh * N_Q + offs_m, mask=offs_m < N_Q, other=0.0)
+    k_base = k_ptr + b * stride_kb + hk * stride_kh
+    v_base = v_ptr + b * stride_vb + hk * stride_vh
+    dq = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+
+    full_n = (N_K // BLOCK_N) * BLOCK_N
+    if IS_CAUSAL:
+        full_n = tl.minimum(full_n, pid_m * BLOCK_M)
+        hi = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)
+    else:
+        hi = N_K
+    dq = _bwd_dq_tiles(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                       0, full_n, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+                       False, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION)
+    dq = _bwd_dq_tiles(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                       full_n, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+                       True, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION)
+    dq_ptrs = dq_ptr + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqn + offs_d[None, :] * stride_dqd
+    tl.store(dq_ptrs, (dq * scale).to(dq_ptr.dtype.element_ty), mask=(offs_m < N_Q)[:, None] & (offs_d < D)[None, :])
+
+
+# ----------------------------------------------------------------------------- launch
+
+# Candidate tiles (BLOCK_M, BLOCK_N, num_warps, num_stages) by head dim. The forward
+# and dQ kernels need BLOCK_M % BLOCK_N == 0, the dK/dV kernel BLOCK_N % BLOCK_M == 0,
+# so the causal diagonal starts on a tile boundary. Configs that do not fit in shared
+# memory (fp32, D = 256) are dropped by the autotuner itself.
+_FWD_TILES = {
+    64: [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 32, 4, 2)],
+    128: [(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 4, 2)],
+    256: [(64, 64, 8, 2), (64, 32, 4, 2), (32, 32, 4, 2), (32, 16, 4, 1)],
+}
+_DKDV_TILES = {
+    64: [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (16, 64, 4, 2)],
+    128: [(32, 128, 8, 2), (64, 128, 8, 2), (32, 64, 4, 3), (16, 64, 4, 2)],
+    256: [(32, 64, 4, 1), (16, 32, 4, 1), (16, 16, 4, 1)],
+}
+_DQ_TILES = {
+    64: [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 16, 4, 2)],
+    128: [(128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 16, 4, 2)],
+    256: [(64, 32, 4, 1), (32, 32, 4, 1), (32, 16, 4, 1)],
+}
+_INTERPRETER_TILE = (32, 32)  # fixed: the interpreter cannot time configs
+
+# Autotuning on the GPU. KERNELS_AUTOTUNE=0 (or setting this to False) uses the first
+# candidate instead, which keeps a test suite over many shapes from compiling every
+# candidate for every shape.
+AUTOTUNE = os.environ.get("KERNELS_AUTOTUNE", "1") != "0"
+
+
+def _tiles(table, head_dim):
+    return table[64 if head_dim <= 64 else 128 if head_dim <= 128 else 256]
+
+
+@functools.cache
+def _launcher(kernel_name: str, head_dim: int, tuned: bool):
+    """The kernel to launch: autotuned over the candidates, or the first candidate.
+
+    Built lazily: constructing an autotuner must not happen at import on a machine
+    with no GPU.
+    """
+    kernel, table = {
+        "fwd": (_flash_fwd_kernel, _FWD_TILES),
+        "dkdv": (_flash_bwd_dkdv_kernel, _DKDV_TILES),
+        "dq": (_flash_bwd_dq_kernel, _DQ_TILES),
+    }[kernel_name]
+    configs = [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in _tiles(table, head_dim)
+    ]
+    if not tuned:
+        configs = configs[:1]
+    return triton.autotune(configs=configs, key=["TUNE_N", "HEAD_DIM", "IS_CAUSAL", "PRECISION"])(kernel)
+
+
+def _kernel(kernel_name: str, head_dim: int):
+    if INTERPRET:
+        kernel = {"fwd": _flash_fwd_kernel, "dkdv": _flash_bwd_dkdv_kernel, "dq": _flash_bwd_dq_kernel}[kernel_name]
+        bm, bn = _INTERPRETER_TILE
+        return kernel, {"BLOCK_M": bm, "BLOCK_N": bn}
+    return _launcher(kernel_name, head_dim, AUTOTUNE), {}
+
+
+def _head_dim(d: int) -> int:
+    return max(16, next_pow2(d))  # tl.dot needs every dimension >= 16
+
+
+def _tune_n(*lengths: int) -> int:
+    return next_pow2(max(lengths))
+
+
+def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str):
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    head_dim = _head_dim(D)
+    o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
+    lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
+    kernel, fixed = _kernel("fwd", head_dim)
+    grid = lambda meta: (triton.cdiv(NQ, meta["BLOCK_M"]), B * H)  # noqa: E731
+    kernel[grid](
+        q4, k4, v4, o4, lse,
+        *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(),
+        H, H // H_KV, NQ, NK, D, scale * LOG2E,
+        _tune_n(NQ, NK),
+        HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
+        **fixed,
+    )
+    return o4, lse
+
+
+def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precision: str):
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    head_dim = _head_dim(D)
+    delta = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
+    pre_block = 64 if not INTERPRET else 32
+    _flash_bwd_preprocess_kernel[(triton.cdiv(NQ, pre_block), B * H)](
+        o4, do4, delta, *o4.stride(), *do4.stride(), H, NQ, D,
+        HEAD_DIM=head_dim, BLOCK_M=pre_block,
+    )
+    dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
+    dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
+    dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
+    tune_n = _tune_n(NQ, NK)
+
+    kernel, fixed = _kernel("dkdv", head_dim)
+    kernel[lambda meta: (triton.cdiv(NK, meta["BLOCK_N"]), B * H_KV)](
+        q4, k4, v4, do4, lse, delta, dk, dv,
+        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
+        H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale,
+        tune_n,
+        HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
+        **fixed,
+    )
+    kernel, fixed = _kernel("dq", head_dim)
+    kernel[lambda meta: (triton.cdiv(NQ, meta["BLOCK_M"]), B * H)](
+        q4, k4, v4, do4, lse, delta, dq,
+        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
+        H, H // H_KV, NQ, NK, D, scale * LOG2E, scale,
+        tune_n,
+        HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
+        **fixed,
+    )
+    return dq, dk, dv
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q4, k4, v4, causal, scale, precision):
+        o4, lse = _flash_forward(q4, k4, v4, causal, scale, precision)
+        ctx.save_for_backward(q4, k4, v4, o4, lse)
+        ctx.causal, ctx.scale, ctx.precision = causal, scale, precision
+        return o4
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, do4):
+        q4, k4, v4, o4, lse = ctx.saved_tensors
+        dq, dk, dv = _flash_backward(do4, q4, k4, v4, o4, lse, ctx.causal, ctx.scale, ctx.precision)
+        return dq, dk, dv, None, None, None
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    precision: str = "ieee",
+) -> torch.Tensor:
+    """Tiled FlashAttention-2 with a Triton backward pass (``loss.backward()`` works).
+
+    q: (..., Hq, Nq, D); k, v: (..., Hkv, Nk, D) with the same batch dims and either
+    the same heads or Hq a multiple of Hkv (grouped-query / multi-query attention,
+    without copying k and v). Any Nq, Nk >= 1 and 1 <= D <= 256; strided inputs work.
+    Returns (..., Hq, Nq, D) in q's dtype; softmax statistics are kept in fp32.
+
+    ``precision`` applies to fp32 inputs on the GPU: "ieee" (default) for exact fp32
+    dot products, "tf32" for the faster tensor-core mode (about 1e-3 relative error).
+    """
+    scale = check_attention_inputs("flash_attention", q, k, v, causal, scale, allow_gqa=True)
+    if precision not in ("ieee", "tf32"):
+        raise ValueError(f"flash_attention: precision must be 'ieee' or 'tf32', got {precision!r}")
+    if q.numel() == 0 or k.numel() == 0:
+        # Nq = 0 (or an empty batch): nothing to compute; keep the result in the graph.
+        return q * 0.0
+    precision = precision if q.dtype == torch.float32 else "ieee"
+    q4, k4, v4 = as_batch_heads(q), as_batch_heads(k), as_batch_heads(v)
+    o4 = _FlashAttention.apply(q4, k4, v4, causal, scale, precision)
+    return o4.reshape(q.shape)
