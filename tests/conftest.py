@@ -1,0 +1,75 @@
+"""Shared set-up: one suite, two modes.
+
+On a machine without a CUDA GPU the suite runs through Triton's CPU interpreter
+(fp32 and fp16, small shapes); with a GPU it runs everything, bf16 included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import _runtime
+
+INTERPRET = kernels.INTERPRET
+DEVICE = "cpu" if INTERPRET else "cuda"
+DTYPES = [torch.float32, torch.float16] if INTERPRET else [torch.float32, torch.float16, torch.bfloat16]
+
+
+def pytest_report_header(config):
+    return f"kernels mode: {kernels.mode_description()}"
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    # Every output buffer starts as NaN, so an element a kernel never wrote fails.
+    monkeypatch.setattr(_runtime, "POISON_OUTPUTS", True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed(request):
+    # Fresh inputs per test (seeded from the test id so a failure can be replayed).
+    torch.manual_seed(abs(hash(request.node.nodeid)) % (2**31))
+
+
+def rand(*shape, dtype=torch.float32, device=DEVICE, requires_grad=False):
+    t = torch.randn(*shape, dtype=torch.float32, device=device).to(dtype)
+    return t.requires_grad_(requires_grad)
+
+
+def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+def torch_lowp_attention(q, k, v, causal, scale):
+    """PyTorch's own low-precision attention, the yardstick for fp16/bf16 error."""
+    if q.shape[:-2] != k.shape[:-2]:
+        g = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(g, dim=-3), v.repeat_interleave(g, dim=-3)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+
+
+def tolerance(dtype: torch.dtype, ref: torch.Tensor, torch_err: float | None) -> float:
+    """The largest max-abs error we accept for an output in ``dtype``.
+
+    fp32: round-off of sums of up to a few hundred fp32 terms, 2e-5 relative to
+    the output's magnitude (float32 eps is 1.2e-7; 257 terms give ~3e-5 worst case,
+    typical far less). fp16/bf16 on the GPU: at most 2x PyTorch's own error
+    against the float64 reference, plus one unit in the last place of the output
+    (so an exactly-right PyTorch, e.g. Nk = 1, does not demand perfection).
+    fp16 under the interpreter (PyTorch's CPU kernels there compute in fp32, so no
+    fair yardstick): P is rounded to fp16 before P@V (relative 2^-11 per weight)
+    and the output once more, so 2^-9 of the output's magnitude.
+    """
+    scale_ = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
+    if dtype == torch.float32:
+        return 2e-5 * scale_
+    ulp = torch.finfo(dtype).eps * scale_
+    if torch_err is None:
+        return 2.0**-9 * scale_
+    return 2.0 * torch_err + ulp
