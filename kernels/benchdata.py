@@ -1,0 +1,129 @@
+"""The benchmark data format: what scripts/benchmark.py writes and the charts read.
+
+Standard library only, so the GPU box that runs the benchmarks needs nothing more
+than torch and triton. One JSON file per suite and GPU:
+``docs/data/<suite>.<gpu-slug>.json`` = {"schema", "suite", "provenance", "records"}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+SUITES = ("seed", "ladder", "production")
+STATUSES = ("ok", "wrong", "oom", "unsupported", "compile-error", "error")
+
+PROVENANCE_KEYS = {
+    "gpu": str, "sm_count": int, "driver": str, "cuda": str, "torch": str, "triton": str,
+    "git_commit": str, "date": str, "mode": str, "ceilings": dict,
+}
+CEILING_KEYS = ("copy_gbps", "matmul_fp16_tflops", "matmul_fp32_tflops")
+RECORD_KEYS = {
+    "suite": str, "case": str, "provider": str, "direction": str, "shape": dict, "dtype": str,
+    "causal": bool, "status": str, "unit": str,
+}
+SHAPE_KEYS = ("B", "H", "Hkv", "Nq", "Nk", "D")
+TIMING_KEYS = ("p20", "p50", "p80")
+
+
+class BenchDataError(ValueError):
+    """A data file that is missing, corrupt, partial or of the wrong shape."""
+
+
+def slug(gpu_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100'; anything else -> a filename-safe slug."""
+    m = re.search(r"\b([A-Z]\d{2,3}[A-Z]?)\b", gpu_name.upper())
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "device"
+
+
+def _fail(path, msg):
+    raise BenchDataError(f"{path}: {msg}")
+
+
+def validate(doc: dict, path: str = "<data>") -> dict:
+    if not isinstance(doc, dict):
+        _fail(path, "top level must be an object")
+    if doc.get("schema") != SCHEMA_VERSION:
+        _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
+    if doc.get("suite") not in SUITES:
+        _fail(path, f"suite must be one of {SUITES}, got {doc.get('suite')!r}")
+    prov = doc.get("provenance")
+    if not isinstance(prov, dict):
+        _fail(path, "missing provenance block")
+    for key, typ in PROVENANCE_KEYS.items():
+        if not isinstance(prov.get(key), typ):
+            _fail(path, f"provenance.{key} missing or not {typ.__name__}")
+    for key in CEILING_KEYS:
+        val = prov["ceilings"].get(key)
+        if val is not None and not (isinstance(val, (int, float)) and val > 0):
+            _fail(path, f"provenance.ceilings.{key} must be a positive number or null")
+    records = doc.get("records")
+    if not isinstance(records, list) or not records:
+        _fail(path, "records must be a non-empty list")
+    for i, rec in enumerate(records):
+        where = f"records[{i}]"
+        if not isinstance(rec, dict):
+            _fail(path, f"{where} is not an object")
+        for key, typ in RECORD_KEYS.items():
+            if not isinstance(rec.get(key), typ):
+                _fail(path, f"{where}.{key} missing or not {typ.__name__}")
+        if rec["suite"] != doc["suite"]:
+            _fail(path, f"{where}.suite {rec['suite']!r} differs from the file's")
+        if rec["status"] not in STATUSES:
+            _fail(path, f"{where}.status {rec['status']!r} not in {STATUSES}")
+        if rec["direction"] not in ("fwd", "bwd"):
+            _fail(path, f"{where}.direction must be fwd or bwd")
+        for key in SHAPE_KEYS:
+            if not isinstance(rec["shape"].get(key), int) or rec["shape"][key] < 0:
+                _fail(path, f"{where}.shape.{key} missing or not a non-negative int")
+        if rec["status"] == "ok":
+            vals = [rec.get(k) for k in TIMING_KEYS]
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in vals):
+                _fail(path, f"{where}: an ok record needs positive p20/p50/p80")
+            if not vals[0] <= vals[1] <= vals[2]:
+                _fail(path, f"{where}: p20 <= p50 <= p80 violated")
+        elif not rec.get("reason"):
+            _fail(path, f"{where}: status {rec['status']} needs a reason")
+    return doc
+
+
+def load(path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BenchDataError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BenchDataError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from None
+    return validate(doc, str(path))
+
+
+def load_suite(data_dir, suite: str) -> list[dict]:
+    """Every GPU's file for ``suite`` in ``data_dir`` (sorted by GPU), validated."""
+    files = sorted(Path(data_dir).glob(f"{suite}.*.json"))
+    return [load(f) for f in files]
+
+
+def write_atomic(path, doc: dict) -> None:
+    """Validate, then write via a temp file and rename: a crash never leaves half a file."""
+    validate(doc, str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

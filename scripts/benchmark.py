@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Benchmark the kernels against PyTorch and rewrite the data behind the site's charts.
+
+    python scripts/benchmark.py                       # all suites, on a CUDA GPU
+    python scripts/benchmark.py --suite seed --quick  # a fast smoke pass
+    python scripts/benchmark.py --interpret --out /tmp/bench   # tiny sizes, CPU, for CI
+
+Needs torch, triton and the standard library only. Each suite's records are written
+to <out>/<suite>.<gpu>.json at the end of that suite, via a temp file and a rename:
+an interrupted or failed run leaves the existing files untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", default="seed,ladder,production",
+                   help="comma-separated: seed, ladder, production (default: all)")
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repetitions: a smoke pass")
+    p.add_argument("--out", default=None, help="output folder (default docs/data; required with --interpret)")
+    p.add_argument("--interpret", action="store_true",
+                   help="run tiny sizes through Triton's CPU interpreter (tests the pipeline, not speed)")
+    p.add_argument("--commit", default=None, help="git commit to record (default: read from the repo)")
+    args = p.parse_args(argv)
+    args.suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    return args
+
+
+ARGS = parse_args()
+if ARGS.interpret:
+    os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: @triton.jit reads it then
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels import benchdata, traffic  # noqa: E402
+
+DEV = "cpu" if ARGS.interpret else "cuda"
+LOWP_TOL = {torch.float16: 5e-3, torch.bfloat16: 4e-2}  # relative to max|ref|: catches broken, not sloppy
+
+
+# ----------------------------------------------------------------------------- providers
+
+def _eager(q, k, v, causal, scale):
+    s = (q @ k.transpose(-1, -2)) * scale
+    if causal:
+        n_q, n_k = s.shape[-2:]
+        s = s.masked_fill(~torch.ones(n_q, n_k, dtype=torch.bool, device=s.device).tril(), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def _sdpa(backend):
+    def run(q, k, v, causal, scale):
+        gqa = q.shape[-3] != k.shape[-3] if q.dim() >= 3 else False
+        if backend is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
+        from torch.nn.attention import sdpa_kernel
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
+    return run
+
+
+def providers():
+    from torch.nn.attention import SDPBackend
+    return {
+        "basic": lambda q, k, v, c, s: kernels.basic_attention(q, k, v, causal=c, scale=s),
+        "vectorized": lambda q, k, v, c, s: kernels.vectorized_attention(q, k, v, causal=c, scale=s),
+        "flash": lambda q, k, v, c, s: kernels.flash_attention(q, k, v, causal=c, scale=s),
+        "flash-tf32": lambda q, k, v, c, s: kernels.flash_attention(q, k, v, causal=c, scale=s, precision="tf32"),
+        "eager": _eager,
+        "sdpa": _sdpa(None),
+        "sdpa-flash": _sdpa(SDPBackend.FLASH_ATTENTION),
+        "sdpa-cudnn": _sdpa(SDPBackend.CUDNN_ATTENTION),
+        "sdpa-efficient": _sdpa(SDPBackend.EFFICIENT_ATTENTION),
+    }
+
+
+# ----------------------------------------------------------------------------- cases
+
+DT = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def seed_cases(quick, interp):
+    sizes = [(128, 64), (256, 128), (512, 128), (1024, 256), (2048, 128), (4096, 128)]
+    if quick:
+        sizes = sizes[:3]
+    if interp:
+        sizes = [(16, 16)]
+    provs = ["basic", "vectorized", "flash", "flash-tf32", "eager", "sdpa"]
+    if interp:
+        provs = ["basic", "vectorized", "flash", "eager", "sdpa"]
+    for n, d in sizes:
+        yield dict(B=1, H=1, Hkv=1, Nq=n, Nk=n, D=d, dtype="float32", causal=False, providers=provs, bwd=False)
+
+
+def ladder_cases(quick, interp):
+    ns = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+    if quick:
+        ns = [128, 512, 2048]
+    if interp:
+        ns = [8, 16, 32]
+    for n in ns:
+        provs = ["basic", "vectorized", "flash", "eager", "sdpa"]
+        if interp and n > 16:
+            provs = ["vectorized", "flash", "eager", "sdpa"]  # basic is ~2 ms per key interpreted
+        if n > 8192 and not interp:
+            provs = ["vectorized", "flash", "eager", "sdpa"]  # basic walks 16k keys 3x per query: minutes
+        yield dict(B=1, H=1, Hkv=1, Nq=n, Nk=n, D=64, dtype="float32", causal=False, providers=provs, bwd=False)
+
+
+def production_cases(quick, interp):
+    ns = [1024, 2048, 4096, 8192, 16384]
+    heads = [(32, 64), (16, 128)]
+    dtypes = ["float16", "bfloat16"]
+    provs = ["flash", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "eager"]
+    B = 4
+    if quick:
+        ns, dtypes = [1024, 4096], ["float16"]
+    if interp:
+        ns, heads, dtypes, provs, B = [32], [(2, 16)], ["float16"], ["flash", "eager", "sdpa"], 1
+    for dtype in dtypes:
+        for h, d in heads:
+            for causal in (False, True):
+                for n in ns:
+                    yield dict(B=B, H=h, Hkv=h, Nq=n, Nk=n, D=d, dtype=dtype, causal=causal, providers=provs, bwd=True)
+    if not interp:
+        # Grouped-query attention: 32 query heads share 8 k/v heads.
+        for causal in (False, True):
+            for n in ([4096] if quick else [4096, 16384]):
+                yield dict(B=B, H=32, Hkv=8, Nq=n, Nk=n, D=128, dtype="float16", causal=causal,
+                           providers=["flash", "sdpa"], bwd=True)
+
+
+SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": production_cases}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def make_inputs(c, requires_grad=False):
+    dtype = DT[c["dtype"]]
+    lead_q = (c["B"], c["H"]) if c["B"] * c["H"] > 1 else ()
+    lead_k = (c["B"], c["Hkv"]) if c["B"] * c["H"] > 1 else ()
+    # Fresh random inputs, never zeros: zeros hide bugs and can run faster.
+    q = torch.randn(*lead_q, c["Nq"], c["D"], device=DEV, dtype=dtype)
+    k = torch.randn(*lead_k, c["Nk"], c["D"], device=DEV, dtype=dtype)
+    v = torch.randn(*lead_k, c["Nk"], c["D"], device=DEV, dtype=dtype)
+    return [t.requires_grad_(requires_grad) for t in (q, k, v)]
+
+
+def first_slice(t):
+    return t.reshape(-1, *t.shape[-2:])[0] if t.dim() > 2 else t
+
+
+def check(c, out, q, k, v, scale, grads=None, do=None):
+    """Max abs error of (b=0, h=0) against the float64 reference; grads too if given."""
+    qs, ks, vs = (first_slice(t).detach().double().requires_grad_(grads is not None) for t in (q, k, v))
+    ref = kernels.reference_attention(qs, ks, vs, causal=c["causal"], scale=scale)
+    pairs = [(first_slice(out), ref)]
+    if grads is not None:
+        ref.backward(first_slice(do).double())
+        pairs += [(first_slice(g), r.grad) for g, r in zip(grads, (qs, ks, vs))]
+    worst, tol_used = 0.0, 0.0
+    for got, want in pairs:
+        mag = max(1.0, want.abs().max().item())
+        tol = {torch.float32: 1e-4}.get(out.dtype, LOWP_TOL.get(out.dtype, 1e-4)) * mag
+        err = (got.detach().double() - want).abs().max().item()
+        if not math.isfinite(err):
+            err = float("inf")
+        if err / tol > worst / max(tol_used, 1e-30) or tol_used == 0.0:
+            worst, tol_used = err, tol
+    return worst, tol_used
+
+
+def time_fn(fn, quick):
+    """(p20, p50, p80) in ms, and the CUDA-graph median for launches under 50 us."""
+    if ARGS.interpret:
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        ts.sort()
+        return (ts[0], ts[1], ts[2]), None
+    warm, rep = (10, 30) if quick else (25, 100)
+    p20, p50, p80 = triton.testing.do_bench(fn, warmup=warm, rep=rep, quantiles=[0.2, 0.5, 0.8])
+    graph = None
+    if p50 < 0.05:
+        # Launch overhead is a large share here: also time CUDA-graph replays, which remove it.
+        try:
+            graph = triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median")
+        except Exception:  # noqa: BLE001 - some providers cannot be captured; the plain time stands
+            graph = None
+    return (p20, p50, p80), graph
+
+
+def classify(exc):
+    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in msg.lower():
+        return "oom", msg
+    if isinstance(exc, ValueError) or "No available kernel" in msg or "not supported" in msg.lower():
+        return "unsupported", msg
+    name = type(exc).__module__ + "." + type(exc).__name__
+    if "triton" in name and ("Compil" in name or "OutOfResources" in name):
+        return "compile-error", msg
+    return "error", msg
+
+
+def run_case(suite, c, name, fn, direction, quick):
+    shape = {k: c[k] for k in benchdata.SHAPE_KEYS}
+    tag = f"{c['dtype']}/B{c['B']}H{c['H']}" + (f"kv{c['Hkv']}" if c["Hkv"] != c["H"] else "")
+    case = f"{suite}/{tag}/N{c['Nq']}x{c['Nk']}/D{c['D']}/{'causal' if c['causal'] else 'full'}/{direction}"
+    rec = dict(suite=suite, case=case, provider=name, direction=direction, shape=shape, dtype=c["dtype"],
+               causal=c["causal"], unit="ms", status="ok", reason=None, p20=None, p50=None, p80=None,
+               graph_p50=None, tflops=None, max_err=None, tol=None)
+    scale = 1.0 / math.sqrt(c["D"])
+    try:
+        if (name == "eager" and not ARGS.interpret
+                and 3 * c["B"] * c["H"] * c["Nq"] * c["Nk"] * torch.finfo(DT[c["dtype"]]).bits // 8
+                > 0.6 * torch.cuda.mem_get_info()[0]):
+            raise torch.cuda.OutOfMemoryError("score matrices would not fit in free GPU memory (estimated)")
+        if direction == "fwd":
+            q, k, v = make_inputs(c)
+            out = fn(q, k, v, c["causal"], scale)
+            err, tol = check(c, out, q, k, v, scale)
+            call = lambda: fn(q, k, v, c["causal"], scale)  # noqa: E731
+        else:
+            q, k, v = make_inputs(c, requires_grad=True)
+            out = fn(q, k, v, c["causal"], scale)
+            do = torch.randn_like(out)
+            out.backward(do, retain_graph=True)
+            err, tol = check(c, out, q, k, v, scale, grads=(q.grad, k.grad, v.grad), do=do)
+
+            def call():
+                for t in (q, k, v):
+                    t.grad = None
+                out.backward(do, retain_graph=True)
+        rec["max_err"], rec["tol"] = err, tol
+        if not err <= tol:
+            rec["status"], rec["reason"] = "wrong", f"max abs error {err:.3g} > tolerance {tol:.3g}"
+            return rec
+        (p20, p50, p80), graph = time_fn(call, quick)
+        rec.update(p20=p20, p50=p50, p80=p80, graph_p50=graph)
+        flops = traffic.attention_flops(c["Nq"], c["Nk"], c["D"], heads=c["B"] * c["H"], causal=c["causal"],
+                                        backward=direction == "bwd")
+        rec["tflops"] = flops / (p50 * 1e-3) / 1e12
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded and the run goes on
+        rec["status"], rec["reason"] = classify(exc)
+    finally:
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
+    return rec
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def git_commit():
+    if ARGS.commit:
+        return ARGS.commit
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def measure_ceilings():
+    if ARGS.interpret:
+        return {"copy_gbps": None, "matmul_fp16_tflops": None, "matmul_fp32_tflops": None}
+    x = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
+    y = torch.empty_like(x)
+    ms = triton.testing.do_bench(lambda: y.copy_(x), warmup=25, rep=100, return_mode="median")
+    copy = 2 * x.numel() * 4 / (ms * 1e-3) / 1e9  # bytes read + written
+    del x, y
+    out = {"copy_gbps": copy}
+    for key, dtype, n in (("matmul_fp16_tflops", torch.float16, 8192), ("matmul_fp32_tflops", torch.float32, 4096)):
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
+        ms = triton.testing.do_bench(lambda: a @ b, warmup=25, rep=100, return_mode="median")
+        out[key] = 2 * n**3 / (ms * 1e-3) / 1e12
+    torch.cuda.empty_cache()
+    return out
+
+
+def provenance():
+    if ARGS.interpret:
+        gpu, sms, driver, cuda = "CPU (Triton interpreter)", 0, "none", "none"
+    else:
+        props = torch.cuda.get_device_properties(0)
+        gpu, sms, cuda = props.name, props.multi_processor_count, torch.version.cuda or "unknown"
+        try:
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            driver = "unknown"
+    return {
+        "gpu": gpu, "sm_count": sms, "driver": driver, "cuda": cuda, "torch": torch.__version__,
+        "triton": triton.__version__, "git_commit": git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": kernels.mode_description(),
+        "fp32_matmul": "ieee (TF32 off)" if not torch.backends.cuda.matmul.allow_tf32 else "tf32",
+        "timing": "interpreter wall clock, 3 runs" if ARGS.interpret else
+                  "triton.testing.do_bench medians (p20/p80), warm-up and autotuning outside the timed region",
+        "quick": ARGS.quick,
+        "ceilings": measure_ceilings(),
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+def main():
+    if not ARGS.interpret and not torch.cuda.is_available():
+        sys.exit("benchmark.py: no CUDA GPU found. Run it on a GPU box, or pass --interpret "
+                 "(with --out) to exercise the pipeline on the CPU at tiny sizes.")
+    if ARGS.interpret and ARGS.out is None:
+        sys.exit("benchmark.py: --interpret needs --out: interpreter timings must never replace docs/data.")
+    unknown = [s for s in ARGS.suites if s not in SUITE_CASES]
+    if unknown:
+        sys.exit(f"benchmark.py: unknown suite(s) {unknown}; choose from {list(SUITE_CASES)}")
+    out_dir = Path(ARGS.out or ROOT / "docs" / "data")
+    prov = provenance()
+    gpu = "cpu-interpreter" if ARGS.interpret else benchdata.slug(prov["gpu"])
+    print(f"# {prov['gpu']} | torch {prov['torch']} | triton {prov['triton']} | ceilings {prov['ceilings']}", flush=True)
+    provs = providers()
+    for suite in ARGS.suites:
+        jobs = []
+        for c in SUITE_CASES[suite](ARGS.quick, ARGS.interpret):
+            for name in c["providers"]:
+                jobs.append((c, name, "fwd"))
+                if c["bwd"] and name != "sdpa-math":
+                    jobs.append((c, name, "bwd"))
+        records, t0 = [], time.time()
+        for i, (c, name, direction) in enumerate(jobs, 1):
+            rec = run_case(suite, c, name, provs[name], direction, ARGS.quick)
+            records.append(rec)
+            elapsed = time.time() - t0
+            eta = elapsed / i * (len(jobs) - i)
+            shown = f"{rec['p50']:.4f} ms" + (f" {rec['tflops']:.1f} TFLOP/s" if rec["tflops"] and rec["tflops"] > 0.5 else "") \
+                if rec["status"] == "ok" else f"{rec['status']}: {rec['reason'][:70]}"
+            print(f"[{suite} {i}/{len(jobs)} eta {eta:4.0f}s] {rec['case']} {name}: {shown}", flush=True)
+        doc = {"schema": benchdata.SCHEMA_VERSION, "suite": suite, "provenance": prov, "records": records}
+        path = out_dir / f"{suite}.{gpu}.json"
+        benchdata.write_atomic(path, doc)
+        print(f"# wrote {path} ({len(records)} records, {time.time() - t0:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
