@@ -166,7 +166,7 @@ def first_slice(t):
     return t.reshape(-1, *t.shape[-2:])[0] if t.dim() > 2 else t
 
 
-def check(c, out, q, k, v, scale, grads=None, do=None):
+def check(c, out, q, k, v, scale, grads=None, do=None, rel_tol=None):
     """Max abs error of (b=0, h=0) against the float64 reference; grads too if given."""
     qs, ks, vs = (first_slice(t).detach().double().requires_grad_(grads is not None) for t in (q, k, v))
     ref = kernels.reference_attention(qs, ks, vs, causal=c["causal"], scale=scale)
@@ -177,7 +177,7 @@ def check(c, out, q, k, v, scale, grads=None, do=None):
     worst, tol_used = 0.0, 0.0
     for got, want in pairs:
         mag = max(1.0, want.abs().max().item())
-        tol = {torch.float32: 1e-4}.get(out.dtype, LOWP_TOL.get(out.dtype, 1e-4)) * mag
+        tol = (rel_tol or {torch.float32: 1e-4}.get(out.dtype, LOWP_TOL.get(out.dtype, 1e-4))) * mag
         err = (got.detach().double() - want).abs().max().item()
         if not math.isfinite(err):
             err = float("inf")
@@ -236,7 +236,8 @@ def run_case(suite, c, name, fn, direction, quick):
         if direction == "fwd":
             q, k, v = make_inputs(c)
             out = fn(q, k, v, c["causal"], scale)
-            err, tol = check(c, out, q, k, v, scale)
+            # TF32 keeps 10 mantissa bits: ~1e-3 relative error is its normal, not a bug.
+            err, tol = check(c, out, q, k, v, scale, rel_tol=3e-3 if name.endswith("tf32") else None)
             call = lambda: fn(q, k, v, c["causal"], scale)  # noqa: E731
         else:
             q, k, v = make_inputs(c, requires_grad=True)
