@@ -162,28 +162,37 @@ def make_inputs(c, requires_grad=False):
     return [t.requires_grad_(requires_grad) for t in (q, k, v)]
 
 
-def first_slice(t):
-    return t.reshape(-1, *t.shape[-2:])[0] if t.dim() > 2 else t
+def first_slice(t, heads=1):
+    """Batch 0, the first ``heads`` heads: (heads, N, D); a 2-D input as it is."""
+    if t.dim() == 2:
+        return t
+    return t.reshape(-1, *t.shape[-3:])[0, :heads] if t.dim() > 3 else t[:heads]
 
 
 def check(c, out, q, k, v, scale, grads=None, do=None, rel_tol=None):
-    """Max abs error of (b=0, h=0) against the float64 reference; grads too if given."""
-    qs, ks, vs = (first_slice(t).detach().double().requires_grad_(grads is not None) for t in (q, k, v))
+    """Max abs error of batch 0 against the float64 reference; grads too if given.
+
+    With grouped-query attention, k/v head 0 serves query heads 0..group-1, and its
+    dK, dV sum over all of them: those query heads are checked together.
+    """
+    group = c["H"] // c["Hkv"]
+    qs, ks, vs = (first_slice(t, n).detach().double().requires_grad_(grads is not None)
+                  for t, n in ((q, group), (k, 1), (v, 1)))
     ref = kernels.reference_attention(qs, ks, vs, causal=c["causal"], scale=scale)
-    pairs = [(first_slice(out), ref)]
+    first_slice_o = lambda t: first_slice(t, group)  # noqa: E731
+    pairs = [(first_slice_o(out), ref)]
     if grads is not None:
-        ref.backward(first_slice(do).double())
-        pairs += [(first_slice(g), r.grad) for g, r in zip(grads, (qs, ks, vs))]
-    worst, tol_used = 0.0, 0.0
+        ref.backward(first_slice_o(do).double())
+        pairs += [(first_slice(g, n), r.grad) for g, r, n in zip(grads, (qs, ks, vs), (group, 1, 1))]
+    worst_err, worst_tol = 0.0, 1.0
     for got, want in pairs:
-        mag = max(1.0, want.abs().max().item())
-        tol = (rel_tol or {torch.float32: 1e-4}.get(out.dtype, LOWP_TOL.get(out.dtype, 1e-4))) * mag
+        tol = (rel_tol or {torch.float32: 1e-4}.get(out.dtype, LOWP_TOL.get(out.dtype, 1e-4)))
+        tol *= max(1.0, want.abs().max().item())
         err = (got.detach().double() - want).abs().max().item()
-        if not math.isfinite(err):
-            err = float("inf")
-        if err / tol > worst / max(tol_used, 1e-30) or tol_used == 0.0:
-            worst, tol_used = err, tol
-    return worst, tol_used
+        err = err if math.isfinite(err) else float("inf")  # NaN never passes
+        if err / tol >= worst_err / worst_tol:
+            worst_err, worst_tol = err, tol
+    return worst_err, worst_tol
 
 
 def time_fn(fn, quick):

@@ -1,0 +1,101 @@
+"""The benchmark pipeline end to end on the CPU, and the data format's guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernels import benchdata
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+DATA = ROOT / "docs" / "data"
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def interpreted_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    res = run("--interpret", "--suite", "seed,production", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return out, res
+
+
+def test_interpret_mode_writes_valid_files(interpreted_run):
+    out, res = interpreted_run
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert files == ["production.cpu-interpreter.json", "seed.cpu-interpreter.json"]
+    for f in out.glob("*.json"):
+        doc = benchdata.load(f)
+        assert all(r["status"] == "ok" for r in doc["records"]), [r for r in doc["records"] if r["status"] != "ok"]
+        assert {"gpu", "torch", "triton", "date", "git_commit"} <= doc["provenance"].keys()
+    assert "eta" in res.stdout  # a progress line per case
+
+
+def test_interpret_needs_explicit_out():
+    res = run("--interpret", "--suite", "seed")
+    assert res.returncode != 0 and "--out" in res.stderr
+
+
+@pytest.mark.skipif(not __import__("kernels").INTERPRET, reason="checks the no-GPU message")
+def test_no_gpu_gives_clear_message():
+    res = run("--suite", "seed", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert res.returncode != 0 and "no CUDA GPU" in res.stderr
+
+
+def test_help():
+    res = run("--help")
+    assert res.returncode == 0 and "--suite" in res.stdout and "--quick" in res.stdout
+
+
+def test_committed_data_is_valid():
+    files = sorted(DATA.glob("*.json"))
+    assert files, "docs/data holds no benchmark files"
+    for f in files:
+        doc = benchdata.load(f)
+        assert doc["provenance"]["gpu"].startswith("NVIDIA"), f"{f.name} is not from a GPU run"
+
+
+def test_corrupt_and_partial_files_fail_loudly(tmp_path, interpreted_run):
+    out, _ = interpreted_run
+    good = json.loads((out / "seed.cpu-interpreter.json").read_text())
+    truncated = tmp_path / "seed.x.json"
+    truncated.write_text(json.dumps(good)[:500])
+    with pytest.raises(benchdata.BenchDataError, match="not valid JSON"):
+        benchdata.load(truncated)
+    no_prov = dict(good)
+    del no_prov["provenance"]
+    with pytest.raises(benchdata.BenchDataError, match="provenance"):
+        benchdata.validate(no_prov)
+    bad_rec = json.loads(json.dumps(good))
+    bad_rec["records"][0]["p50"] = None
+    with pytest.raises(benchdata.BenchDataError, match="p20/p50/p80"):
+        benchdata.validate(bad_rec)
+    with pytest.raises(benchdata.BenchDataError, match="cannot read"):
+        benchdata.load(tmp_path / "missing.json")
+
+
+def test_write_atomic_keeps_old_file_on_invalid_data(tmp_path, interpreted_run):
+    out, _ = interpreted_run
+    target = tmp_path / "seed.h100.json"
+    good = json.loads((out / "seed.cpu-interpreter.json").read_text())
+    benchdata.write_atomic(target, good)
+    before = target.read_text()
+    with pytest.raises(benchdata.BenchDataError):
+        benchdata.write_atomic(target, {**good, "records": []})
+    assert target.read_text() == before
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_slug():
+    assert benchdata.slug("NVIDIA H100 80GB HBM3") == "h100"
+    assert benchdata.slug("NVIDIA H200") == "h200"
