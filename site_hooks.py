@@ -1,0 +1,52 @@
+"""MkDocs hooks: ship plotly.js, and fill chart placeholders in Markdown pages from docs/data.
+
+A Markdown page writes ``<!-- chart: NAME -->``; NAME is a function below that
+returns HTML. Posts (executed notebooks) call kernels.charts directly instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+PLACEHOLDER = re.compile(r"<!--\s*chart:\s*([a-z_]+)\s*-->")
+
+
+def _headline() -> str:
+    from kernels import charts
+
+    docs = charts.load("production")
+    return charts.to_html(charts.production_tflops(docs, "fwd", "float16"))
+
+
+def _headline_sentence() -> str:
+    from kernels import charts
+
+    doc = charts.load("production")[0]
+    lo, hi = charts.ratio_summary(doc, "fwd", "sdpa-flash")
+    clo, chi = charts.ratio_summary(doc, "fwd", "sdpa-cudnn")
+    gpu = doc["provenance"]["gpu"]
+    return (f"On an {gpu}, at N ≥ 4k, the series' final kernel runs the forward pass at "
+            f"**{lo:.2f}–{hi:.2f}×** the speed of PyTorch's FlashAttention-2 backend and "
+            f"**{clo:.2f}–{chi:.2f}×** that of its cuDNN backend (measured in the same run).")
+
+
+RENDERERS = {"production_fwd": _headline, "headline_sentence": _headline_sentence}
+
+
+def on_page_markdown(markdown, page, config, files):
+    def fill(m):
+        name = m.group(1)
+        if name not in RENDERERS:
+            raise ValueError(f"{page.file.src_path}: unknown chart placeholder {name!r}")
+        return RENDERERS[name]()
+
+    return PLACEHOLDER.sub(fill, markdown)
+
+
+def on_post_build(config):
+    import plotly.offline
+
+    target = Path(config["site_dir"]) / "javascripts" / "plotly.min.js"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
