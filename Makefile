@@ -1,13 +1,15 @@
-# Two commands do everything on a fresh machine (Python 3.11+, no GPU needed):
+# Two commands do everything on a fresh machine (Python 3.11+, Debian/Ubuntu, no GPU needed):
 #   make serve   build the site (executing every example) and serve it on 127.0.0.1:8000
 #   make test    kernel tests (CPU interpreter), strict site build, browser tests
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-JOBS   ?= 2
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+JOBS     ?= 2
+CHROMIUM ?= /usr/bin/chromium
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup test test-kernels serve clean
+.PHONY: setup chromium test test-kernels build test-site serve clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +19,23 @@ $(STAMP): pyproject.toml requirements-dev.txt
 
 setup: $(STAMP)
 
-test-kernels: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) tests
+# Browser tests drive Debian's chromium; playwright never downloads a browser of its own.
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
-test: test-kernels
+test-kernels: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) tests --ignore=tests/site
+
+build: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+test-site: $(STAMP) chromium build
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/site
+
+test: test-kernels test-site
 
 serve: $(STAMP)
-	$(BIN)/python -c "import kernels; print(kernels.mode_description())"
+	$(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) site .cache test-artifacts

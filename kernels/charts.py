@@ -75,10 +75,10 @@ def _finish(fig: go.Figure, doc_or_docs, title: str, height: int = 430) -> go.Fi
     docs = doc_or_docs if isinstance(doc_or_docs, list) else [doc_or_docs]
     prov = "<br>".join(provenance_line(d) for d in docs)
     fig.update_layout(
-        title=dict(text=title, x=0.01, font=dict(size=15)),
-        template="plotly_white", height=height + 18 * len(docs),
-        margin=dict(l=60, r=20, t=60, b=70 + 16 * len(docs)),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right", font=dict(size=11)),
+        title=dict(text=title, x=0.01, y=0.985, yref="container", yanchor="top", font=dict(size=15)),
+        template="plotly_white", height=height + 60 + 18 * len(docs),
+        margin=dict(l=60, r=20, t=115, b=70 + 16 * len(docs)),
+        legend=dict(orientation="h", yanchor="bottom", y=1.09, x=0, xanchor="left", font=dict(size=11)),
         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
         font=dict(family="-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif"),
     )
@@ -109,7 +109,7 @@ def show(obj):
         if isinstance(obj, go.Figure):
             print(f"[chart] {obj.layout.title.text}")
         else:
-            print("[table] " + re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html.unescape(obj)))[:400] + " ...")
+            print("[table] " + re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", obj)))[:400] + " ...")
         return
     from IPython.display import HTML, display
     display(HTML(to_html(obj) if isinstance(obj, go.Figure) else obj))
@@ -385,10 +385,10 @@ def address_grid(n: int = 6, d: int = 5, stride_n: int | None = None) -> go.Figu
         hovertemplate="key n=%{y}, feature d=%{x}: offset %{text}<extra></extra>",
         x=[f"d={i}" for i in range(block_d)], y=[f"n={i}" for i in range(block_n)]))
     fig.update_yaxes(autorange="reversed", title=f"offs_n[:, None]  (keys, padded {n} → {block_n})")
-    fig.update_xaxes(side="top", title=f"offs_d[None, :]  (features, padded {d} → {block_d})")
+    fig.update_xaxes(title=f"offs_d[None, :]  (features, padded {d} → {block_d})")
     fig.update_layout(title=dict(text=f"K offsets = offs_n[:, None] × {stride_n} + offs_d[None, :]  (grey: masked, never loaded)",
                                  x=0.01, font=dict(size=14)),
-                      height=90 + 34 * block_n, margin=dict(l=60, r=20, t=90, b=20),
+                      height=130 + 34 * block_n, margin=dict(l=60, r=20, t=50, b=60),
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
     return fig
 
@@ -413,8 +413,8 @@ def causal_tiles(n: int = 512, block_m: int = 128, block_n: int = 64) -> go.Figu
                                colorscale=[[0, "#eeeeee"], [0.5, "#ff9800"], [1, "#3f51b5"]],
                                hovertemplate="query tile %{y}, key tile %{x}: %{text}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title=f"query tile (BLOCK_M={block_m})")
-    fig.update_xaxes(side="top", title=f"key tile (BLOCK_N={block_n})")
+    fig.update_xaxes(title=f"key tile (BLOCK_N={block_n})")
     fig.update_layout(title=dict(text=f"Causal, N={n}: blue computed without masks, orange masked, grey skipped",
-                                 x=0.01, font=dict(size=14)), height=340, margin=dict(l=60, r=20, t=90, b=20),
+                                 x=0.01, font=dict(size=14)), height=360, margin=dict(l=60, r=20, t=50, b=60),
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
     return fig

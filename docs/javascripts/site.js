@@ -9,7 +9,7 @@
         { left: "\\(", right: "\\)", display: false },
         { left: "$", right: "$", display: false },
       ],
-      ignoredClasses: ["highlight", "jp-OutputArea-output"],
+      ignoredClasses: ["highlight"],  // code blocks; <pre> and <code> are skipped by default
       throwOnError: false,
     });
   }

@@ -156,6 +156,13 @@ charts.md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The ker
           "slow, for the reason the traffic count suggests: each program does its work one key at a time.")
 
 # %% [markdown]
+# How the time grows with the sequence length, from the ladder suite ($D = 64$, one
+# head). Both axes are logarithmic: a slope of 1 means linear growth, 2 quadratic.
+
+# %% tags=["hide-input"]
+charts.show(charts.scaling(charts.load("ladder")[0], providers=("basic", "eager", "sdpa")))
+
+# %% [markdown]
 # ## Key takeaways
 #
 # - A Triton kernel is written for one program; the grid decides how many run. One
