@@ -482,5 +482,9 @@ def flash_attention(
         return q * 0.0
     precision = precision if q.dtype == torch.float32 else "ieee"
     q4, k4, v4 = as_batch_heads(q), as_batch_heads(k), as_batch_heads(v)
-    o4 = _FlashAttention.apply(q4, k4, v4, causal, scale, precision)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        o4 = _FlashAttention.apply(q4, k4, v4, causal, scale, precision)
+    else:
+        # Inference: skip the autograd machinery (host time matters at short sequences).
+        o4, _ = _flash_forward(q4, k4, v4, causal, scale, precision)
     return o4.reshape(q.shape)
