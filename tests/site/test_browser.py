@@ -1,0 +1,87 @@
+"""The built site in a real headless Chromium: loads cleanly, offline, charts, palette, search."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import ARTIFACTS, PAGES
+
+CHART_STATE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
+    svg: !!el.querySelector('svg.main-svg'),
+    traces: el.querySelectorAll('g.trace, g.hm image, g.heatmaplayer image').length,
+    data: (el.data || []).length,
+    theme: el.getAttribute('data-theme'),
+    font: el.layout && el.layout.font ? el.layout.font.color : null,
+}))"""
+
+
+def open_page(page, base_url, path):
+    page.goto(base_url + path, wait_until="load")
+    page.wait_for_function("() => document.readyState === 'complete'")
+    return page
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_loads_offline_without_errors(page, base_url, name):
+    open_page(page, base_url, PAGES[name])
+    page.wait_for_load_state("networkidle")  # late requests (search worker, index) count too
+    assert page.errors == [], page.errors
+    foreign = [u for u in page.requests if urlparse(u).scheme in ("http", "https") and urlparse(u).hostname != "127.0.0.1"]
+    assert foreign == [], f"requests to other hosts: {foreign}"
+    assert page.title()
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_every_chart_renders(page, base_url, name):
+    open_page(page, base_url, PAGES[name])
+    charts = page.evaluate(CHART_STATE)
+    assert charts, "no Plotly chart on the page"
+    for i, c in enumerate(charts):
+        assert c["svg"] and c["data"] > 0 and c["traces"] > 0, f"chart {i} did not render: {c}"
+
+
+@pytest.mark.parametrize("name", ["basic", "vectorized", "flash"])
+def test_math_is_typeset(page, base_url, name):
+    open_page(page, base_url, PAGES[name])
+    assert page.locator(".katex").count() > 0, "no KaTeX output: math left as raw TeX"
+    assert page.locator(".katex-error").count() == 0
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_palette_toggle_switches_page_and_charts(page, base_url, name):
+    open_page(page, base_url, PAGES[name])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    scheme = lambda: page.evaluate("document.body.getAttribute('data-md-color-scheme')")  # noqa: E731
+    assert scheme() == "default"
+    page.screenshot(path=str(ARTIFACTS / f"{name}-light.png"), full_page=True)
+    light_fonts = {c["font"] for c in page.evaluate(CHART_STATE)}
+
+    page.locator("form[data-md-component=palette] label:visible").first.click()
+    page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'slate'")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(e => e.getAttribute('data-theme') === 'dark')")
+    dark = page.evaluate(CHART_STATE)
+    assert {c["font"] for c in dark}.isdisjoint(light_fonts), "charts kept their light-palette text colour"
+    bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), bg
+    page.screenshot(path=str(ARTIFACTS / f"{name}-dark.png"), full_page=True)
+
+    page.locator("form[data-md-component=palette] label:visible").first.click()
+    page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'default'")
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(e => e.getAttribute('data-theme') === 'light')")
+    assert page.errors == [], page.errors
+
+
+SEARCH_WORDS = {"basic": "recomputing", "vectorized": "coalesce", "flash": "rescaled"}
+
+
+@pytest.mark.parametrize("name", list(SEARCH_WORDS))
+def test_search_finds_each_post(page, base_url, name):
+    open_page(page, base_url, PAGES["home"])
+    box = page.locator("input.md-search__input")
+    box.click()
+    box.press_sequentially(SEARCH_WORDS[name], delay=30)
+    hits = page.locator(f".md-search-result__item a[href*='{PAGES[name].rstrip('/')}']")
+    hits.first.wait_for(timeout=15000)
+    assert hits.count() >= 1
