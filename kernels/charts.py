@@ -297,6 +297,7 @@ def production_ratio_table(doc: dict, dtype="float16") -> str:
     """HTML table: our TFLOP/s and its ratio to cuDNN and FA2 for every production shape."""
     idx = lookup(doc)
     rows = []
+    with_graphs = any(r.get("graph_p50") for r in doc["records"] if r["provider"] == "flash" and r["dtype"] == dtype)
     shapes = sorted({(r["shape"]["H"], r["shape"]["Hkv"], r["shape"]["D"], r["causal"], r["shape"]["Nq"]) for r in doc["records"]
                      if r["dtype"] == dtype and r["shape"]["H"] == r["shape"]["Hkv"]})
     for h, hkv, d, causal, n in shapes:
@@ -308,17 +309,20 @@ def production_ratio_table(doc: dict, dtype="float16") -> str:
             cells.append(f"{ours['tflops']:.0f}" if good(ours) else (ours or {}).get("status", "–"))
             cells.append(f"{ours['tflops'] / cud['tflops']:.2f}" if good(ours) and good(cud) else "–")
             cells.append(f"{ours['tflops'] / fa2['tflops']:.2f}" if good(ours) and good(fa2) else "–")
-            graph = good(ours) and ours.get("graph_p50") and good(cud) and cud.get("graph_p50")
-            cells.append(f"{cud['graph_p50'] / ours['graph_p50']:.2f}" if graph else "")
+            if with_graphs:
+                graph = good(ours) and ours.get("graph_p50") and good(cud) and cud.get("graph_p50")
+                cells.append(f"{cud['graph_p50'] / ours['graph_p50']:.2f}" if graph else "")
         rows.append(cells)
     head = ("<tr><th rowspan=2>D</th><th rowspan=2>causal</th><th rowspan=2>N</th>"
-            "<th colspan=4>forward</th><th colspan=4>backward</th></tr>"
-            + "<tr>" + "<th>ours TFLOP/s</th><th>÷ cuDNN</th><th>÷ FA2</th><th>÷ cuDNN, graphs*</th>" * 2 + "</tr>")
+            f"<th colspan={4 if with_graphs else 3}>forward</th><th colspan={4 if with_graphs else 3}>backward</th></tr>"
+            + "<tr>" + ("<th>ours TFLOP/s</th><th>÷ cuDNN</th><th>÷ FA2</th>"
+                        + ("<th>÷ cuDNN, graphs*</th>" if with_graphs else "")) * 2 + "</tr>")
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return (f'<table class="bench-table">{head}{body}</table>'
-            f'<p class="bench-prov">{dtype}, B=4. * Where a call took under 0.3 ms, both were also timed as CUDA-graph '
-            f'replays, which remove host launch overhead: the ratio of those times. Measured on '
-            f'{html.escape(provenance_line(doc))}</p>')
+            f'<p class="bench-prov">{dtype}, B=4. '
+            + ('* Where a call took under 0.3 ms, both were also timed as CUDA-graph replays, which remove host '
+               'launch overhead: the ratio of those times. ' if with_graphs else '')
+            + f'Measured on {html.escape(provenance_line(doc))}</p>')
 
 
 def seed_table(doc: dict, providers=SEED_PROVIDERS + ["flash-tf32"]) -> str:
