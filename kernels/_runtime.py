@@ -41,6 +41,27 @@ INTERPRETER_DTYPES = (torch.float32, torch.float16)
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _version(text: str) -> tuple[int, int]:
+    parts = (text.split("+")[0].split(".") + ["0", "0"])[:2]
+    return tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
+
+
+def interpreter_problem() -> str | None:
+    """Why Triton's CPU interpreter cannot run here, or None if it can.
+
+    Triton 3.6's interpreter turns 1-element NumPy arrays into Python ints, which
+    NumPy 2.4 forbids ("only 0-dimensional arrays can be converted to Python
+    scalars"): every kernel with a loop bound from an argument fails. 3.9 works.
+    """
+    import numpy
+    import triton
+
+    if _version(triton.__version__) < (3, 9) and _version(numpy.__version__) >= (2, 4):
+        return (f"Triton {triton.__version__}'s CPU interpreter fails with NumPy {numpy.__version__} "
+                "(NumPy 2.4 stopped converting 1-element arrays to scalars); install triton>=3.9 or numpy<2.4")
+    return None
+
+
 def supported_dtypes() -> tuple[torch.dtype, ...]:
     return INTERPRETER_DTYPES if INTERPRET else GPU_DTYPES
 
@@ -139,6 +160,8 @@ def check_attention_inputs(
             f"{name}: tensors are on the CPU but Triton is compiling for the GPU; move them "
             "to 'cuda', or set TRITON_INTERPRET=1 before importing kernels"
         )
+    if INTERPRET and (problem := interpreter_problem()):
+        raise RuntimeError(f"{name}: {problem}")
     if q.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name}: device {q.device} is not supported (cpu or cuda only)")
 

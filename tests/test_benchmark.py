@@ -24,6 +24,10 @@ def run(*args, env=None):
 
 @pytest.fixture(scope="module")
 def interpreted_run(tmp_path_factory):
+    from kernels._runtime import interpreter_problem
+
+    if interpreter_problem():
+        pytest.skip(interpreter_problem())
     out = tmp_path_factory.mktemp("bench")
     res = run("--interpret", "--suite", "seed,production", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]

@@ -112,3 +112,19 @@ def test_import_selects_interpreter_without_env():
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "True torch.Size([4, 16])"
     assert res.stderr.count("interpreter") == 1  # says so, once
+
+
+def test_interpreter_version_guard(monkeypatch):
+    import numpy
+    import triton
+
+    from kernels import _runtime
+
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    monkeypatch.setattr(numpy, "__version__", "2.4.1")
+    assert "triton>=3.9 or numpy<2.4" in _runtime.interpreter_problem()
+    monkeypatch.setattr(numpy, "__version__", "2.3.5")
+    assert _runtime.interpreter_problem() is None
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+    monkeypatch.setattr(numpy, "__version__", "2.4.1")
+    assert _runtime.interpreter_problem() is None
