@@ -199,7 +199,7 @@ def seed_speedup(doc: dict, baseline="eager", providers=("basic", "vectorized", 
 def memory_traffic(doc: dict, providers=("basic", "vectorized", "flash", "eager")) -> go.Figure:
     """Model bytes per design (bars) and the bandwidth they imply at the measured time (markers)."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("bytes requested from global memory (model)", "implied bandwidth = bytes / measured time"))
+                        subplot_titles=("requested bytes (model)", "requested bytes / measured time"))
     sizes = sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in doc["records"]})
     copy = doc["provenance"]["ceilings"].get("copy_gbps")
     for p in providers:
@@ -241,6 +241,18 @@ def scaling(doc: dict, providers=("basic", "vectorized", "flash", "eager", "sdpa
     fig.update_xaxes(type="log", title=f"sequence length N (one head, D={d}, fp32)")
     fig.update_yaxes(type="log", title="median forward time (ms)")
     return _finish(fig, doc, "Scaling with sequence length (log–log)")
+
+
+def roof_fractions(doc: dict, provider: str) -> dict[int, float]:
+    """N -> achieved FLOP/s over the roof at that intensity (above 1: the cache served re-reads)."""
+    c = doc["provenance"]["ceilings"]
+    out = {}
+    for r in ok(doc["records"], provider=provider):
+        s = r["shape"]
+        t = traffic.DESIGNS[provider](s["Nq"], s["Nk"], s["D"], elem_bytes=4, heads=s["B"] * s["H"])
+        roof = min(c["copy_gbps"] * 1e9 * t.intensity, c["matmul_fp32_tflops"] * 1e12)
+        out[s["Nq"]] = t.flops / (r["p50"] * 1e-3) / roof
+    return dict(sorted(out.items()))
 
 
 def roofline(doc: dict, providers=("basic", "vectorized", "flash", "eager")) -> go.Figure:
