@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ARTIFACTS, PAGES
+from conftest import ARTIFACTS, PAGES, SITE
 
 CHART_STATE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
     svg: !!el.querySelector('svg.main-svg'),
@@ -37,7 +37,9 @@ def test_page_loads_offline_without_errors(page, base_url, name):
 def test_every_chart_renders(page, base_url, name):
     open_page(page, base_url, PAGES[name])
     charts = page.evaluate(CHART_STATE)
-    assert charts, "no Plotly chart on the page"
+    expected = (SITE / PAGES[name] / "index.html").read_text(encoding="utf-8").count('class="plotly-graph-div"')
+    assert expected > 0, "no Plotly chart in the page's HTML"
+    assert len(charts) == expected, f"{len(charts)} of {expected} charts were drawn"
     for i, c in enumerate(charts):
         assert c["svg"] and c["data"] > 0 and c["traces"] > 0, f"chart {i} did not render: {c}"
 
