@@ -77,20 +77,10 @@ def next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def check_attention_inputs(
-    name: str,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    causal: bool,
-    scale: float | None,
-    *,
-    allow_gqa: bool = False,
-) -> float:
-    """Validate (q, k, v, causal, scale) for kernel ``name``; return the softmax scale.
-
-    Shapes: q (..., Nq, D), k and v (..., Nk, D). With ``allow_gqa`` the dimension just
-    before Nq (heads) of q may be a multiple of k's and v's (grouped-query attention).
+def check_shapes(name: str, q, k, v, *, allow_gqa: bool = False) -> None:
+    """Types, ranks, dtypes, devices and shapes of (q, k, v), shared by every kernel
+    and the reference: q (..., Nq, D), k and v (..., Nk, D). With ``allow_gqa`` the
+    dimension just before Nq (heads) of q may be a multiple of k's and v's.
     """
     for arg, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -109,8 +99,6 @@ def check_attention_inputs(
         raise ValueError(
             f"{name}: q, k and v must be on one device, got {q.device}, {k.device}, {v.device}"
         )
-    if not isinstance(causal, bool):
-        raise TypeError(f"{name}: causal must be a bool, got {type(causal).__name__}")
 
     d = q.shape[-1]
     if k.shape[-1] != d or v.shape[-1] != d:
@@ -151,6 +139,26 @@ def check_attention_inputs(
                 f"{name}: leading (batch, head) dims of q {lq} and k/v {lk} must match{hint}"
             )
 
+
+
+def check_attention_inputs(
+    name: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    scale: float | None,
+    *,
+    allow_gqa: bool = False,
+) -> float:
+    """Validate (q, k, v, causal, scale) for kernel ``name``; return the softmax scale.
+
+    Adds to ``check_shapes`` what only the Triton kernels need: a supported dtype, a
+    device the current mode can run on, a bool ``causal`` and a finite ``scale``.
+    """
+    check_shapes(name, q, k, v, allow_gqa=allow_gqa)
+    if not isinstance(causal, bool):
+        raise TypeError(f"{name}: causal must be a bool, got {type(causal).__name__}")
     if q.dtype not in supported_dtypes():
         where = "under the Triton CPU interpreter" if INTERPRET else "on the GPU"
         ok = ", ".join(str(t).replace("torch.", "") for t in supported_dtypes())
@@ -166,7 +174,7 @@ def check_attention_inputs(
         raise ValueError(f"{name}: device {q.device} is not supported (cpu or cuda only)")
 
     if scale is None:
-        return 1.0 / math.sqrt(d)
+        return 1.0 / math.sqrt(q.shape[-1])
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"{name}: scale must be a float or None, got {type(scale).__name__}")
     if not math.isfinite(scale):

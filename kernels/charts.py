@@ -148,10 +148,6 @@ def fmt_ms(ms: float) -> str:
     return f"{ms * 1e3:.1f} µs" if ms < 0.1 else f"{ms:.3f} ms" if ms < 10 else f"{ms:.1f} ms"
 
 
-def _size_label(s):
-    return f"{s['Nq']}×{s['D']}"
-
-
 # ----------------------------------------------------------------------------- post 2: the draft's sizes
 
 SEED_PROVIDERS = ["basic", "vectorized", "flash", "eager", "sdpa"]

@@ -347,6 +347,13 @@ def _tiles(table, head_dim):
     return table[64 if head_dim <= 64 else 128 if head_dim <= 128 else 256]
 
 
+_KERNELS = {
+    "fwd": (_flash_fwd_kernel, _FWD_TILES),
+    "dkdv": (_flash_bwd_dkdv_kernel, _DKDV_TILES),
+    "dq": (_flash_bwd_dq_kernel, _DQ_TILES),
+}
+
+
 @functools.cache
 def _launcher(kernel_name: str, head_dim: int, tuned: bool):
     """The kernel to launch: autotuned over the candidates, or the first candidate.
@@ -354,11 +361,7 @@ def _launcher(kernel_name: str, head_dim: int, tuned: bool):
     Built lazily: constructing an autotuner must not happen at import on a machine
     with no GPU.
     """
-    kernel, table = {
-        "fwd": (_flash_fwd_kernel, _FWD_TILES),
-        "dkdv": (_flash_bwd_dkdv_kernel, _DKDV_TILES),
-        "dq": (_flash_bwd_dq_kernel, _DQ_TILES),
-    }[kernel_name]
+    kernel, table = _KERNELS[kernel_name]
     configs = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
         for bm, bn, w, s in _tiles(table, head_dim)
@@ -370,9 +373,8 @@ def _launcher(kernel_name: str, head_dim: int, tuned: bool):
 
 def _kernel(kernel_name: str, head_dim: int):
     if INTERPRET:
-        kernel = {"fwd": _flash_fwd_kernel, "dkdv": _flash_bwd_dkdv_kernel, "dq": _flash_bwd_dq_kernel}[kernel_name]
         bm, bn = _INTERPRETER_TILE
-        return kernel, {"BLOCK_M": bm, "BLOCK_N": bn}
+        return _KERNELS[kernel_name][0], {"BLOCK_M": bm, "BLOCK_N": bn}
     return _launcher(kernel_name, head_dim, AUTOTUNE), {}
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._runtime import MAX_HEAD_DIM
+from ._runtime import check_shapes
 
 
 def reference_attention(
@@ -25,37 +25,13 @@ def reference_attention(
     keys j <= i. Returns (..., Nq, D) in q's dtype. Differentiable (autograd runs
     through the float64 graph).
     """
-    for arg, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"reference_attention: {arg} must be a torch.Tensor")
-        if t.dim() < 2:
-            raise ValueError(f"reference_attention: {arg} needs at least 2 dims, got {t.dim()}")
-        if not t.dtype.is_floating_point:
-            raise TypeError(f"reference_attention: {arg} must be floating point, got {t.dtype}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"reference_attention: mixed dtypes {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"reference_attention: mixed devices {q.device}, {k.device}, {v.device}")
-    d = q.shape[-1]
-    if k.shape[-1] != d or v.shape[-1] != d:
-        raise ValueError("reference_attention: q, k and v must share the head dim D")
-    if not 0 < d <= MAX_HEAD_DIM:
-        raise ValueError(f"reference_attention: head dim D={d} outside 1..{MAX_HEAD_DIM}")
-    if k.shape[-2] != v.shape[-2] or k.shape[:-2] != v.shape[:-2]:
-        raise ValueError("reference_attention: k and v shapes differ")
-    if k.shape[-2] == 0:
-        raise ValueError("reference_attention: Nk=0, softmax over no keys is undefined")
-    if q.shape[:-2] != k.shape[:-2]:
-        if q.dim() < 3 or q.shape[:-3] != k.shape[:-3] or q.shape[-3] % k.shape[-3]:
-            raise ValueError(
-                f"reference_attention: leading dims {tuple(q.shape[:-2])} and "
-                f"{tuple(k.shape[:-2])} do not match"
-            )
+    check_shapes("reference_attention", q, k, v, allow_gqa=True)
+    if q.shape[:-2] != k.shape[:-2]:  # grouped-query: check_shapes made Hq a multiple of Hkv
         group = q.shape[-3] // k.shape[-3]
         k = k.repeat_interleave(group, dim=-3)
         v = v.repeat_interleave(group, dim=-3)
     if scale is None:
-        scale = 1.0 / math.sqrt(d)
+        scale = 1.0 / math.sqrt(q.shape[-1])
 
     q64, k64, v64 = q.double(), k.double(), v.double()
     s = (q64 @ k64.transpose(-1, -2)) * scale  # (..., Nq, Nk)

@@ -360,7 +360,7 @@ def main():
         for c in SUITE_CASES[suite](ARGS.quick, ARGS.interpret):
             for name in c["providers"]:
                 jobs.append((c, name, "fwd"))
-                if c["bwd"] and name != "sdpa-math":
+                if c["bwd"]:
                     jobs.append((c, name, "bwd"))
         records, t0 = [], time.time()
         for i, (c, name, direction) in enumerate(jobs, 1):
