@@ -41,23 +41,37 @@ def _fwd_tiles(
     acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
     lo, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
     MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, PAD_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, SOFTMAX: tl.constexpr,
 ):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # (BLOCK_N,)
         k = _load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                        cols, N_K, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
-        # Scores in log2 units: the softmax scale and 1/ln 2 are folded into one multiply.
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        if MASKED:
-            keep = (cols < N_K)[None, :]
-            if IS_CAUSAL:
-                keep = keep & (offs_m[:, None] >= cols[None, :])
-            # -inf gives those keys a weight of exactly exp2(-inf) = 0.
-            s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)  # rescales what was summed under the old max
-        p = tl.exp2(s - m_new[:, None])
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N), unscaled
+        if SOFTMAX == "exp2-fma" and not MASKED:
+            # qk_scale > 0 here (the launcher checks), so the row max of the raw scores,
+            # scaled, is the max of the scaled scores; the scale and the max subtraction
+            # then ride in a single FMA per score instead of a multiply and a subtract.
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.exp2(qk * qk_scale - m_new[:, None])
+        else:
+            # Scores in log2 units (exp2 modes): the softmax scale and 1/ln 2 are one multiply.
+            s = qk * qk_scale
+            if MASKED:
+                keep = (cols < N_K)[None, :]
+                if IS_CAUSAL:
+                    keep = keep & (offs_m[:, None] >= cols[None, :])
+                # -inf gives those keys a weight of exactly exp2(-inf) = 0.
+                s = tl.where(keep, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            if SOFTMAX == "exp":
+                p = tl.exp(s - m_new[:, None])
+            else:
+                p = tl.exp2(s - m_new[:, None])
+        if SOFTMAX == "exp":
+            alpha = tl.exp(m_i - m_new)
+        else:
+            alpha = tl.exp2(m_i - m_new)  # rescales what was summed under the old max
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                        cols, N_K, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
@@ -77,6 +91,10 @@ def _flash_fwd_kernel(
     TUNE_N,  # bucketed sequence length: only the autotuner's cache key reads it
     HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    # Switches for post 4's ablation; the defaults are the production kernel.
+    SOFTMAX: tl.constexpr = "exp2-fma",  # "exp" | "exp2" (scale folded) | "exp2-fma" (and fused)
+    SPLIT_LOOPS: tl.constexpr = True,  # unmasked interior tiles in a loop of their own
+    SKIP_FUTURE: tl.constexpr = True,  # causal: never visit tiles entirely past the diagonal
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -98,27 +116,34 @@ def _flash_fwd_kernel(
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)  # running, unnormalised output
 
     # Stage 1: tiles every row of this block sees in full: no masks at all.
-    full_n = (N_K // BLOCK_N) * BLOCK_N
+    if SPLIT_LOOPS:
+        full_n = (N_K // BLOCK_N) * BLOCK_N
+    else:
+        full_n = N_K * 0  # every tile goes through the masked loop
+    hi = N_K
     if IS_CAUSAL:
         # Keys before the block's first row are visible to all its rows
         # (BLOCK_M is a multiple of BLOCK_N, so this is a tile boundary).
         full_n = tl.minimum(full_n, pid_m * BLOCK_M)
-        hi = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)  # tiles past the diagonal are skipped
-    else:
-        hi = N_K
+        if SKIP_FUTURE:
+            hi = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)  # tiles past the diagonal are skipped
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                0, full_n, offs_m, offs_n, offs_d, N_K, D, qk_scale,
-                               False, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION)
+                               False, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION, SOFTMAX)
     # Stage 2: the diagonal tiles (causal) and the ragged last tile, masked.
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                full_n, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
-                               True, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION)
+                               True, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION, SOFTMAX)
 
     out = acc / l_i[:, None]
     o_ptrs = o_ptr + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=(offs_m < N_Q)[:, None] & (offs_d < D)[None, :])
     # log2-sum-exp2 of each row: the backward pass rebuilds P from it without a second max/sum.
-    tl.store(lse_ptr + bh * N_Q + offs_m, m_i + tl.log2(l_i), mask=offs_m < N_Q)
+    if SOFTMAX == "exp":
+        lse = (m_i + tl.log(l_i)) * 1.4426950408889634  # natural-log units -> log2 units
+    else:
+        lse = m_i + tl.log2(l_i)
+    tl.store(lse_ptr + bh * N_Q + offs_m, lse, mask=offs_m < N_Q)
 
 
 @triton.jit
@@ -356,7 +381,7 @@ _KERNELS = {
 
 @functools.cache
 def _launcher(kernel_name: str, head_dim: int, tuned: bool):
-    """The kernel to launch: autotuned over the candidates, or the first candidate.
+    """The kernel wrapped in an autotuner over the candidates (or over the first one).
 
     Built lazily: constructing an autotuner must not happen at import on a machine
     with no GPU.
@@ -371,11 +396,36 @@ def _launcher(kernel_name: str, head_dim: int, tuned: bool):
     return triton.autotune(configs=configs, key=["TUNE_N", "HEAD_DIM", "IS_CAUSAL", "PRECISION"])(kernel)
 
 
-def _kernel(kernel_name: str, head_dim: int):
+# The autotuner's pick per (kernel, tuning key). After the first call for a key the kernel
+# is launched with that config directly: the autotuner rebuilds a dict of all ~30
+# arguments on every call, which measured ~40 us of host time per launch on the H100,
+# as long as a whole N=1k forward pass takes on the GPU.
+_BEST: dict[tuple, dict] = {}
+
+
+def _launch(kernel_name: str, grid_of, args: tuple, meta: dict, key: tuple, tile=None):
+    """Launch ``kernel_name`` on ``grid_of(BLOCK_M, BLOCK_N)``; returns (compiled kernel, config).
+
+    ``meta`` holds the constexpr switches; ``key`` must separate every launch the
+    autotuner would time separately (bucketed length, dtypes); ``tile`` =
+    (BLOCK_M, BLOCK_N, num_warps, num_stages) skips tuning altogether.
+    """
+    kernel = _KERNELS[kernel_name][0]
     if INTERPRET:
         bm, bn = _INTERPRETER_TILE
-        return _KERNELS[kernel_name][0], {"BLOCK_M": bm, "BLOCK_N": bn}
-    return _launcher(kernel_name, head_dim, AUTOTUNE), {}
+        cfg = {"BLOCK_M": bm, "BLOCK_N": bn}
+    elif tile is not None:
+        cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), tile))
+    else:
+        key = (kernel_name, AUTOTUNE, *meta.values(), *key)
+        cfg = _BEST.get(key)
+        if cfg is None:
+            tuner = _launcher(kernel_name, meta["HEAD_DIM"], AUTOTUNE)
+            compiled = tuner[lambda m: grid_of(m["BLOCK_M"], m["BLOCK_N"])](*args, **meta)
+            best = tuner.best_config
+            _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
+            return compiled, _BEST[key]
+    return kernel[grid_of(cfg["BLOCK_M"], cfg["BLOCK_N"])](*args, **meta, **cfg), cfg
 
 
 def _head_dim(d: int) -> int:
@@ -386,21 +436,28 @@ def _tune_n(*lengths: int) -> int:
     return next_pow2(max(lengths))
 
 
-def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str):
+def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, tile=None, switches=None):
+    """Launch the forward kernel; returns (o4, lse in log2 units).
+
+    ``tile`` and ``switches`` (SOFTMAX, SPLIT_LOOPS, SKIP_FUTURE) are for post 4's
+    ablation; the defaults are the production kernel. The (compiled kernel, config) of
+    the last launch stays in ``_flash_forward.last_launch`` for the compiler report.
+    """
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(D)
     o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
     lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
-    kernel, fixed = _kernel("fwd", head_dim)
-    grid = lambda meta: (triton.cdiv(NQ, meta["BLOCK_M"]), B * H)  # noqa: E731
-    kernel[grid](
-        q4, k4, v4, o4, lse,
-        *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(),
-        H, H // H_KV, NQ, NK, D, scale * LOG2E,
-        _tune_n(NQ, NK),
-        HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
-        **fixed,
+    # The fused-FMA softmax needs scale > 0 (it takes the max before scaling).
+    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
+                SOFTMAX="exp2-fma" if scale > 0 else "exp2")
+    meta.update(switches or {})
+    qk_scale = scale if meta["SOFTMAX"] == "exp" else scale * LOG2E
+    _flash_forward.last_launch = _launch(
+        "fwd", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
+        (q4, k4, v4, o4, lse, *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(),
+         H, H // H_KV, NQ, NK, D, qk_scale, _tune_n(NQ, NK)),
+        meta, (_tune_n(NQ, NK), q4.dtype), tile=tile,
     )
     return o4, lse
 
@@ -419,25 +476,18 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
     tune_n = _tune_n(NQ, NK)
-
-    kernel, fixed = _kernel("dkdv", head_dim)
-    kernel[lambda meta: (triton.cdiv(NK, meta["BLOCK_N"]), B * H_KV)](
-        q4, k4, v4, do4, lse, delta, dk, dv,
-        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
-        H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale,
-        tune_n,
-        HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
-        **fixed,
-    )
-    kernel, fixed = _kernel("dq", head_dim)
-    kernel[lambda meta: (triton.cdiv(NQ, meta["BLOCK_M"]), B * H)](
-        q4, k4, v4, do4, lse, delta, dq,
-        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
-        H, H // H_KV, NQ, NK, D, scale * LOG2E, scale,
-        tune_n,
-        HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
-        **fixed,
-    )
+    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision)
+    key = (tune_n, q4.dtype, do4.dtype)
+    _launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV),
+            (q4, k4, v4, do4, lse, delta, dk, dv,
+             *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
+             H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
+            meta, key)
+    _launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
+            (q4, k4, v4, do4, lse, delta, dq,
+             *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
+             H, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
+            meta, key)
     return dq, dk, dv
 
 

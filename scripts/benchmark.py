@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default="seed,ladder,production",
-                   help="comma-separated: seed, ladder, production (default: all)")
+    p.add_argument("--suite", default="seed,ladder,production,ablation",
+                   help="comma-separated: seed, ladder, production, ablation (default: all)")
     p.add_argument("--quick", action="store_true", help="fewer sizes and repetitions: a smoke pass")
     p.add_argument("--out", default=None, help="output folder (default docs/data; required with --interpret)")
     p.add_argument("--interpret", action="store_true",
@@ -48,7 +48,8 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels import benchdata, traffic  # noqa: E402
+from kernels import ablation, benchdata, traffic  # noqa: E402
+from kernels.flash import _flash_forward  # noqa: E402  (its last launch feeds the compiler report)
 
 DEV = "cpu" if ARGS.interpret else "cuda"
 GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
@@ -88,6 +89,9 @@ def providers():
         "sdpa-flash": _sdpa(SDPBackend.FLASH_ATTENTION),
         "sdpa-cudnn": _sdpa(SDPBackend.CUDNN_ATTENTION),
         "sdpa-efficient": _sdpa(SDPBackend.EFFICIENT_ATTENTION),
+        **{r.name: (lambda q, k, v, c, s, step=r.name: ablation.ablation_attention(q, k, v, causal=c, scale=s,
+                                                                                      step=step))
+           for r in ablation.RUNGS},
     }
 
 
@@ -147,7 +151,33 @@ def production_cases(quick, interp):
                            providers=["flash", "sdpa"], bwd=True)
 
 
-SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": production_cases}
+def ablation_cases(quick, interp):
+    """Post 4: every rung of kernels.ablation on long sequences, beside cuDNN and FA2."""
+    shapes = [(16, 128), (32, 64)]
+    n, B, dtype = 8192, 4, "float16"
+    provs = [*ablation.RUNG_NAMES, "sdpa-cudnn", "sdpa-flash"]
+    if quick:
+        shapes = shapes[:1]
+    if interp:
+        shapes, n, B, dtype, provs = [(2, 16)], 40, 1, "float32", list(ablation.RUNG_NAMES)
+    for h, d in shapes:
+        for causal in (False, True):
+            yield dict(B=B, H=h, Hkv=h, Nq=n, Nk=n, D=d, dtype=dtype, causal=causal, providers=provs, bwd=False)
+
+
+SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": production_cases,
+               "ablation": ablation_cases}
+
+
+def ablation_extras(c, name):
+    """The rung's prediction, and the compiler's report of the kernel it just launched."""
+    index = ablation.RUNG_NAMES.index(name)
+    r = ablation.RUNGS[index]
+    compiled, config = getattr(_flash_forward, "last_launch", (None, None))
+    return {"step": index, "label": r.label, "why": r.why,
+            "predicted_speedup": r.predict_causal if c["causal"] else r.predict_full,
+            "config": {k: config[k] for k in sorted(config)} if config else None,
+            "compiler": ablation.compiler_report(compiled)}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -254,6 +284,8 @@ def run_case(suite, c, name, fn, direction, quick):
         if direction == "fwd":
             q, k, v = make_inputs(c)
             out = fn(q, k, v, c["causal"], scale)
+            if name in ablation.RUNG_NAMES:
+                rec.update(ablation_extras(c, name))
             # TF32 keeps 10 mantissa bits: ~1e-3 relative error is its normal, not a bug.
             err, tol = check(c, out, q, k, v, scale, rel_tol=3e-3 if name.endswith("tf32") else None)
             call = lambda: fn(q, k, v, c["causal"], scale)  # noqa: E731

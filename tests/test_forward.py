@@ -76,9 +76,10 @@ def test_leading_dims(name, lead):
     check_forward(name, lead, n, n, 24, torch.float32, causal=False)
 
 
+@pytest.mark.parametrize("scale", [0.37, -0.5, 0.0])  # flash fuses the scale only when > 0
 @pytest.mark.parametrize("name", list(KERNELS))
-def test_custom_scale(name):
-    check_forward(name, LEAD_FOR[name], 9, 12, 32, torch.float32, causal=True, scale=0.37)
+def test_custom_scale(name, scale):
+    check_forward(name, LEAD_FOR[name], 9, 12, 32, torch.float32, causal=True, scale=scale)
 
 
 @pytest.mark.parametrize("layout", ["bnhd", "d_stride2"])
