@@ -382,6 +382,109 @@ def ratio_summary(doc: dict, direction: str, vs: str, min_n: int = 4096) -> tupl
 
 
 
+# ----------------------------------------------------------------------------- post 4: the ablation
+
+ABLATION_PANELS = [(128, False), (128, True), (64, False), (64, True)]
+
+
+def ablation_rows(doc: dict, d: int, causal: bool) -> list[dict]:
+    """The rung records of one ablation case, in ladder order, each with ``measured_speedup``
+    (over the previous rung) and ``predicted_tflops`` (previous measurement × prediction)."""
+    rs = sorted((r for r in doc["records"] if r.get("step") is not None and r["shape"]["D"] == d
+                 and r["causal"] == causal), key=lambda r: r["step"])
+    out, prev = [], None
+    for r in rs:
+        row = dict(r)
+        good = r["status"] == "ok" and prev is not None and prev["status"] == "ok"
+        row["measured_speedup"] = r["tflops"] / prev["tflops"] if good else None
+        row["predicted_tflops"] = prev["tflops"] * r["predicted_speedup"] if good else None
+        out.append(row)
+        prev = r
+    return out
+
+
+def ablation_reference(doc: dict, provider: str, d: int, causal: bool) -> float | None:
+    rs = ok(doc["records"], provider=provider, D=d, causal=causal)
+    return rs[0]["tflops"] if rs else None
+
+
+def ablation_ladder(doc: dict) -> go.Figure:
+    """Bars: TFLOP/s after each rung; diamonds: what we predicted; lines: cuDNN and FA2."""
+    titles = [f"D={d}, {'causal' if c else 'full'}" for d, c in ABLATION_PANELS]
+    fig = make_subplots(rows=2, cols=2, shared_yaxes=True, vertical_spacing=0.2, horizontal_spacing=0.04,
+                        subplot_titles=titles)
+    for i, (d, causal) in enumerate(ABLATION_PANELS):
+        row, col = i // 2 + 1, i % 2 + 1
+        rows = ablation_rows(doc, d, causal)
+        names = [r["provider"] for r in rows]
+        fig.add_bar(name="measured", legendgroup="m", showlegend=i == 0, x=names,
+                    y=[r["tflops"] if r["status"] == "ok" else None for r in rows], marker_color=COLORS["flash"],
+                    customdata=[r["label"] for r in rows], row=row, col=col,
+                    hovertemplate="%{customdata}: %{y:.0f} TFLOP/s<extra>measured</extra>")
+        fig.add_scatter(name="predicted before measuring", legendgroup="p", showlegend=i == 0, x=names,
+                        y=[r["predicted_tflops"] for r in rows], mode="markers",
+                        marker=dict(symbol="diamond", size=10, color="#212121", line=dict(width=1, color="#fff")),
+                        row=row, col=col, hovertemplate="predicted %{y:.0f} TFLOP/s<extra></extra>")
+        for p in ("sdpa-cudnn", "sdpa-flash"):
+            ref = ablation_reference(doc, p, d, causal)
+            if ref is not None:
+                fig.add_scatter(name=LABELS[p], legendgroup=p, showlegend=i == 0, x=[names[0], names[-1]], y=[ref, ref],
+                                mode="lines", line=dict(color=COLORS[p], dash="dash"), row=row, col=col,
+                                hovertemplate=f"{LABELS[p]}: %{{y:.0f}} TFLOP/s<extra></extra>")
+    fig.update_yaxes(title="TFLOP/s", col=1, rangemode="tozero")
+    fig.update_xaxes(tickangle=-35, tickfont=dict(size=10))
+    shape = next(r["shape"] for r in doc["records"])
+    return _finish(fig, doc, f"The forward kernel, one switch at a time: {doc['records'][0]['dtype']}, "
+                   f"B={shape['B']}, N={shape['Nq']}", height=640)
+
+
+def ablation_table(doc: dict) -> str:
+    """HTML: each rung's predicted and measured speed-up over the previous rung, per case."""
+    cases = [(d, c, {r["provider"]: r for r in ablation_rows(doc, d, c)}) for d, c in ABLATION_PANELS]
+    rungs = [r for r in ablation_rows(doc, *ABLATION_PANELS[0])]
+    head = ("<tr><th rowspan=2>step</th>" + "".join(f"<th colspan=2>D={d}, {'causal' if c else 'full'}</th>"
+                                                    for d, c, _ in cases)
+            + "</tr><tr>" + "<th>predicted</th><th>measured</th>" * len(cases) + "</tr>")
+    body = []
+    for r in rungs:
+        cells = [f"<td><code>{html.escape(r['provider'])}</code><br><small>{html.escape(r['label'])}</small></td>"]
+        for _, _, by_name in cases:
+            x = by_name.get(r["provider"])
+            if x is None or x["measured_speedup"] is None:
+                cells.append("<td>–</td><td>" + (f"{x['tflops']:.0f} TFLOP/s" if x and x["status"] == "ok" else "–")
+                             + "</td>")
+                continue
+            miss = ' class="miss"' if abs(x["measured_speedup"] / x["predicted_speedup"] - 1) > 0.1 else ""
+            cells.append(f"<td>{x['predicted_speedup']:.2f}×</td><td{miss}>{x['measured_speedup']:.2f}×</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="bench-table">{head}{"".join(body)}</table>'
+            '<p class="bench-prov">Speed-up of each step over the step before it (ratio of median times). '
+            'The first row gives the starting throughput. Highlighted: measurements more than 10% away from '
+            f'the prediction. Measured on {html.escape(provenance_line(doc))}</p>')
+
+
+def compiler_table(doc: dict, d: int = 128, causal: bool = False) -> str:
+    """HTML: what the compiler made of each rung (registers, spills, shared memory, PTX counts)."""
+    cols = [("tile", None), ("registers / thread", "registers"), ("spills", "spills"),
+            ("shared memory", "shared_bytes"), ("wgmma", "ptx_wgmma"), ("ex2", "ptx_ex2"),
+            ("mul.f32", "ptx_mul_f32"), ("fma.f32", "ptx_fma_f32")]
+    head = "<tr><th>step</th>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>"
+    body = []
+    for r in ablation_rows(doc, d, causal):
+        rep, cfg = r.get("compiler") or {}, r.get("config") or {}
+        tile = (f"{cfg.get('BLOCK_M')}×{cfg.get('BLOCK_N')}, {cfg.get('num_warps')} warps, "
+                f"{cfg.get('num_stages')} stages") if cfg else "–"
+        cells = [f"<code>{html.escape(r['provider'])}</code>", tile]
+        for _, key in cols[1:]:
+            v = rep.get(key)
+            cells.append("–" if v is None else f"{v / 1024:.0f} KB" if key == "shared_bytes" else str(v))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f'<table class="bench-table">{head}{"".join(body)}</table>'
+            f'<p class="bench-prov">D={d}, {"causal" if causal else "full"}. Registers and spills from the compiled '
+            'kernel; instruction counts are static counts in the PTX (code size, not executed instructions). '
+            f'Measured on {html.escape(provenance_line(doc))}</p>')
+
+
 # ----------------------------------------------------------------------------- explanatory figures
 
 def address_grid(n: int = 6, d: int = 5, stride_n: int | None = None) -> go.Figure:

@@ -93,8 +93,13 @@ charts.show_source(kernels.flash._fwd_tiles)
 
 # %% [markdown]
 # Two choices deserve a word. The scores are kept in **log base 2**: the softmax scale and
-# $1/\ln 2$ are folded into one multiply (`qk_scale`), so each exponential is a single
-# `exp2`, the instruction the hardware actually has. And the kernel stores, per row, the
+# $1/\ln 2$ are folded into one constant (`qk_scale`), so each exponential is a single
+# `exp2`, the instruction the hardware actually has. In the unmasked loop the row max is
+# taken over the raw scores, so scaling and subtracting the max become one fused
+# multiply-add per score (valid because the scale is positive; the launcher falls back
+# otherwise). The `SOFTMAX` argument and the other switches in the kernel's signature
+# exist for [post 4](04_optimizing_flash.py), which turns each optimization off and on
+# and measures it; their defaults are the kernel described here. And the kernel stores, per row, the
 # log-sum-exp $m + \log_2 \ell$: the backward pass rebuilds every weight from it as
 # $P = 2^{S \cdot \text{qk\_scale} - \text{lse}}$, with no second pass for the max or the sum.
 
@@ -226,7 +231,8 @@ charts.md(
     f"At $N \\ge 4096$ on the {prod['provenance']['gpu']}, the forward pass runs at **{f_lo:.2f}–{f_hi:.2f}×** "
     f"PyTorch's FlashAttention-2 backend and **{c_lo:.2f}–{c_hi:.2f}×** its cuDNN backend; the backward pass at "
     f"{bf_lo:.2f}–{bf_hi:.2f}× FlashAttention-2 and {bc_lo:.2f}–{bc_hi:.2f}× cuDNN. cuDNN, NVIDIA's hand-tuned "
-    "Hopper kernel, is still ahead; closing that gap is the subject of the next post.")
+    "Hopper kernel, is still ahead; the next post measures where our kernel's speed comes from and where the "
+    "gap remains.")
 
 # %% [markdown]
 # Every production shape, with our throughput and its ratio to the two fastest backends
@@ -263,5 +269,6 @@ charts.show(charts.seed_table(seed, providers=["vectorized", "flash", "flash-tf3
 #
 # ## What is next
 #
-# Post 4 turns to the Hopper-specific machinery (tensor-memory accelerator loads, warp
-# specialisation, persistent grids) and measures each step against cuDNN.
+# [Post 4](04_optimizing_flash.py) takes this kernel apart: each optimization becomes a
+# switch, each step is measured against a prediction written before it ran, and the
+# compiler's report shows what each step changed.

@@ -19,6 +19,7 @@ PAGES = {
     "basic": "posts/01_basic_attention/",
     "vectorized": "posts/02_vectorized_attention/",
     "flash": "posts/03_flash_attention/",
+    "optimizing": "posts/04_optimizing_flash/",
 }
 
 

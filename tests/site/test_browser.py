@@ -44,7 +44,7 @@ def test_every_chart_renders(page, base_url, name):
         assert c["svg"] and c["data"] > 0 and c["traces"] > 0, f"chart {i} did not render: {c}"
 
 
-@pytest.mark.parametrize("name", ["basic", "vectorized", "flash"])
+@pytest.mark.parametrize("name", ["basic", "vectorized", "flash", "optimizing"])
 def test_math_is_typeset(page, base_url, name):
     open_page(page, base_url, PAGES[name])
     assert page.locator(".katex").count() > 0, "no KaTeX output: math left as raw TeX"
@@ -75,7 +75,7 @@ def test_palette_toggle_switches_page_and_charts(page, base_url, name):
     assert page.errors == [], page.errors
 
 
-SEARCH_WORDS = {"basic": "recomputing", "vectorized": "coalesce", "flash": "rescaled"}
+SEARCH_WORDS = {"basic": "recomputing", "vectorized": "coalesce", "flash": "rescaled", "optimizing": "ablation"}
 
 
 @pytest.mark.parametrize("name", list(SEARCH_WORDS))
