@@ -73,11 +73,12 @@ def lookup(doc: dict) -> dict:
 
 def _finish(fig: go.Figure, doc_or_docs, title: str, height: int = 430) -> go.Figure:
     docs = doc_or_docs if isinstance(doc_or_docs, list) else [doc_or_docs]
-    prov = "<br>".join(provenance_line(d) for d in docs)
+    # Two lines per GPU: one line overflows a chart in the narrow content column.
+    prov = "<br>".join(provenance_line(d).replace(" · driver", "<br>driver") for d in docs)
     fig.update_layout(
         title=dict(text=title, x=0.01, y=0.985, yref="container", yanchor="top", font=dict(size=15)),
-        template="plotly_white", height=height + 60 + 18 * len(docs),
-        margin=dict(l=60, r=20, t=115, b=70 + 16 * len(docs)),
+        template="plotly_white", height=height + 60 + 34 * len(docs),
+        margin=dict(l=60, r=20, t=115, b=70 + 32 * len(docs)),
         legend=dict(orientation="h", yanchor="bottom", y=1.09, x=0, xanchor="left", font=dict(size=11)),
         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
         font=dict(family="-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif"),
@@ -421,46 +422,47 @@ def ablation_ladder(doc: dict) -> go.Figure:
                     y=[r["tflops"] if r["status"] == "ok" else None for r in rows], marker_color=COLORS["flash"],
                     customdata=[r["label"] for r in rows], row=row, col=col,
                     hovertemplate="%{customdata}: %{y:.0f} TFLOP/s<extra>measured</extra>")
-        fig.add_scatter(name="predicted before measuring", legendgroup="p", showlegend=i == 0, x=names,
+        fig.add_scatter(name="predicted", legendgroup="p", showlegend=i == 0, x=names,
                         y=[r["predicted_tflops"] for r in rows], mode="markers",
                         marker=dict(symbol="diamond", size=10, color="#212121", line=dict(width=1, color="#fff")),
                         row=row, col=col, hovertemplate="predicted %{y:.0f} TFLOP/s<extra></extra>")
         for p in ("sdpa-cudnn", "sdpa-flash"):
             ref = ablation_reference(doc, p, d, causal)
             if ref is not None:
-                fig.add_scatter(name=LABELS[p], legendgroup=p, showlegend=i == 0, x=[names[0], names[-1]], y=[ref, ref],
+                fig.add_scatter(name=LABELS[p].replace("SDPA ", ""), legendgroup=p, showlegend=i == 0,
+                                x=[names[0], names[-1]], y=[ref, ref],
                                 mode="lines", line=dict(color=COLORS[p], dash="dash"), row=row, col=col,
                                 hovertemplate=f"{LABELS[p]}: %{{y:.0f}} TFLOP/s<extra></extra>")
     fig.update_yaxes(title="TFLOP/s", col=1, rangemode="tozero")
     fig.update_xaxes(tickangle=-35, tickfont=dict(size=10))
     shape = next(r["shape"] for r in doc["records"])
-    return _finish(fig, doc, f"The forward kernel, one switch at a time: {doc['records'][0]['dtype']}, "
-                   f"B={shape['B']}, N={shape['Nq']}", height=640)
+    fig = _finish(fig, doc, f"Forward, one switch at a time: {doc['records'][0]['dtype']}, "
+                  f"B={shape['B']}, N={shape['Nq']}", height=640)
+    fig.update_layout(legend=dict(y=1.06))  # two rows of panels: keep the legend clear of the title
+    return fig
 
 
 def ablation_table(doc: dict) -> str:
-    """HTML: each rung's predicted and measured speed-up over the previous rung, per case."""
+    """HTML: each rung's measured speed-up over the previous rung, with the prediction, per case."""
     cases = [(d, c, {r["provider"]: r for r in ablation_rows(doc, d, c)}) for d, c in ABLATION_PANELS]
-    rungs = [r for r in ablation_rows(doc, *ABLATION_PANELS[0])]
-    head = ("<tr><th rowspan=2>step</th>" + "".join(f"<th colspan=2>D={d}, {'causal' if c else 'full'}</th>"
-                                                    for d, c, _ in cases)
-            + "</tr><tr>" + "<th>predicted</th><th>measured</th>" * len(cases) + "</tr>")
+    rungs = ablation_rows(doc, *ABLATION_PANELS[0])
+    head = "<tr><th>step</th>" + "".join(f"<th>D={d}, {'causal' if c else 'full'}</th>" for d, c, _ in cases) + "</tr>"
     body = []
     for r in rungs:
         cells = [f"<td><code>{html.escape(r['provider'])}</code><br><small>{html.escape(r['label'])}</small></td>"]
         for _, _, by_name in cases:
             x = by_name.get(r["provider"])
             if x is None or x["measured_speedup"] is None:
-                cells.append("<td>–</td><td>" + (f"{x['tflops']:.0f} TFLOP/s" if x and x["status"] == "ok" else "–")
-                             + "</td>")
+                cells.append("<td>" + (f"{x['tflops']:.0f} TFLOP/s" if x and x["status"] == "ok" else "–") + "</td>")
                 continue
             miss = ' class="miss"' if abs(x["measured_speedup"] / x["predicted_speedup"] - 1) > 0.1 else ""
-            cells.append(f"<td>{x['predicted_speedup']:.2f}×</td><td{miss}>{x['measured_speedup']:.2f}×</td>")
+            cells.append(f"<td{miss}>{x['measured_speedup']:.2f}× <small>(predicted {x['predicted_speedup']:.2f}×)"
+                         "</small></td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<table class="bench-table">{head}{"".join(body)}</table>'
-            '<p class="bench-prov">Speed-up of each step over the step before it (ratio of median times). '
-            'The first row gives the starting throughput. Highlighted: measurements more than 10% away from '
-            f'the prediction. Measured on {html.escape(provenance_line(doc))}</p>')
+            '<p class="bench-prov">Measured speed-up of each step over the step before it (ratio of median times), '
+            'with the prediction written before the run. The first row gives the starting throughput. Highlighted: '
+            f'measurements more than 10% away from the prediction. Measured on {html.escape(provenance_line(doc))}</p>')
 
 
 def compiler_table(doc: dict, d: int = 128, causal: bool = False) -> str:

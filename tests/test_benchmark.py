@@ -29,7 +29,7 @@ def interpreted_run(tmp_path_factory):
     if interpreter_problem():
         pytest.skip(interpreter_problem())
     out = tmp_path_factory.mktemp("bench")
-    res = run("--interpret", "--suite", "seed,production", "--out", str(out))
+    res = run("--interpret", "--suite", "seed,production,ablation", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     return out, res
 
@@ -37,12 +37,26 @@ def interpreted_run(tmp_path_factory):
 def test_interpret_mode_writes_valid_files(interpreted_run):
     out, res = interpreted_run
     files = sorted(p.name for p in out.glob("*.json"))
-    assert files == ["production.cpu-interpreter.json", "seed.cpu-interpreter.json"]
+    assert files == ["ablation.cpu-interpreter.json", "production.cpu-interpreter.json", "seed.cpu-interpreter.json"]
     for f in out.glob("*.json"):
         doc = benchdata.load(f)
         assert all(r["status"] == "ok" for r in doc["records"]), [r for r in doc["records"] if r["status"] != "ok"]
         assert {"gpu", "torch", "triton", "date", "git_commit"} <= doc["provenance"].keys()
     assert "eta" in res.stdout  # a progress line per case
+
+
+def test_ablation_records_carry_their_prediction(interpreted_run):
+    from kernels import ablation
+
+    out, _ = interpreted_run
+    doc = benchdata.load(out / "ablation.cpu-interpreter.json")
+    steps = sorted({r["step"] for r in doc["records"]})
+    assert steps == list(range(len(ablation.RUNGS)))
+    for r in doc["records"]:
+        rung = ablation.RUNGS[r["step"]]
+        assert r["provider"] == rung.name and r["label"] == rung.label
+        assert r["predicted_speedup"] == (rung.predict_causal if r["causal"] else rung.predict_full)
+        assert r["config"]["BLOCK_M"] > 0  # the tile that actually ran
 
 
 def test_interpret_needs_explicit_out():

@@ -101,6 +101,11 @@ for step in ablation.RUNG_NAMES:
 
 # %% [markdown]
 # ## Measured, step by step
+#
+# `scripts/benchmark.py --suite ablation` times every rung in one run, beside cuDNN and
+# FlashAttention-2. Bars are the measured throughput. Each diamond is the previous rung's
+# measurement times the predicted speed-up, so a diamond above its bar means the step paid
+# less than we expected.
 
 # %% tags=["hide-input"]
 charts.show(charts.ablation_ladder(abl))
