@@ -265,8 +265,11 @@ charts.md(
 # - **What cuDNN does that we do not.** On Hopper the fastest kernels split a program's
 #   warps into producers that issue loads and consumers that run the matmuls, and they
 #   overlap one tile's softmax with the next tile's matmul (FlashAttention-3's "ping-pong").
-#   Triton 3.6 does not expose that schedule for Hopper, so this is where the remaining
-#   forward gap is.
+#   Our kernel runs its softmax and its matmuls one after the other. Recent Triton releases
+#   can warp-specialise a loop automatically (`tl.range(..., warp_specialize=True)`), and
+#   upstream enabled it for Hopper attention kernels that load through on-device tensor
+#   descriptors. We have not measured that yet. It is the next experiment, and the most
+#   likely place for the remaining forward gap.
 # - **The backward pass** recomputes $P$ in both of its kernels and is limited by registers:
 #   in a probe of its compiled candidates (see `PERF_NOTES.md`), the widest dK/dV tile hit
 #   the register limit and spilled. Smaller tiles there, and a fused single-kernel backward
@@ -291,5 +294,6 @@ charts.md(
 #   no mask in the hot loop, one FMA and one `ex2` per score, no tile past the diagonal.
 # - Read the compiler's report. It confirms each step did what it claims (fewer multiplies,
 #   no spills, `wgmma` throughout) and shows which resources limit the next one.
-# - Against cuDNN the gap is real and stated plainly above. Closing it needs warp
-#   specialisation that Triton does not yet expose on Hopper.
+# - Against cuDNN the gap is real and stated plainly above. Closing it most likely needs
+#   warp specialisation, so that the softmax overlaps the matmuls. That is the next
+#   thing to measure.
