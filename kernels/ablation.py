@@ -81,13 +81,15 @@ def ablation_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cau
     scale = check_attention_inputs("ablation_attention", q, k, v, causal, scale, allow_gqa=True)
     if q.numel() == 0 or k.numel() == 0:
         return q * 0.0
-    switches = dict(r.switches)
-    if switches.get("SOFTMAX") == "exp2-fma" and scale <= 0:
-        switches["SOFTMAX"] = "exp2"  # the fused form assumes scale > 0, as in flash_attention
     with torch.no_grad():
         o4, _ = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v), causal, scale,
-                                     "ieee", tile=r.tile, switches=switches)
+                                     "ieee", tile=r.tile, switches=r.switches)
     return o4.reshape(q.shape)
+
+
+def last_launch() -> tuple:
+    """(compiled kernel, config) of the most recent forward launch; (None, None) before any."""
+    return getattr(flash._flash_forward, "last_launch", (None, None))
 
 
 def compiler_report(compiled) -> dict | None:

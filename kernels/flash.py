@@ -449,16 +449,18 @@ def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, ti
     head_dim = _head_dim(D)
     o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
     lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
-    # The fused-FMA softmax needs scale > 0 (it takes the max before scaling).
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision,
-                SOFTMAX="exp2-fma" if scale > 0 else "exp2")
+                SOFTMAX="exp2-fma")
     meta.update(switches or {})
+    if meta["SOFTMAX"] == "exp2-fma" and scale <= 0:
+        meta["SOFTMAX"] = "exp2"  # the fused form takes the row max before scaling: scale > 0 only
     qk_scale = scale if meta["SOFTMAX"] == "exp" else scale * LOG2E
+    tune_n = _tune_n(NQ, NK)
     _flash_forward.last_launch = _launch(
         "fwd", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
         (q4, k4, v4, o4, lse, *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(),
-         H, H // H_KV, NQ, NK, D, qk_scale, _tune_n(NQ, NK)),
-        meta, (_tune_n(NQ, NK), q4.dtype), tile=tile,
+         H, H // H_KV, NQ, NK, D, qk_scale, tune_n),
+        meta, (tune_n, q4.dtype), tile=tile,
     )
     return o4, lse
 

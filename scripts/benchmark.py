@@ -49,7 +49,6 @@ import triton  # noqa: E402
 
 import kernels  # noqa: E402
 from kernels import ablation, benchdata, traffic  # noqa: E402
-from kernels.flash import _flash_forward  # noqa: E402  (its last launch feeds the compiler report)
 
 DEV = "cpu" if ARGS.interpret else "cuda"
 GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
@@ -173,7 +172,7 @@ def ablation_extras(c, name):
     """The rung's prediction, and the compiler's report of the kernel it just launched."""
     index = ablation.RUNG_NAMES.index(name)
     r = ablation.RUNGS[index]
-    compiled, config = getattr(_flash_forward, "last_launch", (None, None))
+    compiled, config = ablation.last_launch()
     return {"step": index, "label": r.label, "why": r.why,
             "predicted_speedup": r.predict_causal if c["causal"] else r.predict_full,
             "config": {k: config[k] for k in sorted(config)} if config else None,
