@@ -118,5 +118,6 @@ def compiler_report(compiled) -> dict | None:
         "ptx_fma_f32": ptx.count("fma.rn.f32"),
         "ptx_mul_f32": ptx.count("mul.f32") + ptx.count("mul.rn.f32"),
         "ptx_cp_async": ptx.count("cp.async"),
+        "ptx_setmaxnreg": ptx.count("setmaxnreg"),  # register hand-off between specialised warps
         "ptx_lines": ptx.count("\n"),
     }
