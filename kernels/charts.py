@@ -465,6 +465,60 @@ def ablation_table(doc: dict) -> str:
             f'measurements more than 10% away from the prediction. Measured on {html.escape(provenance_line(doc))}</p>')
 
 
+def round_spread(records) -> list[float]:
+    """Per ok record timed in several rounds: slowest round median / fastest round median - 1."""
+    return [max(r["round_p50"]) / min(r["round_p50"]) - 1 for r in records
+            if r["status"] == "ok" and len(r.get("round_p50") or []) > 1]
+
+
+# ----------------------------------------------------------------------------- post 4: warp specialisation
+
+_PTX_KEYS = ("registers", "shared_bytes", "ptx_lines", "ptx_wgmma", "ptx_ex2", "ptx_fma_f32", "ptx_mul_f32")
+
+
+def warpspec_pairs(doc: dict) -> list[dict]:
+    """Each tile with the loop's warp_specialize flag off and on, per case: TFLOP/s, status,
+    whether the two compiled kernels match in every counted property, setmaxnreg count."""
+    by = {(r["shape"]["D"], r["causal"], r["provider"]): r for r in doc["records"]}
+    out = []
+    for (d, causal, name), plain in sorted(by.items(), key=lambda kv: (-kv[0][0], kv[0][1], kv[0][2])):
+        if not name.endswith("-plain"):
+            continue
+        ws = by.get((d, causal, name[: -len("-plain")] + "-ws"))
+        if ws is None:
+            continue
+        same = (plain.get("compiler") is not None and ws.get("compiler") is not None
+                and all(plain["compiler"].get(k) == ws["compiler"].get(k) for k in _PTX_KEYS))
+        ref = {p: ablation_reference(doc, p, d, causal) for p in ("flash", "sdpa-cudnn")}
+        out.append(dict(D=d, causal=causal, tile=plain["config"], plain=plain, ws=ws, same_code=same,
+                        setmaxnreg=(ws.get("compiler") or {}).get("ptx_setmaxnreg"), flash=ref["flash"],
+                        cudnn=ref["sdpa-cudnn"]))
+    return out
+
+
+def warpspec_table(doc: dict) -> str:
+    """HTML: the descriptor kernel with warp specialisation off and on, beside flash_attention and cuDNN."""
+    head = ("<tr><th>case</th><th>tile</th><th>plain</th><th>warp-specialised</th><th>same compiled code?</th>"
+            "<th><code>setmaxnreg</code> in PTX</th></tr>")
+    body = []
+    for p in warpspec_pairs(doc):
+        t = p["tile"]
+
+        def cell(r):
+            return f"{r['tflops']:.0f}" if r["status"] == "ok" else f"<em>{html.escape(r['status'])}</em>"
+        same = "yes" if p["same_code"] else ("–" if p["ws"]["status"] != "ok" else "no")
+        body.append(f"<tr><td>D={p['D']}, {'causal' if p['causal'] else 'full'}<br><small>flash_attention "
+                    f"{p['flash']:.0f}, cuDNN {p['cudnn']:.0f}</small></td>"
+                    f"<td>{t['BLOCK_M']}×{t['BLOCK_N']}, {t['num_warps']} warps</td><td>{cell(p['plain'])}</td>"
+                    f"<td>{cell(p['ws'])}</td><td>{same}</td>"
+                    f"<td>{'–' if p['setmaxnreg'] is None else p['setmaxnreg']}</td></tr>")
+    return (f'<table class="bench-table">{head}{"".join(body)}</table>'
+            '<p class="bench-prov">Forward TFLOP/s (median of 3 interleaved rounds). "Same compiled code": equal '
+            'registers, shared memory, PTX line count and counts of wgmma, ex2, fma and mul. <code>setmaxnreg</code> '
+            'is the instruction specialised warp groups use to trade registers; none means no split. '
+            f'Measured on {html.escape(provenance_line(doc))}</p>')
+
+
 def compiler_table(doc: dict, d: int = 128, causal: bool = False) -> str:
     """HTML: what the compiler made of each rung (registers, spills, shared memory, PTX counts)."""
     cols = [("tile", None), ("registers / thread", "registers"), ("spills", "spills"),
