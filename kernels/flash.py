@@ -407,9 +407,10 @@ _BEST: dict[tuple, dict] = {}
 def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dict, key: tuple, tile=None):
     """Launch ``kernel_name`` on ``grid_of(BLOCK_M, BLOCK_N)``; returns (compiled kernel, config).
 
-    The kernel's runtime arguments are ``tensors`` then ``scalars``; ``meta`` holds the constexpr switches; ``key`` must separate every launch the
-    autotuner would time separately (bucketed length, dtypes); ``tile`` =
-    (BLOCK_M, BLOCK_N, num_warps, num_stages) skips tuning altogether.
+    The kernel's runtime arguments are ``tensors`` then ``scalars``; ``meta`` holds the
+    constexpr switches; ``key`` must separate every launch the autotuner would time
+    separately (bucketed length, dtypes); ``tile`` = (BLOCK_M, BLOCK_N, num_warps,
+    num_stages) skips tuning altogether.
     """
     kernel = _KERNELS[kernel_name][0]
     args = (*tensors, *scalars)
@@ -474,7 +475,8 @@ def _run(kernel_name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, 
     """Launch ``kernel`` on ``grid``: through Triton the first time, then directly."""
     global DIRECT_LAUNCH
     args = (*tensors, *scalars)
-    if not DIRECT_LAUNCH or _hooked(triton.knobs.runtime.launch_enter_hook) or _hooked(triton.knobs.runtime.launch_exit_hook):
+    hooks = triton.knobs.runtime
+    if not DIRECT_LAUNCH or _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
         # A profiler's launch hooks need the metadata Triton's own path computes.
         return kernel[grid](*args, **meta, **cfg)
     driver = triton.runtime.driver.active
