@@ -413,7 +413,6 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
     num_stages) skips tuning altogether.
     """
     kernel = _KERNELS[kernel_name][0]
-    args = (*tensors, *scalars)
     if INTERPRET:
         bm, bn = _INTERPRETER_TILE
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn}
@@ -424,7 +423,7 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
         cfg = _BEST.get(key)
         if cfg is None:
             tuner = _launcher(kernel_name, meta["HEAD_DIM"], AUTOTUNE)
-            compiled = tuner[lambda m: grid_of(m["BLOCK_M"], m["BLOCK_N"])](*args, **meta)
+            compiled = tuner[lambda m: grid_of(m["BLOCK_M"], m["BLOCK_N"])](*tensors, *scalars, **meta)
             best = tuner.best_config
             _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
             return compiled, _BEST[key]
@@ -441,7 +440,7 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
 # launches with the same specialisation call the compiled kernel directly.
 
 DIRECT_LAUNCH = not INTERPRET and os.environ.get("KERNELS_DIRECT_LAUNCH", "1") != "0"
-_COMPILED: dict[tuple, object] = {}
+_COMPILED: dict[tuple, tuple] = {}  # launch key -> (compiled kernel, its constexpr values in order)
 _COMPILED_MAX = 4096  # distinct (shape, stride, scale) signatures kept; then the cache starts over
 _CONSTEXPRS: dict[str, tuple] = {}  # kernel name -> ((name, default), ...) in signature order
 
@@ -482,10 +481,9 @@ def _run(kernel_name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, 
     driver = triton.runtime.driver.active
     device = driver.get_current_device()
     dkey = (kernel_name, device, *cfg.values(), *meta.values(), *_specialization(tensors, scalars))
-    compiled = _COMPILED.get(dkey)
-    if compiled is not None:
-        values = {**meta, **cfg}
-        consts = [values.get(name, default) for name, default in _CONSTEXPRS[kernel_name]]
+    hit = _COMPILED.get(dkey)
+    if hit is not None:
+        compiled, consts = hit
         try:
             compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
                          driver.get_current_stream(device), compiled.function, compiled.packed_metadata,
@@ -495,10 +493,12 @@ def _run(kernel_name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, 
             # A Triton whose launcher takes its arguments differently: use its own path from now on.
             DIRECT_LAUNCH = False
     compiled = kernel[grid](*args, **meta, **cfg)
-    if DIRECT_LAUNCH and _constexpr_params(kernel_name, kernel, len(args)) is not None:
+    params = _constexpr_params(kernel_name, kernel, len(args)) if DIRECT_LAUNCH else None
+    if params is not None:
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.clear()
-        _COMPILED[dkey] = compiled
+        values = {**meta, **cfg}  # in the key, so fixed for every later hit
+        _COMPILED[dkey] = (compiled, tuple(values.get(name, default) for name, default in params))
     return compiled
 
 

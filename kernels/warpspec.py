@@ -18,8 +18,7 @@ import triton
 import triton.language as tl
 
 from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
-
-LOG2E = 1.4426950408889634
+from .flash import LOG2E
 
 
 @triton.jit

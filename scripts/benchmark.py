@@ -263,24 +263,25 @@ MAX_ERROR_SHARE = 0.1  # a suite with more unexpected errors than this is not wr
 ROUNDS = 3
 
 
+def sample(fn, quick, first):
+    """Times of one batch of calls to ``fn``, in ms."""
+    if ARGS.interpret:
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        return ts
+    return triton.testing.do_bench(fn, warmup=25 if first else 10, rep=30 if quick else 40, return_mode="all")
+
+
 def time_rounds(calls, quick):
     """{index: (samples in ms, [median of each round])} for ``calls``, a list of (index, fn)."""
-    if ARGS.interpret:
-        out = {}
-        for i, fn in calls:
-            ts = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                fn()
-                ts.append((time.perf_counter() - t0) * 1e3)
-            out[i] = (ts, [statistics.median(ts)])
-        return out
-    rounds, rep = (1, 30) if quick else (ROUNDS, 40)
     out = {i: ([], []) for i, _ in calls}
-    for r in range(rounds):
+    for r in range(1 if quick or ARGS.interpret else ROUNDS):
         shift = r % len(calls)
         for i, fn in calls[shift:] + calls[:shift]:
-            ts = triton.testing.do_bench(fn, warmup=25 if r == 0 else 10, rep=rep, return_mode="all")
+            ts = sample(fn, quick, first=r == 0)
             out[i][0].extend(ts)
             out[i][1].append(statistics.median(ts))
     return out
@@ -288,14 +289,8 @@ def time_rounds(calls, quick):
 
 def quantiles(samples):
     """(p20, p50, p80) of the samples, linearly interpolated."""
-    xs = sorted(samples)
-
-    def q(f):
-        pos = f * (len(xs) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-    return q(0.2), q(0.5), q(0.8)
+    deciles = statistics.quantiles(samples if len(samples) > 1 else samples * 2, n=10, method="inclusive")
+    return deciles[1], deciles[4], deciles[7]
 
 
 def graph_time(fn, quick):
@@ -378,14 +373,13 @@ def run_group(suite, c, direction, provs, quick):
     calls = [(i, call) for i, (_, call) in enumerate(prepared) if call is not None]
     try:
         timed = time_rounds(calls, quick) if calls else {}
-    except Exception as exc:  # noqa: BLE001 - fall back to timing one provider at a time
+    except Exception:  # noqa: BLE001 - fall back to timing one provider at a time
         timed = {}
         for i, call in calls:
             try:
                 timed.update(time_rounds([(i, call)], quick))
-            except Exception as one:  # noqa: BLE001
-                prepared[i][0]["status"], prepared[i][0]["reason"] = classify(one)
-        del exc
+            except Exception as exc:  # noqa: BLE001
+                prepared[i][0]["status"], prepared[i][0]["reason"] = classify(exc)
     records = []
     for i, (rec, call) in enumerate(prepared):
         if i in timed:

@@ -57,12 +57,12 @@ def test_specialisation_separates_launches(monkeypatch):
 def test_profiler_hooks_take_tritons_path(monkeypatch):
     """With a launch hook set (as profilers do), every launch goes through Triton."""
     seen = []
-    hook = triton_hook = lambda metadata: seen.append(metadata)  # noqa: E731
+    hook = seen.append
     knobs = flash.triton.knobs.runtime
     old = knobs.launch_enter_hook
     if hasattr(old, "add"):  # newer Tritons chain hooks
-        old.add(triton_hook)
-        undo = lambda: old.remove(triton_hook)  # noqa: E731
+        old.add(hook)
+        undo = lambda: old.remove(hook)  # noqa: E731
     else:
         knobs.launch_enter_hook = hook
         undo = lambda: setattr(knobs, "launch_enter_hook", old)  # noqa: E731
