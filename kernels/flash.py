@@ -442,7 +442,6 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
 DIRECT_LAUNCH = not INTERPRET and os.environ.get("KERNELS_DIRECT_LAUNCH", "1") != "0"
 _COMPILED: dict[tuple, tuple] = {}  # launch key -> (compiled kernel, its constexpr values in order)
 _COMPILED_MAX = 4096  # distinct (shape, stride, scale) signatures kept; then the cache starts over
-_CONSTEXPRS: dict[str, tuple] = {}  # kernel name -> ((name, default), ...) in signature order
 
 
 def _specialization(tensors: tuple, scalars: tuple) -> tuple:
@@ -456,14 +455,13 @@ def _specialization(tensors: tuple, scalars: tuple) -> tuple:
     return (*[(t.dtype, t.data_ptr() & 15) for t in tensors], *scalars)
 
 
-def _constexpr_params(kernel_name: str, kernel, n_args: int) -> tuple | None:
-    """The kernel's constexpr parameters, if they all follow the ``n_args`` runtime ones."""
-    if kernel_name not in _CONSTEXPRS:
-        params = list(kernel.params)
-        tail = params[n_args:]
-        ok = all(not p.is_constexpr for p in params[:n_args]) and all(p.is_constexpr for p in tail)
-        _CONSTEXPRS[kernel_name] = tuple((p.name, p.default) for p in tail) if ok else None
-    return _CONSTEXPRS[kernel_name]
+def _constexpr_params(kernel, n_args: int) -> tuple | None:
+    """((name, default), ...) of the kernel's constexprs, if they all follow the ``n_args`` runtime
+    parameters; else None. Called only when a specialisation is first seen, so not memoised."""
+    params = list(kernel.params)
+    tail = params[n_args:]
+    ok = all(not p.is_constexpr for p in params[:n_args]) and all(p.is_constexpr for p in tail)
+    return tuple((p.name, p.default) for p in tail) if ok else None
 
 
 def _hooked(hook) -> bool:
@@ -493,7 +491,7 @@ def _run(kernel_name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, 
             # A Triton whose launcher takes its arguments differently: use its own path from now on.
             DIRECT_LAUNCH = False
     compiled = kernel[grid](*args, **meta, **cfg)
-    params = _constexpr_params(kernel_name, kernel, len(args)) if DIRECT_LAUNCH else None
+    params = _constexpr_params(kernel, len(args)) if DIRECT_LAUNCH else None
     if params is not None:
         if len(_COMPILED) >= _COMPILED_MAX:
             _COMPILED.clear()

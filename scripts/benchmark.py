@@ -289,6 +289,7 @@ def time_rounds(calls, quick):
 
 def quantiles(samples):
     """(p20, p50, p80) of the samples, linearly interpolated."""
+    # statistics.quantiles needs two points; one sample is its own p20, p50 and p80.
     deciles = statistics.quantiles(samples if len(samples) > 1 else samples * 2, n=10, method="inclusive")
     return deciles[1], deciles[4], deciles[7]
 

@@ -11,7 +11,7 @@ from kernels import flash
 
 from conftest import DEVICE, INTERPRET, rand
 
-pytestmark = pytest.mark.skipif(INTERPRET, reason="direct launch exists only on the GPU")
+gpu_only = pytest.mark.skipif(INTERPRET, reason="direct launch exists only on the GPU")
 
 
 def _fwd_bwd(q, k, v, causal):
@@ -21,6 +21,7 @@ def _fwd_bwd(q, k, v, causal):
     return o.detach(), q.grad, k.grad, v.grad
 
 
+@gpu_only
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", [(2, 4, 100, 64), (1, 2, 257, 40), (3, 1, 64, 128)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -37,6 +38,7 @@ def test_direct_equals_triton_path(monkeypatch, shape, dtype, causal):
     assert flash.DIRECT_LAUNCH, "the direct launch fell back to Triton's path"
 
 
+@gpu_only
 def test_specialisation_separates_launches(monkeypatch):
     """Aligned, then misaligned pointers and a length of 1: each gets its own kernel."""
     monkeypatch.setattr(flash, "DIRECT_LAUNCH", True)
@@ -54,6 +56,7 @@ def test_specialisation_separates_launches(monkeypatch):
     assert len({flash._specialization((), (n,)) for n in (1, 16, 17, 2**31)}) == 4
 
 
+@gpu_only
 def test_profiler_hooks_take_tritons_path(monkeypatch):
     """With a launch hook set (as profilers do), every launch goes through Triton."""
     seen = []
@@ -73,3 +76,18 @@ def test_profiler_hooks_take_tritons_path(monkeypatch):
         assert len(seen) == 3
     finally:
         undo()
+
+
+@pytest.mark.parametrize("name", sorted(flash._KERNELS))
+def test_constexpr_params_only_for_a_trailing_block(name):
+    """The direct launch passes constexprs after the runtime arguments, so it must only be
+    used when every constexpr follows them (runs without a GPU: parses the signature only)."""
+    kernel = flash._KERNELS[name][0]
+    if INTERPRET:  # the interpreter's wrapper has no signature; parse the same function
+        kernel = flash.triton.runtime.jit.JITFunction(kernel.fn)
+    params = list(kernel.params)
+    n_runtime = sum(not p.is_constexpr for p in params)
+    got = flash._constexpr_params(kernel, n_runtime)
+    assert got is not None and [n for n, _ in got] == [p.name for p in params if p.is_constexpr]
+    assert flash._constexpr_params(kernel, n_runtime - 1) is None  # a runtime argument among them
+    assert flash._constexpr_params(kernel, n_runtime + 1) is None  # a constexpr passed positionally
