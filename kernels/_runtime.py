@@ -15,6 +15,7 @@ import sys
 import torch
 
 MAX_HEAD_DIM = 256
+INT32_MAX = 2**31 - 1
 
 
 def _decide_mode() -> bool:
@@ -172,6 +173,7 @@ def check_attention_inputs(
         raise RuntimeError(f"{name}: {problem}")
     if q.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name}: device {q.device} is not supported (cpu or cuda only)")
+    check_slice_spans(name, q=q, k=k, v=v)
 
     if scale is None:
         return 1.0 / math.sqrt(q.shape[-1])
@@ -180,6 +182,19 @@ def check_attention_inputs(
     if not math.isfinite(scale):
         raise ValueError(f"{name}: scale must be finite, got {scale}")
     return float(scale)
+
+
+def check_slice_spans(name: str, **tensors: torch.Tensor) -> None:
+    """Batch and head offsets are 64-bit in every kernel; offsets inside one (batch, head)
+    slice, row * stride_n + d * stride_d, stay 32-bit because they sit in the hot loop. So
+    the largest offset inside a slice of each (..., N, D) tensor must fit in an int32."""
+    for arg, t in tensors.items():
+        span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[-2:], t.stride()[-2:]))
+        if span > INT32_MAX:
+            raise ValueError(
+                f"{name}: one (batch, head) slice of {arg} spans {span + 1} elements (shape {tuple(t.shape)}, "
+                f"strides {t.stride()}); offsets inside a slice are 32-bit, so it must span at most 2**31: "
+                "make the tensor contiguous or split the sequence")
 
 
 def as_batch_heads(t: torch.Tensor) -> torch.Tensor:

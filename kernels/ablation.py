@@ -71,25 +71,30 @@ def rung(name: str) -> Rung:
     raise ValueError(f"ablation: unknown rung {name!r}; choose from {', '.join(RUNG_NAMES)}")
 
 
+def ablation_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, step: str = "autotuned") -> tuple:
+    """The flash forward pass as built up to rung ``step``: (output, compiled kernel, config).
+
+    Shapes as `flash_attention`: q (..., Hq, Nq, D), k and v (..., Hkv, Nk, D). Forward only,
+    no autograd. The compiled kernel (None under the interpreter) feeds `compiler_report`.
+    """
+    r = rung(step)
+    scale = check_attention_inputs("ablation_attention", q, k, v, causal, scale, allow_gqa=True)
+    if q.numel() == 0 or k.numel() == 0:
+        return q * 0.0, None, None
+    with torch.no_grad():
+        o4, _, (compiled, config) = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v),
+                                                         causal, scale, "ieee", tile=r.tile, switches=r.switches)
+    return o4.reshape(q.shape), compiled, config
+
+
 def ablation_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
                        scale: float | None = None, step: str = "autotuned") -> torch.Tensor:
     """The flash forward pass as built up to rung ``step`` (forward only, no autograd).
 
     Shapes as `flash_attention`: q (..., Hq, Nq, D), k and v (..., Hkv, Nk, D).
     """
-    r = rung(step)
-    scale = check_attention_inputs("ablation_attention", q, k, v, causal, scale, allow_gqa=True)
-    if q.numel() == 0 or k.numel() == 0:
-        return q * 0.0
-    with torch.no_grad():
-        o4, _ = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v), causal, scale,
-                                     "ieee", tile=r.tile, switches=r.switches)
-    return o4.reshape(q.shape)
-
-
-def last_launch() -> tuple:
-    """(compiled kernel, config) of the most recent forward launch; (None, None) before any."""
-    return getattr(flash._flash_forward, "last_launch", (None, None))
+    return ablation_launch(q, k, v, causal=causal, scale=scale, step=step)[0]
 
 
 def compiler_report(compiled) -> dict | None:

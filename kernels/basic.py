@@ -27,7 +27,8 @@ def _basic_attention_kernel(
     IS_CAUSAL: tl.constexpr,
 ):
     row = tl.program_id(0)  # which query
-    bh = tl.program_id(1)  # which (batch, head)
+    # int64: b * stride_qb overflows int32 once a tensor holds more than 2**31 elements.
+    bh = tl.program_id(1).to(tl.int64)  # which (batch, head)
     b = bh // H
     h = bh % H
 

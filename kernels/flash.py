@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 import triton
@@ -96,8 +97,12 @@ def _flash_fwd_kernel(
     SPLIT_LOOPS: tl.constexpr = True,  # unmasked interior tiles in a loop of their own
     SKIP_FUTURE: tl.constexpr = True,  # causal: never visit tiles entirely past the diagonal
 ):
+    # The causal split starts the masked loop at pid_m * BLOCK_M: a key-tile boundary only
+    # if BLOCK_N divides BLOCK_M. tl.dot needs every dimension >= 16.
+    tl.static_assert(BLOCK_M % BLOCK_N == 0, "forward tiles need BLOCK_M % BLOCK_N == 0")
+    tl.static_assert(HEAD_DIM >= 16 and BLOCK_N >= 16, "tl.dot needs HEAD_DIM and BLOCK_N >= 16")
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64: b * stride_qb passes 2**31 on large tensors
     b = bh // H
     h = bh % H
     hk = h // GROUP  # grouped-query attention: GROUP query heads share one k/v head
@@ -156,7 +161,7 @@ def _flash_bwd_preprocess_kernel(
 ):
     # delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij: the term softmax's Jacobian subtracts.
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64: b * stride_qb passes 2**31 on large tensors
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -214,8 +219,12 @@ def _flash_bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    # The diagonal band [n0, n0 + BLOCK_N) must end on a query-tile boundary so the
+    # unmasked loop after it walks whole BLOCK_M tiles: BLOCK_M divides BLOCK_N.
+    tl.static_assert(BLOCK_N % BLOCK_M == 0, "dK/dV tiles need BLOCK_N % BLOCK_M == 0")
+    tl.static_assert(HEAD_DIM >= 16 and BLOCK_M >= 16, "tl.dot needs HEAD_DIM and BLOCK_M >= 16")
     pid_n = tl.program_id(0)
-    bhk = tl.program_id(1)
+    bhk = tl.program_id(1).to(tl.int64)  # int64: b * stride_kb passes 2**31 on large tensors
     b = bhk // H_KV
     hk = bhk % H_KV
 
@@ -304,8 +313,11 @@ def _flash_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, PAD_D: tl.constexpr, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    # As in the forward: the masked (diagonal) loop starts on a key-tile boundary.
+    tl.static_assert(BLOCK_M % BLOCK_N == 0, "dQ tiles need BLOCK_M % BLOCK_N == 0")
+    tl.static_assert(HEAD_DIM >= 16 and BLOCK_N >= 16, "tl.dot needs HEAD_DIM and BLOCK_N >= 16")
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64: b * stride_qb passes 2**31 on large tensors
     b = bh // H
     h = bh % H
     hk = h // GROUP
@@ -361,16 +373,21 @@ _DQ_TILES = {
     128: [(128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 16, 4, 2)],
     256: [(64, 32, 4, 1), (32, 32, 4, 1), (32, 16, 4, 1)],
 }
-_INTERPRETER_TILE = (32, 32)  # fixed: the interpreter cannot time configs
+_INTERPRETER_TILE = (32, 32)  # the interpreter cannot time configs: one tile unless a test forces another
 
-# Autotuning on the GPU. KERNELS_AUTOTUNE=0 (or setting this to False) uses the first
-# candidate instead, which keeps a test suite over many shapes from compiling every
-# candidate for every shape.
+# Autotuning on the GPU. KERNELS_AUTOTUNE=0 uses the first candidate of each table instead,
+# which keeps a test suite over many shapes from compiling every candidate for every shape.
 AUTOTUNE = os.environ.get("KERNELS_AUTOTUNE", "1") != "0"
 
 
 def _tiles(table, head_dim):
     return table[64 if head_dim <= 64 else 128 if head_dim <= 128 else 256]
+
+
+def candidate_tiles(kernel_name: str, head_dim: int) -> list[tuple]:
+    """The autotuner's candidates (BLOCK_M, BLOCK_N, num_warps, num_stages) for one kernel
+    ("fwd", "dkdv" or "dq") at one padded head dim; the first is the KERNELS_AUTOTUNE=0 tile."""
+    return list(_tiles(_KERNELS[kernel_name][1], head_dim))
 
 
 _KERNELS = {
@@ -385,7 +402,10 @@ def _launcher(kernel_name: str, head_dim: int, tuned: bool):
     """The kernel wrapped in an autotuner over the candidates (or over the first one).
 
     Built lazily: constructing an autotuner must not happen at import on a machine
-    with no GPU.
+    with no GPU. ``cache_results``: the timings of each tuning key are written to
+    Triton's cache directory (``TRITON_CACHE_DIR``, by default ``~/.triton/cache``, as
+    ``*.autotune.json``), so a new process reuses the choice instead of re-timing
+    every candidate; the cache key includes the kernel source and the candidates.
     """
     kernel, table = _KERNELS[kernel_name]
     configs = [
@@ -394,7 +414,8 @@ def _launcher(kernel_name: str, head_dim: int, tuned: bool):
     ]
     if not tuned:
         configs = configs[:1]
-    return triton.autotune(configs=configs, key=["TUNE_N", "HEAD_DIM", "IS_CAUSAL", "PRECISION"])(kernel)
+    return triton.autotune(configs=configs, key=["TUNE_N", "HEAD_DIM", "IS_CAUSAL", "PRECISION"],
+                           cache_results=True)(kernel)
 
 
 # The autotuner's pick per (kernel, tuning key). After the first call for a key the kernel
@@ -410,14 +431,16 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
     The kernel's runtime arguments are ``tensors`` then ``scalars``; ``meta`` holds the
     constexpr switches; ``key`` must separate every launch the autotuner would time
     separately (bucketed length, dtypes); ``tile`` = (BLOCK_M, BLOCK_N, num_warps,
-    num_stages) skips tuning altogether.
+    num_stages) skips tuning altogether (under the interpreter only its block sizes count).
+    The compiled kernel is None under the interpreter.
     """
     kernel = _KERNELS[kernel_name][0]
-    if INTERPRET:
-        bm, bn = _INTERPRETER_TILE
-        cfg = {"BLOCK_M": bm, "BLOCK_N": bn}
-    elif tile is not None:
+    if tile is not None:
         cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), tile))
+        if INTERPRET:
+            cfg = {"BLOCK_M": cfg["BLOCK_M"], "BLOCK_N": cfg["BLOCK_N"]}
+    elif INTERPRET:
+        cfg = dict(zip(("BLOCK_M", "BLOCK_N"), _INTERPRETER_TILE))
     else:
         key = (kernel_name, AUTOTUNE, *meta.values(), *key)
         cfg = _BEST.get(key)
@@ -428,31 +451,28 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
             _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
             return compiled, _BEST[key]
     grid = grid_of(cfg["BLOCK_M"], cfg["BLOCK_N"])
-    return _run(kernel_name, kernel, grid, tensors, scalars, meta, cfg), cfg
+    return _DIRECT(kernel_name, kernel, grid, (*tensors, *scalars), {**meta, **cfg}), cfg
 
 
 # ----------------------------------------------------------------------------- direct launch
 #
 # Once a kernel is compiled, ``kernel[grid](...)`` still spends ~27 us of host time per call
-# on the H100 box (binding ~40 arguments, specialising each, hashing a cache key); calling
-# the compiled kernel's launcher takes ~9 us. At N = 1k that difference decides whether the
-# GPU waits for the host. So after the first launch for a given specialisation, later
-# launches with the same specialisation call the compiled kernel directly.
-
-DIRECT_LAUNCH = not INTERPRET and os.environ.get("KERNELS_DIRECT_LAUNCH", "1") != "0"
-_COMPILED: dict[tuple, tuple] = {}  # launch key -> (compiled kernel, its constexpr values in order)
-_COMPILED_MAX = 4096  # distinct (shape, stride, scale) signatures kept; then the cache starts over
+# on the H100 box (binding ~40 arguments, specialising each, hashing a cache key); launching
+# the compiled kernel itself takes ~9 us. At N = 1k that difference decides whether the GPU
+# waits for the host. So after the first launch of a specialisation, later launches with the
+# same specialisation go through the compiled kernel's own launch entry, ``compiled[grid](...)``:
+# the call Triton's launcher makes itself, so profiler hooks and launch metadata stay Triton's.
 
 
-def _specialization(tensors: tuple, scalars: tuple) -> tuple:
+def _specialization(args: tuple) -> tuple:
     """A key at least as fine as what Triton specialises a compiled kernel on.
 
     Triton specialises tensors on dtype and 16-byte alignment of the pointer, ints on being
     1, divisible by 16, or beyond int32. Here tensors key on dtype and the pointer's low four
-    bits, and scalars on their exact values (cheaper to hash than to classify): equal keys
-    always mean the same compiled kernel; a new key only costs one launch through Triton.
+    bits, and other arguments on their exact values (cheaper to hash than to classify): equal
+    keys always mean the same compiled kernel; a new key only costs one launch through Triton.
     """
-    return (*[(t.dtype, t.data_ptr() & 15) for t in tensors], *scalars)
+    return tuple((a.dtype, a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def _constexpr_params(kernel, n_args: int) -> tuple | None:
@@ -464,40 +484,56 @@ def _constexpr_params(kernel, n_args: int) -> tuple | None:
     return tuple((p.name, p.default) for p in tail) if ok else None
 
 
-def _hooked(hook) -> bool:
-    return hook is not None and bool(getattr(hook, "calls", True))  # newer Tritons: an empty HookChain
+class DirectLauncher:
+    """Launches a @triton.jit kernel through Triton the first time per specialisation, then
+    through the compiled kernel's ``[grid]`` entry.
+
+    ``enabled`` starts from the mode and ``KERNELS_DIRECT_LAUNCH``; if a direct launch ever
+    fails (a Triton whose compiled-kernel entry takes its arguments differently), it warns
+    once, turns itself off and every later launch takes Triton's own path.
+    ``current_device`` returns the device index launches go to (Triton's current device).
+    """
+
+    def __init__(self, enabled: bool, current_device, max_entries: int = 4096):
+        self.enabled = enabled
+        self._current_device = current_device
+        self._max_entries = max_entries  # distinct signatures kept; then the cache starts over
+        self._compiled: dict[tuple, tuple] = {}  # key -> (compiled kernel, constexpr values in order)
+
+    def __len__(self) -> int:
+        return len(self._compiled)
+
+    def __call__(self, name: str, kernel, grid: tuple, args: tuple, constexprs: dict):
+        """Launch ``kernel[grid](*args, **constexprs)``; returns the compiled kernel."""
+        if not self.enabled:
+            return kernel[grid](*args, **constexprs)
+        key = (name, self._current_device(), *constexprs.values(), *_specialization(args))
+        hit = self._compiled.get(key)
+        if hit is not None:
+            compiled, consts = hit
+            try:
+                compiled[(*grid, 1, 1)[:3]](*args, *consts)  # this entry wants all three grid dims
+                return compiled
+            except (TypeError, AttributeError, ValueError, IndexError) as exc:
+                self.enabled = False
+                self._compiled.clear()
+                warnings.warn(f"kernels.flash: launching a compiled kernel directly failed ({exc!r}); "
+                              "every later launch goes through Triton's own launcher (a few us slower per "
+                              "call). Please report this with your Triton version.", RuntimeWarning,
+                              stacklevel=2)
+        compiled = kernel[grid](*args, **constexprs)
+        params = _constexpr_params(kernel, len(args)) if self.enabled else None
+        if params is not None:
+            if len(self._compiled) >= self._max_entries:
+                self._compiled.clear()
+            self._compiled[key] = (compiled, tuple(constexprs.get(n, default) for n, default in params))
+        return compiled
 
 
-def _run(kernel_name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, meta: dict, cfg: dict):
-    """Launch ``kernel`` on ``grid``: through Triton the first time, then directly."""
-    global DIRECT_LAUNCH
-    args = (*tensors, *scalars)
-    hooks = triton.knobs.runtime
-    if not DIRECT_LAUNCH or _hooked(hooks.launch_enter_hook) or _hooked(hooks.launch_exit_hook):
-        # A profiler's launch hooks need the metadata Triton's own path computes.
-        return kernel[grid](*args, **meta, **cfg)
-    driver = triton.runtime.driver.active
-    device = driver.get_current_device()
-    dkey = (kernel_name, device, *cfg.values(), *meta.values(), *_specialization(tensors, scalars))
-    hit = _COMPILED.get(dkey)
-    if hit is not None:
-        compiled, consts = hit
-        try:
-            compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
-                         driver.get_current_stream(device), compiled.function, compiled.packed_metadata,
-                         None, None, None, *args, *consts)
-            return compiled
-        except (TypeError, AttributeError, ValueError):
-            # A Triton whose launcher takes its arguments differently: use its own path from now on.
-            DIRECT_LAUNCH = False
-    compiled = kernel[grid](*args, **meta, **cfg)
-    params = _constexpr_params(kernel, len(args)) if DIRECT_LAUNCH else None
-    if params is not None:
-        if len(_COMPILED) >= _COMPILED_MAX:
-            _COMPILED.clear()
-        values = {**meta, **cfg}  # in the key, so fixed for every later hit
-        _COMPILED[dkey] = (compiled, tuple(values.get(name, default) for name, default in params))
-    return compiled
+_DIRECT = DirectLauncher(
+    enabled=not INTERPRET and os.environ.get("KERNELS_DIRECT_LAUNCH", "1") != "0",
+    current_device=lambda: triton.runtime.driver.active.get_current_device(),
+)
 
 
 def _head_dim(d: int) -> int:
@@ -509,11 +545,11 @@ def _tune_n(*lengths: int) -> int:
 
 
 def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, tile=None, switches=None):
-    """Launch the forward kernel; returns (o4, lse in log2 units).
+    """Launch the forward kernel; returns (o4, lse in log2 units, (compiled kernel, config)).
 
-    ``tile`` and ``switches`` (SOFTMAX, SPLIT_LOOPS, SKIP_FUTURE) are for post 4's
-    ablation; the defaults are the production kernel. The (compiled kernel, config) of
-    the last launch stays in ``_flash_forward.last_launch`` for the compiler report.
+    ``tile`` forces (BLOCK_M, BLOCK_N, num_warps, num_stages) instead of autotuning (post
+    4's ablation, the every-candidate tests); ``switches`` (SOFTMAX, SPLIT_LOOPS,
+    SKIP_FUTURE) are the ablation's; the defaults are the production kernel.
     """
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
@@ -527,23 +563,26 @@ def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, ti
         meta["SOFTMAX"] = "exp2"  # the fused form takes the row max before scaling: scale > 0 only
     qk_scale = scale if meta["SOFTMAX"] == "exp" else scale * LOG2E
     tune_n = _tune_n(NQ, NK)
-    _flash_forward.last_launch = _launch(
+    launch = _launch(
         "fwd", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
         (q4, k4, v4, o4, lse), (*q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(),
                                  H, H // H_KV, NQ, NK, D, qk_scale, tune_n),
         meta, (tune_n, q4.dtype), tile=tile,
     )
-    return o4, lse
+    return o4, lse, launch
 
 
-def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precision: str):
+def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precision: str, *, tiles=None):
+    """Launch the three backward kernels; returns (dq, dk, dv). ``tiles`` maps "dkdv" and/or
+    "dq" to a forced (BLOCK_M, BLOCK_N, num_warps, num_stages) (tests); else autotuned."""
+    tiles = tiles or {}
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(D)
     delta = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
     pre_block = 64 if not INTERPRET else 32
-    _run("pre", _flash_bwd_preprocess_kernel, (triton.cdiv(NQ, pre_block), B * H),
-         (o4, do4, delta), (*o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=pre_block), {})
+    _DIRECT("pre", _flash_bwd_preprocess_kernel, (triton.cdiv(NQ, pre_block), B * H),
+            (o4, do4, delta, *o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=pre_block))
     dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
@@ -554,19 +593,19 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
             (q4, k4, v4, do4, lse, delta, dk, dv),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
              H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
-            meta, key)
+            meta, key, tile=tiles.get("dkdv"))
     _launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
             (q4, k4, v4, do4, lse, delta, dq),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
              H, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
-            meta, key)
+            meta, key, tile=tiles.get("dq"))
     return dq, dk, dv
 
 
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q4, k4, v4, causal, scale, precision):
-        o4, lse = _flash_forward(q4, k4, v4, causal, scale, precision)
+        o4, lse, _ = _flash_forward(q4, k4, v4, causal, scale, precision)
         ctx.save_for_backward(q4, k4, v4, o4, lse)
         ctx.causal, ctx.scale, ctx.precision = causal, scale, precision
         return o4
@@ -610,5 +649,5 @@ def flash_attention(
         o4 = _FlashAttention.apply(q4, k4, v4, causal, scale, precision)
     else:
         # Inference: skip the autograd machinery (host time matters at short sequences).
-        o4, _ = _flash_forward(q4, k4, v4, causal, scale, precision)
+        o4, _, _ = _flash_forward(q4, k4, v4, causal, scale, precision)
     return o4.reshape(q.shape)

@@ -40,7 +40,8 @@ def _vectorized_attention_kernel(
     IS_CAUSAL: tl.constexpr,
 ):
     row = tl.program_id(0)
-    bh = tl.program_id(1)
+    # int64: b * stride_qb overflows int32 once a tensor holds more than 2**31 elements.
+    bh = tl.program_id(1).to(tl.int64)
     b = bh // H
     h = bh % H
 

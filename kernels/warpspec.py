@@ -13,6 +13,8 @@ reports the result. `flash_attention` does not use this kernel.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -61,8 +63,9 @@ def _warpspec_fwd_kernel(
     HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
 ):
+    tl.static_assert(BLOCK_M % BLOCK_N == 0, "the causal split needs BLOCK_M % BLOCK_N == 0")
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64: b * stride_qb passes 2**31 on large tensors
     b = bh // H
     h = bh % H
     hk = h // GROUP
@@ -97,15 +100,17 @@ def _warpspec_fwd_kernel(
     tl.store(lse_ptr + bh * N_Q + offs_m, m_i + tl.log2(l_i), mask=offs_m < N_Q)
 
 
-_ALLOCATOR_SET = False
-
-
 def _global_scratch(size: int, alignment: int, stream):
     # On-device descriptors live in a small global scratch buffer Triton asks us for.
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
-def warpspec_attention(
+@functools.cache
+def _install_allocator() -> None:
+    triton.set_allocator(_global_scratch)  # once per process
+
+
+def warpspec_launch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -114,15 +119,15 @@ def warpspec_attention(
     scale: float | None = None,
     tile: tuple = (128, 64, 8, 3),
     warp_specialize: bool = True,
-) -> torch.Tensor:
-    """Forward attention through tensor descriptors, optionally warp-specialised (no autograd).
+) -> tuple:
+    """Forward attention through tensor descriptors, optionally warp-specialised (no autograd);
+    returns (output, compiled kernel), the latter for `kernels.ablation.compiler_report`.
 
     q: (..., Hq, Nq, D); k, v: (..., Hkv, Nk, D), Hq a multiple of Hkv; fp16 or bf16 on a
     CUDA GPU of compute capability 9.0 or newer (Hopper). The feature dim must be contiguous
     and every other stride a multiple of 16 bytes (a rule of the copy engine). ``tile`` is
-    (BLOCK_M, BLOCK_N, num_warps, num_stages). Returns (..., Hq, Nq, D).
+    (BLOCK_M, BLOCK_N, num_warps, num_stages). The output is (..., Hq, Nq, D).
     """
-    global _ALLOCATOR_SET
     name = "warpspec_attention"
     scale = check_attention_inputs(name, q, k, v, causal, scale, allow_gqa=True)
     if INTERPRET or q.device.type != "cuda":
@@ -138,7 +143,7 @@ def warpspec_attention(
     if bm % bn or bm & (bm - 1) or bn & (bn - 1):
         raise ValueError(f"{name}: tile {tile}: BLOCK_M and BLOCK_N must be powers of 2 with BLOCK_M % BLOCK_N == 0")
     if q.numel() == 0:
-        return q * 0.0
+        return q * 0.0, None
     q4, k4, v4 = as_batch_heads(q), as_batch_heads(k), as_batch_heads(v)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
@@ -151,9 +156,7 @@ def warpspec_attention(
             raise ValueError(f"{name}: {arg} needs a 16-byte aligned start and strides that are multiples of "
                              f"16 bytes (D a multiple of 8 when contiguous), got strides {t.stride()}")
     lse = new_output((B, H, NQ), dtype=torch.float32, device=q.device)
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(_global_scratch)
-        _ALLOCATOR_SET = True
+    _install_allocator()
     compiled = _warpspec_fwd_kernel[(triton.cdiv(NQ, bm), B * H)](
         q4, k4, v4, o4, lse,
         *q4.stride()[:3], *k4.stride()[:3], *v4.stride()[:3], *o4.stride()[:3],
@@ -161,5 +164,11 @@ def warpspec_attention(
         HEAD_DIM=max(16, next_pow2(D)), IS_CAUSAL=causal, BLOCK_M=bm, BLOCK_N=bn,
         WARP_SPECIALIZE=warp_specialize, num_warps=warps, num_stages=stages,
     )
-    warpspec_attention.last_compiled = compiled
-    return o4.reshape(q.shape)
+    return o4.reshape(q.shape), compiled
+
+
+def warpspec_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                       scale: float | None = None, tile: tuple = (128, 64, 8, 3),
+                       warp_specialize: bool = True) -> torch.Tensor:
+    """`warpspec_launch`'s output alone: q (..., Hq, Nq, D); k, v (..., Hkv, Nk, D) -> (..., Hq, Nq, D)."""
+    return warpspec_launch(q, k, v, causal=causal, scale=scale, tile=tile, warp_specialize=warp_specialize)[0]

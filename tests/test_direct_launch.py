@@ -1,8 +1,12 @@
-"""The direct launch of compiled kernels (``kernels.flash._run``) computes exactly what
-Triton's own launch path computes, and never reuses a kernel compiled for another
-specialisation (alignment, int == 1, divisibility by 16, dtype)."""
+"""The direct launch of compiled kernels (``kernels.flash.DirectLauncher``) computes exactly
+what Triton's own launch path computes, never reuses a kernel compiled for another
+specialisation (alignment, int == 1, divisibility by 16, dtype), and falls back to Triton's
+path, with one warning, if the compiled kernel's launch entry ever refuses its arguments.
+The cache logic runs on the CPU too, against a fake compiled kernel."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -27,21 +31,23 @@ def _fwd_bwd(q, k, v, causal):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_direct_equals_triton_path(monkeypatch, shape, dtype, causal):
     q, k, v = (rand(*shape, dtype=dtype) for _ in range(3))
-    monkeypatch.setattr(flash, "DIRECT_LAUNCH", False)
+    monkeypatch.setattr(flash._DIRECT, "enabled", False)
     want = _fwd_bwd(q, k, v, causal)
-    monkeypatch.setattr(flash, "DIRECT_LAUNCH", True)
-    _fwd_bwd(q, k, v, causal)  # first call per specialisation: Triton's path, then cached
-    for _ in range(2):
-        got = _fwd_bwd(q, k, v, causal)
-        for g, w in zip(got, want):
-            assert torch.equal(g, w)
-    assert flash.DIRECT_LAUNCH, "the direct launch fell back to Triton's path"
+    monkeypatch.setattr(flash._DIRECT, "enabled", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback warning fails the test
+        _fwd_bwd(q, k, v, causal)  # first call per specialisation: Triton's path, then cached
+        for _ in range(2):
+            got = _fwd_bwd(q, k, v, causal)
+            for g, w in zip(got, want):
+                assert torch.equal(g, w)
+    assert flash._DIRECT.enabled and len(flash._DIRECT) > 0, "the direct launch fell back to Triton's path"
 
 
 @gpu_only
 def test_specialisation_separates_launches(monkeypatch):
     """Aligned, then misaligned pointers and a length of 1: each gets its own kernel."""
-    monkeypatch.setattr(flash, "DIRECT_LAUNCH", True)
+    monkeypatch.setattr(flash._DIRECT, "enabled", True)
     buf = rand(1 + 2 * 4 * 96 * 64, dtype=torch.float16)
     aligned = buf[:-1].view(2, 4, 96, 64)
     shifted = buf[1:].view(2, 4, 96, 64)  # data_ptr % 16 == 2: Triton must not assume alignment
@@ -52,8 +58,8 @@ def test_specialisation_separates_launches(monkeypatch):
             out = flash.flash_attention(q, k, v)
             ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8.0, -1) @ v.double()
             assert (out.double() - ref).abs().max().item() < 2e-3
-    assert flash._specialization((aligned,), ()) != flash._specialization((shifted,), ())
-    assert len({flash._specialization((), (n,)) for n in (1, 16, 17, 2**31)}) == 4
+    assert flash._specialization((aligned,)) != flash._specialization((shifted,))
+    assert len({flash._specialization((n,)) for n in (1, 16, 17, 2**31)}) == 4
 
 
 @gpu_only
@@ -91,3 +97,114 @@ def test_constexpr_params_only_for_a_trailing_block(name):
     assert got is not None and [n for n, _ in got] == [p.name for p in params if p.is_constexpr]
     assert flash._constexpr_params(kernel, n_runtime - 1) is None  # a runtime argument among them
     assert flash._constexpr_params(kernel, n_runtime + 1) is None  # a constexpr passed positionally
+
+
+# ----------------------------------------------------------------------------- CPU: the cache logic
+
+
+class FakeParam:
+    def __init__(self, name, is_constexpr, default=None):
+        self.name, self.is_constexpr, self.default = name, is_constexpr, default
+
+
+class FakeCompiled:
+    """Stands in for Triton's CompiledKernel: ``compiled[grid](*args)`` records the launch."""
+
+    def __init__(self, log, fail=False):
+        self.log, self.fail = log, fail
+
+    def __getitem__(self, grid):
+        def runner(*args):
+            if self.fail:
+                raise TypeError("launcher() takes 12 positional arguments but 14 were given")
+            self.log.append(("direct", grid, args))
+        return runner
+
+
+class FakeKernel:
+    """Stands in for a @triton.jit function with two runtime parameters and two constexprs."""
+
+    params = [FakeParam("x_ptr", False), FakeParam("n", False), FakeParam("BLOCK", True),
+              FakeParam("FLAG", True, default=False)]
+
+    def __init__(self, fail=False):
+        self.log, self.fail, self.compiles = [], fail, 0
+
+    def __getitem__(self, grid):
+        def launch(*args, **constexprs):
+            self.log.append(("triton", grid, args, constexprs))
+            self.compiles += 1
+            return FakeCompiled(self.log, self.fail)
+        return launch
+
+
+def test_cache_launches_directly_after_the_first_call():
+    kernel, launcher = FakeKernel(), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
+    x = torch.zeros(8)
+    for _ in range(3):
+        launcher("k", kernel, (4, 2), (x, 100), {"BLOCK": 32})
+    kinds = [entry[0] for entry in kernel.log]
+    assert kinds == ["triton", "direct", "direct"]
+    # The direct entry gets the full 3-D grid and the constexprs in parameter order,
+    # the default filled in for the one not passed.
+    assert kernel.log[1][1] == (4, 2, 1) and kernel.log[1][2] == (x, 100, 32, False)
+
+
+@pytest.mark.parametrize("change", ["alignment", "dtype", "scalar", "constexpr", "device"])
+def test_a_new_specialisation_goes_through_triton(change):
+    device = [0]
+    kernel, launcher = FakeKernel(), flash.DirectLauncher(enabled=True, current_device=lambda: device[0])
+    buf = torch.zeros(64)
+    args, meta = (buf[:32], 100), {"BLOCK": 32}
+    launcher("k", kernel, (1,), args, meta)
+    if change == "alignment":
+        args = (buf[1:33], 100)  # 4 bytes past a 16-byte boundary
+    elif change == "dtype":
+        args = (buf[:32].half(), 100)
+    elif change == "scalar":
+        args = (buf[:32], 1)  # Triton specialises ints equal to 1
+    elif change == "constexpr":
+        meta = {"BLOCK": 64}
+    else:
+        device[0] = 1
+    launcher("k", kernel, (1,), args, meta)
+    launcher("k", kernel, (1,), args, meta)
+    assert [e[0] for e in kernel.log] == ["triton", "triton", "direct"]
+    assert len(launcher) == 2
+
+
+def test_failed_direct_launch_warns_once_and_falls_back():
+    kernel, launcher = FakeKernel(fail=True), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
+    x = torch.zeros(8)
+    launcher("k", kernel, (1,), (x, 3), {"BLOCK": 16})
+    with pytest.warns(RuntimeWarning, match="launching a compiled kernel directly failed"):
+        launcher("k", kernel, (1,), (x, 3), {"BLOCK": 16})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        launcher("k", kernel, (1,), (x, 3), {"BLOCK": 16})
+    assert not launcher.enabled and len(launcher) == 0
+    assert [e[0] for e in kernel.log] == ["triton", "triton", "triton"]
+
+
+def test_disabled_launcher_and_cache_bound():
+    kernel = FakeKernel()
+    off = flash.DirectLauncher(enabled=False, current_device=lambda: 0)
+    x = torch.zeros(8)
+    for _ in range(2):
+        off("k", kernel, (1,), (x, 5), {"BLOCK": 16})
+    assert [e[0] for e in kernel.log] == ["triton", "triton"] and len(off) == 0
+    small = flash.DirectLauncher(enabled=True, current_device=lambda: 0, max_entries=2)
+    for n in range(5):
+        small("k", kernel, (1,), (x, n), {"BLOCK": 16})
+    assert len(small) <= 2
+
+
+def test_kernel_with_a_constexpr_among_runtime_params_is_never_cached():
+    class Interleaved(FakeKernel):
+        params = [FakeParam("x_ptr", False), FakeParam("BLOCK", True), FakeParam("n", False)]
+
+    kernel, launcher = Interleaved(), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
+    x = torch.zeros(8)
+    for _ in range(2):
+        launcher("k", kernel, (1,), (x, 7), {"BLOCK": 16})
+    assert [e[0] for e in kernel.log] == ["triton", "triton"]
