@@ -16,6 +16,7 @@ import torch
 
 MAX_HEAD_DIM = 256
 INT32_MAX = 2**31 - 1
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
 
 
 def _decide_mode() -> bool:
@@ -174,6 +175,11 @@ def check_attention_inputs(
     if q.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name}: device {q.device} is not supported (cpu or cuda only)")
     check_slice_spans(name, q=q, k=k, v=v)
+    slices = math.prod(q.shape[:-2])
+    if slices > MAX_GRID_Y:
+        # Every kernel puts the (batch, head) slices on the launch grid's second axis.
+        raise ValueError(f"{name}: {slices} (batch, head) slices in q {tuple(q.shape)}; a launch grid holds at "
+                         f"most {MAX_GRID_Y} along that axis: split the batch")
 
     if scale is None:
         return 1.0 / math.sqrt(q.shape[-1])

@@ -107,6 +107,13 @@ def test_slice_span_must_fit_int32():
     _runtime.check_slice_spans("flash_attention", q=big[:, :65536])  # 65535 * 32768 + 127 < 2**31
 
 
+def test_too_many_batch_heads_for_one_grid():
+    x = torch.zeros(1, device=DEVICE).expand(300, 300, 4, 16)  # no memory behind the 90000 slices
+    for name in kernels.KERNELS:
+        with pytest.raises(ValueError, match=r"90000 \(batch, head\) slices.*at most 65535"):
+            kernels.KERNELS[name](x, x, x)
+
+
 def test_flash_precision_option_checked():
     with pytest.raises(ValueError, match="precision"):
         kernels.flash_attention(ok(8, 16), ok(8, 16), ok(8, 16), precision="fast")
