@@ -85,6 +85,12 @@ def vectorized_attention(q, k, v, *, causal: bool = False, scale: float | None =
     q's dtype. Raises ValueError when next_pow2(Nk) * next_pow2(D) exceeds
     ``MAX_TILE_ELEMENTS``: use ``flash_attention`` for longer sequences.
     """
+    return vectorized_launch(q, k, v, causal=causal, scale=scale)[0]
+
+
+def vectorized_launch(q, k, v, *, causal: bool = False, scale: float | None = None) -> tuple:
+    """`vectorized_attention` returning (output, compiled kernel): the compiled kernel (None under
+    the interpreter or for empty inputs) feeds `kernels.ablation.compiler_report`."""
     scale = check_attention_inputs("vectorized_attention", q, k, v, causal, scale)
     nk, d = k.shape[-2], q.shape[-1]
     block_n, block_d = next_pow2(nk), next_pow2(d)
@@ -98,11 +104,11 @@ def vectorized_attention(q, k, v, *, causal: bool = False, scale: float | None =
         )
     out = new_output(q.shape, dtype=q.dtype, device=q.device)
     if out.numel() == 0:
-        return out
+        return out, None
     q4, k4, v4 = as_batch_heads(q), as_batch_heads(k), as_batch_heads(v)
     o4 = out.view(q4.shape)
     B, H, NQ, D = q4.shape
-    _vectorized_attention_kernel[(NQ, B * H)](
+    compiled = _vectorized_attention_kernel[(NQ, B * H)](
         q4, k4, v4, o4,
         *q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(),
         H, nk, D, scale,
@@ -111,4 +117,4 @@ def vectorized_attention(q, k, v, *, causal: bool = False, scale: float | None =
         IS_CAUSAL=causal,
         num_warps=_num_warps(block_n * block_d),
     )
-    return out
+    return out, compiled

@@ -20,10 +20,34 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+import triton
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
+LOWP_TOL = {torch.float16: 5e-3, torch.bfloat16: 4e-2}  # relative to max|ref|: catches broken, not sloppy
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run was asked for; every function that depends on it takes it as an argument."""
+
+    quick: bool = False  # fewer sizes and repetitions
+    interpret: bool = False  # Triton's CPU interpreter, tiny sizes: tests the pipeline, not speed
+    commit: str | None = None  # recorded instead of the repo's HEAD
+    rounds: int = 3  # interleaved timing rounds per case (1 when quick or interpreted)
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.interpret else "cuda"
+
+    @property
+    def timing_rounds(self) -> int:
+        return 1 if self.quick or self.interpret else self.rounds
 
 
 def parse_args(argv=None):
@@ -40,20 +64,12 @@ def parse_args(argv=None):
     return args
 
 
-ARGS = parse_args()
-if ARGS.interpret:
-    os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: @triton.jit reads it then
+def _kernels():
+    """The kernels package, imported on first use: importing it picks GPU or interpreter mode,
+    which ``--interpret`` must decide first."""
+    import kernels
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import triton  # noqa: E402
-
-import kernels  # noqa: E402
-from kernels import ablation, benchdata, traffic, warpspec  # noqa: E402
-
-DEV = "cpu" if ARGS.interpret else "cuda"
-GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
-LOWP_TOL = {torch.float16: 5e-3, torch.bfloat16: 4e-2}  # relative to max|ref|: catches broken, not sloppy
+    return kernels
 
 
 # ----------------------------------------------------------------------------- providers
@@ -78,7 +94,12 @@ def _sdpa(backend):
 
 
 def providers():
+    """name -> fn(q, k, v, causal, scale) -> output."""
     from torch.nn.attention import SDPBackend
+
+    kernels = _kernels()
+    from kernels import ablation, warpspec
+
     return {
         "basic": lambda q, k, v, c, s: kernels.basic_attention(q, k, v, causal=c, scale=s),
         "vectorized": lambda q, k, v, c, s: kernels.vectorized_attention(q, k, v, causal=c, scale=s),
@@ -96,6 +117,38 @@ def providers():
             q, k, v, causal=c, scale=s, tile=tile, warp_specialize=ws))
            for name, (tile, ws) in WARPSPEC_VARIANTS.items()},
     }
+
+
+def reporting_launchers():
+    """name -> fn(q, k, v, case, scale) -> (output, record fields): for the providers whose record
+    carries the compiler's report of the kernel that ran (registers, spills, shared memory, PTX
+    counts) and, for the ablation rungs, the prediction. Used for the first (checked) call only."""
+    from kernels import ablation, vectorized, warpspec
+
+    def rung(name):
+        def run(q, k, v, c, s):
+            out, compiled, config = ablation.ablation_launch(q, k, v, causal=c["causal"], scale=s, step=name)
+            index = ablation.RUNG_NAMES.index(name)
+            r = ablation.RUNGS[index]
+            return out, {"step": index, "label": r.label, "why": r.why,
+                         "predicted_speedup": r.predict_causal if c["causal"] else r.predict_full,
+                         "config": {key: config[key] for key in sorted(config)} if config else None,
+                         "compiler": ablation.compiler_report(compiled)}
+        return run
+
+    def desc(tile, ws):
+        def run(q, k, v, c, s):
+            out, compiled = warpspec.warpspec_launch(q, k, v, causal=c["causal"], scale=s, tile=tile, warp_specialize=ws)
+            return out, {"config": dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), tile)),
+                         "warp_specialize": ws, "compiler": ablation.compiler_report(compiled)}
+        return run
+
+    def vec(q, k, v, c, s):
+        out, compiled = vectorized.vectorized_launch(q, k, v, causal=c["causal"], scale=s)
+        return out, {"compiler": ablation.compiler_report(compiled)}
+
+    return {"vectorized": vec, **{r.name: rung(r.name) for r in ablation.RUNGS},
+            **{name: desc(tile, ws) for name, (tile, ws) in WARPSPEC_VARIANTS.items()}}
 
 
 # Post 4's warp-specialisation experiment: tile (BLOCK_M, BLOCK_N, warps, stages), loop flag.
@@ -164,6 +217,8 @@ def production_cases(quick, interp):
 
 def ablation_cases(quick, interp):
     """Post 4: every rung of kernels.ablation on long sequences, beside cuDNN and FA2."""
+    from kernels import ablation
+
     shapes = [(16, 128), (32, 64)]
     n, B, dtype = 8192, 4, "float16"
     provs = [*ablation.RUNG_NAMES, "sdpa-cudnn", "sdpa-flash"]
@@ -191,27 +246,16 @@ SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": product
                "ablation": ablation_cases, "warpspec": warpspec_cases}
 
 
-def ablation_extras(c, name):
-    """The rung's prediction, and the compiler's report of the kernel it just launched."""
-    index = ablation.RUNG_NAMES.index(name)
-    r = ablation.RUNGS[index]
-    compiled, config = ablation.last_launch()
-    return {"step": index, "label": r.label, "why": r.why,
-            "predicted_speedup": r.predict_causal if c["causal"] else r.predict_full,
-            "config": {k: config[k] for k in sorted(config)} if config else None,
-            "compiler": ablation.compiler_report(compiled)}
-
-
 # ----------------------------------------------------------------------------- measuring
 
-def make_inputs(c, requires_grad=False):
+def make_inputs(c, device, requires_grad=False):
     dtype = DT[c["dtype"]]
     lead_q = (c["B"], c["H"]) if c["B"] * c["H"] > 1 else ()
     lead_k = (c["B"], c["Hkv"]) if c["B"] * c["H"] > 1 else ()
     # Fresh random inputs, never zeros: zeros hide bugs and can run faster.
-    q = torch.randn(*lead_q, c["Nq"], c["D"], device=DEV, dtype=dtype)
-    k = torch.randn(*lead_k, c["Nk"], c["D"], device=DEV, dtype=dtype)
-    v = torch.randn(*lead_k, c["Nk"], c["D"], device=DEV, dtype=dtype)
+    q = torch.randn(*lead_q, c["Nq"], c["D"], device=device, dtype=dtype)
+    k = torch.randn(*lead_k, c["Nk"], c["D"], device=device, dtype=dtype)
+    v = torch.randn(*lead_k, c["Nk"], c["D"], device=device, dtype=dtype)
     return [t.requires_grad_(requires_grad) for t in (q, k, v)]
 
 
@@ -231,7 +275,7 @@ def check(c, out, q, k, v, scale, grads=None, do=None, rel_tol=None):
     group = c["H"] // c["Hkv"]
     qs, ks, vs = (first_slice(t, n).detach().double().requires_grad_(grads is not None)
                   for t, n in ((q, group), (k, 1), (v, 1)))
-    ref = kernels.reference_attention(qs, ks, vs, causal=c["causal"], scale=scale)
+    ref = _kernels().reference_attention(qs, ks, vs, causal=c["causal"], scale=scale)
     first_slice_o = lambda t: first_slice(t, group)  # noqa: E731
     pairs = [(first_slice_o(out), ref)]
     if grads is not None:
@@ -256,32 +300,32 @@ GRAPH_SAFE = {"basic", "vectorized", "flash", "flash-tf32", "eager", "sdpa-flash
 MAX_ERROR_SHARE = 0.1  # a suite with more unexpected errors than this is not written
 
 
-# Every provider of a case is timed in ROUNDS interleaved rounds (the order rotated each round)
-# and its samples pooled. On the H100 box the same kernel measured 443 and 488 TFLOP/s in two
-# back-to-back do_bench calls (clock and power swings): timed one after another, providers
+# Every provider of a case is timed in Settings.rounds interleaved rounds (the order rotated each
+# round) and its samples pooled. On the H100 box the same kernel measured 443 and 488 TFLOP/s in
+# two back-to-back do_bench calls (clock and power swings): timed one after another, providers
 # that happen to run in a slow spell look slower than they are.
-ROUNDS = 3
 
 
-def sample(fn, quick, first):
+def sample(fn, settings: Settings, first: bool):
     """Times of one batch of calls to ``fn``, in ms."""
-    if ARGS.interpret:
+    if settings.interpret:
         ts = []
         for _ in range(3):
             t0 = time.perf_counter()
             fn()
             ts.append((time.perf_counter() - t0) * 1e3)
         return ts
-    return triton.testing.do_bench(fn, warmup=25 if first else 10, rep=30 if quick else 40, return_mode="all")
+    return triton.testing.do_bench(fn, warmup=25 if first else 10, rep=30 if settings.quick else 40,
+                                   return_mode="all")
 
 
-def time_rounds(calls, quick):
+def time_rounds(calls, settings: Settings):
     """{index: (samples in ms, [median of each round])} for ``calls``, a list of (index, fn)."""
     out = {i: ([], []) for i, _ in calls}
-    for r in range(1 if quick or ARGS.interpret else ROUNDS):
+    for r in range(settings.timing_rounds):
         shift = r % len(calls)
         for i, fn in calls[shift:] + calls[:shift]:
-            ts = sample(fn, quick, first=r == 0)
+            ts = sample(fn, settings, first=r == 0)
             out[i][0].extend(ts)
             out[i][1].append(statistics.median(ts))
     return out
@@ -321,34 +365,35 @@ def case_name(suite, c, direction):
     return f"{suite}/{tag}/N{c['Nq']}x{c['Nk']}/D{c['D']}/{'causal' if c['causal'] else 'full'}/{direction}"
 
 
-def prepare(suite, c, name, fn, direction):
-    """Run provider ``name`` once and check it against float64: (record, timed call or None)."""
+def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
+    """Run provider ``name`` once and check it against float64: (record, timed call or None).
+    ``launchers`` (from `reporting_launchers`) make that first forward call for providers whose
+    record carries a compiler report."""
+    from kernels import benchdata
+
     shape = {k: c[k] for k in benchdata.SHAPE_KEYS}
     rec = dict(suite=suite, case=case_name(suite, c, direction), provider=name, direction=direction, shape=shape,
                dtype=c["dtype"], causal=c["causal"], unit="ms", status="ok", reason=None, p20=None, p50=None,
                p80=None, graph_p50=None, tflops=None, max_err=None, tol=None)
     scale = 1.0 / math.sqrt(c["D"])
     try:
-        if (name == "eager" and not ARGS.interpret
+        if (name == "eager" and not settings.interpret
                 and 3 * c["B"] * c["H"] * c["Nq"] * c["Nk"] * torch.finfo(DT[c["dtype"]]).bits // 8
                 > 0.6 * torch.cuda.mem_get_info()[0]):
             raise torch.cuda.OutOfMemoryError("score matrices would not fit in free GPU memory (estimated)")
         if direction == "fwd":
-            q, k, v = make_inputs(c)
-            out = fn(q, k, v, c["causal"], scale)
-            if name in ablation.RUNG_NAMES:
-                rec.update(ablation_extras(c, name))
-            if name in WARPSPEC_VARIANTS:
-                tile, ws = WARPSPEC_VARIANTS[name]
-                rec.update(config=dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), tile)),
-                           warp_specialize=ws,
-                           compiler=ablation.compiler_report(warpspec.warpspec_attention.last_compiled))
+            q, k, v = make_inputs(c, settings.device)
+            if name in launchers:
+                out, extras = launchers[name](q, k, v, c, scale)
+                rec.update(extras)
+            else:
+                out = fn(q, k, v, c["causal"], scale)
             # TF32 keeps 10 mantissa bits: ~1e-3 relative error is its normal, not a bug.
             err, tol = check(c, out, q, k, v, scale, rel_tol=3e-3 if name.endswith("tf32") else None)
             del out
             call = lambda: fn(q, k, v, c["causal"], scale)  # noqa: E731
         else:
-            q, k, v = make_inputs(c, requires_grad=True)
+            q, k, v = make_inputs(c, settings.device, requires_grad=True)
             out = fn(q, k, v, c["causal"], scale)
             do = torch.randn_like(out)
             out.backward(do, retain_graph=True)
@@ -368,17 +413,19 @@ def prepare(suite, c, name, fn, direction):
         return rec, None
 
 
-def run_group(suite, c, direction, provs, quick):
+def run_group(suite, c, direction, provs, launchers, settings: Settings):
     """Every provider of case ``c`` in one ``direction``: checked, then timed in interleaved rounds."""
-    prepared = [prepare(suite, c, name, provs[name], direction) for name in c["providers"]]
+    from kernels import traffic
+
+    prepared = [prepare(suite, c, name, provs[name], direction, settings, launchers) for name in c["providers"]]
     calls = [(i, call) for i, (_, call) in enumerate(prepared) if call is not None]
     try:
-        timed = time_rounds(calls, quick) if calls else {}
+        timed = time_rounds(calls, settings) if calls else {}
     except Exception:  # noqa: BLE001 - fall back to timing one provider at a time
         timed = {}
         for i, call in calls:
             try:
-                timed.update(time_rounds([(i, call)], quick))
+                timed.update(time_rounds([(i, call)], settings))
             except Exception as exc:  # noqa: BLE001
                 prepared[i][0]["status"], prepared[i][0]["reason"] = classify(exc)
     records = []
@@ -387,25 +434,25 @@ def run_group(suite, c, direction, provs, quick):
             samples, round_p50 = timed[i]
             rec["p20"], rec["p50"], rec["p80"] = quantiles(samples)
             rec["round_p50"] = round_p50
-            if (not ARGS.interpret and direction == "fwd" and rec["provider"] in GRAPH_SAFE
+            if (not settings.interpret and direction == "fwd" and rec["provider"] in GRAPH_SAFE
                     and rec["p50"] < GRAPH_BELOW_MS):
                 # Launch overhead is a large share here: also time CUDA-graph replays, which remove it.
-                rec["graph_p50"] = graph_time(call, quick)
+                rec["graph_p50"] = graph_time(prepared[i][1], settings.quick)
             flops = traffic.attention_flops(c["Nq"], c["Nk"], c["D"], heads=c["B"] * c["H"], causal=c["causal"],
                                             backward=direction == "bwd")
             rec["tflops"] = flops / (rec["p50"] * 1e-3) / 1e12
         records.append(rec)
     del prepared, calls
-    if DEV == "cuda":
+    if settings.device == "cuda":
         torch.cuda.empty_cache()
     return records
 
 
 # ----------------------------------------------------------------------------- provenance
 
-def git_commit():
-    if ARGS.commit:
-        return ARGS.commit
+def git_commit(commit: str | None = None):
+    if commit:
+        return commit
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=10).stdout.strip() or "unknown"
@@ -413,8 +460,8 @@ def git_commit():
         return "unknown"
 
 
-def measure_ceilings():
-    if ARGS.interpret:
+def measure_ceilings(interpret: bool):
+    if interpret:
         return {"copy_gbps": None, "matmul_fp16_tflops": None, "matmul_fp32_tflops": None}
     x = torch.empty(1 << 28, dtype=torch.float32, device="cuda")  # 1 GiB
     y = torch.empty_like(x)
@@ -431,8 +478,8 @@ def measure_ceilings():
     return out
 
 
-def provenance():
-    if ARGS.interpret:
+def provenance(settings: Settings):
+    if settings.interpret:
         gpu, sms, driver, cuda = "CPU (Triton interpreter)", 0, "none", "none"
     else:
         props = torch.cuda.get_device_properties(0)
@@ -444,58 +491,79 @@ def provenance():
             driver = "unknown"
     return {
         "gpu": gpu, "sm_count": sms, "driver": driver, "cuda": cuda, "torch": torch.__version__,
-        "triton": triton.__version__, "git_commit": git_commit(),
+        "triton": triton.__version__, "git_commit": git_commit(settings.commit),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "mode": kernels.mode_description(),
+        "mode": _kernels().mode_description(),
         "fp32_matmul": "ieee (TF32 off)" if not torch.backends.cuda.matmul.allow_tf32 else "tf32",
-        "timing": "interpreter wall clock, 3 runs" if ARGS.interpret else
-                  f"triton.testing.do_bench, {ROUNDS} interleaved rounds per case, samples pooled: median "
-                  "(p20/p80); warm-up and autotuning outside the timed region",
-        "quick": ARGS.quick,
-        "ceilings": measure_ceilings(),
+        "timing": "interpreter wall clock, 3 runs" if settings.interpret else
+                  f"triton.testing.do_bench, {settings.timing_rounds} interleaved rounds per case, samples pooled: "
+                  "median (p20/p80); warm-up and autotuning outside the timed region",
+        "rounds": settings.timing_rounds,
+        "quick": settings.quick,
+        "ceilings": measure_ceilings(settings.interpret),
     }
 
 
 # ----------------------------------------------------------------------------- main
 
-def main():
-    if not ARGS.interpret and not torch.cuda.is_available():
+def run_suite(suite: str, settings: Settings, out_dir: Path, prov: dict) -> Path | None:
+    """Run one suite and write ``<out_dir>/<suite>.<gpu>.json`` atomically; returns its path, or
+    None when the suite has nothing to run here. Raises RuntimeError, leaving any existing file
+    untouched, when more than MAX_ERROR_SHARE of its records failed unexpectedly."""
+    from kernels import benchdata
+
+    gpu = "cpu-interpreter" if settings.interpret else benchdata.slug(prov["gpu"])
+    groups = [(c, direction) for c in SUITE_CASES[suite](settings.quick, settings.interpret)
+              for direction in (("fwd", "bwd") if c["bwd"] else ("fwd",))]
+    if not groups:
+        print(f"# {suite}: nothing to run on this machine; {suite}.*.json left as it was", flush=True)
+        return None
+    provs, launchers = providers(), reporting_launchers()
+    records, t0 = [], time.time()
+    for i, (c, direction) in enumerate(groups, 1):
+        for rec in run_group(suite, c, direction, provs, launchers, settings):
+            records.append(rec)
+            eta = (time.time() - t0) / i * (len(groups) - i)
+            shown = f"{rec['p50']:.4f} ms" + (f" {rec['tflops']:.1f} TFLOP/s" if rec["tflops"] and rec["tflops"] > 0.5 else "") \
+                if rec["status"] == "ok" else f"{rec['status']}: {rec['reason'][:70]}"
+            print(f"[{suite} {i}/{len(groups)} eta {eta:4.0f}s] {rec['case']} {rec['provider']}: {shown}", flush=True)
+    path = out_dir / f"{suite}.{gpu}.json"
+    errors = sum(r["status"] == "error" for r in records)
+    if errors > MAX_ERROR_SHARE * len(records):
+        raise RuntimeError(f"{errors} of {len(records)} {suite} cases failed unexpectedly; {path} was left as it "
+                           "was. First: " + next(r["reason"] for r in records if r["status"] == "error"))
+    doc = {"schema": benchdata.SCHEMA_VERSION, "suite": suite, "provenance": prov, "records": records}
+    benchdata.write_atomic(path, doc)
+    print(f"# wrote {path} ({len(records)} records, {time.time() - t0:.0f}s)", flush=True)
+    return path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = Settings(quick=args.quick, interpret=args.interpret, commit=args.commit)
+    if args.interpret:
+        if "kernels" in sys.modules and not sys.modules["kernels"].INTERPRET:
+            sys.exit("benchmark.py: --interpret after kernels was imported in GPU mode; run it in a fresh process.")
+        os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: @triton.jit reads it then
+        if args.out is None:
+            sys.exit("benchmark.py: --interpret needs --out: interpreter timings must never replace docs/data.")
+    elif not torch.cuda.is_available():
         sys.exit("benchmark.py: no CUDA GPU found. Run it on a GPU box, or pass --interpret "
                  "(with --out) to exercise the pipeline on the CPU at tiny sizes.")
-    if ARGS.interpret and ARGS.out is None:
-        sys.exit("benchmark.py: --interpret needs --out: interpreter timings must never replace docs/data.")
-    unknown = [s for s in ARGS.suites if s not in SUITE_CASES]
+    unknown = [s for s in args.suites if s not in SUITE_CASES]
     if unknown:
         sys.exit(f"benchmark.py: unknown suite(s) {unknown}; choose from {list(SUITE_CASES)}")
-    out_dir = Path(ARGS.out or ROOT / "docs" / "data")
-    prov = provenance()
-    gpu = "cpu-interpreter" if ARGS.interpret else benchdata.slug(prov["gpu"])
+    out_dir = Path(args.out or ROOT / "docs" / "data")
+    prov = provenance(settings)
     print(f"# {prov['gpu']} | torch {prov['torch']} | triton {prov['triton']} | ceilings {prov['ceilings']}", flush=True)
-    provs = providers()
-    for suite in ARGS.suites:
-        groups = [(c, direction) for c in SUITE_CASES[suite](ARGS.quick, ARGS.interpret)
-                  for direction in (("fwd", "bwd") if c["bwd"] else ("fwd",))]
-        if not groups:
-            print(f"# {suite}: nothing to run on this machine; {suite}.*.json left as it was", flush=True)
-            continue
-        records, t0 = [], time.time()
-        for i, (c, direction) in enumerate(groups, 1):
-            for rec in run_group(suite, c, direction, provs, ARGS.quick):
-                records.append(rec)
-                eta = (time.time() - t0) / i * (len(groups) - i)
-                shown = f"{rec['p50']:.4f} ms" + (f" {rec['tflops']:.1f} TFLOP/s" if rec["tflops"] and rec["tflops"] > 0.5 else "") \
-                    if rec["status"] == "ok" else f"{rec['status']}: {rec['reason'][:70]}"
-                print(f"[{suite} {i}/{len(groups)} eta {eta:4.0f}s] {rec['case']} {rec['provider']}: {shown}", flush=True)
-        errors = sum(r["status"] == "error" for r in records)
-        if errors > MAX_ERROR_SHARE * len(records):
-            sys.exit(f"benchmark.py: {errors} of {len(records)} {suite} cases failed unexpectedly; "
-                     f"{out_dir / f'{suite}.{gpu}.json'} was left as it was. First: "
-                     + next(r["reason"] for r in records if r["status"] == "error"))
-        doc = {"schema": benchdata.SCHEMA_VERSION, "suite": suite, "provenance": prov, "records": records}
-        path = out_dir / f"{suite}.{gpu}.json"
-        benchdata.write_atomic(path, doc)
-        print(f"# wrote {path} ({len(records)} records, {time.time() - t0:.0f}s)", flush=True)
+    for suite in args.suites:
+        try:
+            run_suite(suite, settings, out_dir, prov)
+        except RuntimeError as exc:
+            sys.exit(f"benchmark.py: {exc}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the kernels package sits at the root
+    sys.exit(main())

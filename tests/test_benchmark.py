@@ -126,3 +126,58 @@ def test_write_atomic_keeps_old_file_on_invalid_data(tmp_path, interpreted_run):
 def test_slug():
     assert benchdata.slug("NVIDIA H100 80GB HBM3") == "h100"
     assert benchdata.slug("NVIDIA H200") == "h200"
+
+
+# ----------------------------------------------------------------------------- in process
+
+def test_import_has_no_side_effects():
+    code = ("import os, sys; sys.path.insert(0, 'scripts'); before = dict(os.environ); import benchmark; "
+            "assert 'kernels' not in sys.modules, 'importing benchmark imported kernels'; "
+            "assert dict(os.environ) == before, 'importing benchmark changed the environment'; print('clean')")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "clean", res.stderr[-2000:]
+
+
+@pytest.fixture
+def bench_module():
+    import kernels
+
+    if not kernels.INTERPRET:
+        pytest.skip("the in-process pipeline runs the interpreter; this process compiles for the GPU")
+    if kernels._runtime.interpreter_problem():
+        pytest.skip(kernels._runtime.interpreter_problem())
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import benchmark
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return benchmark
+
+
+def test_suite_runs_in_process(bench_module, tmp_path):
+    settings = bench_module.Settings(quick=True, interpret=True, commit="abc1234")
+    prov = bench_module.provenance(settings)
+    assert prov["git_commit"] == "abc1234" and prov["rounds"] == 1
+    path = bench_module.run_suite("seed", settings, tmp_path, prov)
+    doc = benchdata.load(path)
+    vec = [r for r in doc["records"] if r["provider"] == "vectorized"]
+    assert vec and all("compiler" in r for r in vec)  # the reporting launcher made the checked call
+    assert {r["provider"] for r in doc["records"]} == set(next(bench_module.seed_cases(True, True))["providers"])
+
+
+def test_failed_suite_never_overwrites_good_data(bench_module, tmp_path, monkeypatch):
+    settings = bench_module.Settings(quick=True, interpret=True)
+    prov = bench_module.provenance(settings)
+    path = bench_module.run_suite("seed", settings, tmp_path, prov)
+    before = path.read_bytes()
+
+    def broken(suite, c, name, fn, direction, settings, launchers):
+        rec, _ = real(suite, c, name, fn, direction, settings, launchers)
+        rec.update(status="error", reason="RuntimeError: simulated")
+        return rec, None
+
+    real = bench_module.prepare
+    monkeypatch.setattr(bench_module, "prepare", broken)
+    with pytest.raises(RuntimeError, match="failed unexpectedly"):
+        bench_module.run_suite("seed", settings, tmp_path, prov)
+    assert path.read_bytes() == before
