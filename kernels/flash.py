@@ -451,7 +451,7 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
             _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
             return compiled, _BEST[key]
     grid = grid_of(cfg["BLOCK_M"], cfg["BLOCK_N"])
-    return _DIRECT(kernel_name, kernel, grid, (*tensors, *scalars), {**meta, **cfg}), cfg
+    return _DIRECT(kernel_name, kernel, grid, tensors, scalars, {**meta, **cfg}), cfg
 
 
 # ----------------------------------------------------------------------------- direct launch
@@ -462,17 +462,20 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
 # waits for the host. So after the first launch of a specialisation, later launches with the
 # same specialisation go through the compiled kernel's own launch entry, ``compiled[grid](...)``:
 # the call Triton's launcher makes itself, so profiler hooks and launch metadata stay Triton's.
+# (Triton 3.6 keeps an empty hook chain installed, so that entry builds launch metadata on every
+# call: a few us more than calling the launcher with no hooks, the price of not depending on its
+# argument layout; see PERF_NOTES.md.)
 
 
-def _specialization(args: tuple) -> tuple:
+def _specialization(tensors: tuple, scalars: tuple) -> tuple:
     """A key at least as fine as what Triton specialises a compiled kernel on.
 
     Triton specialises tensors on dtype and 16-byte alignment of the pointer, ints on being
     1, divisible by 16, or beyond int32. Here tensors key on dtype and the pointer's low four
-    bits, and other arguments on their exact values (cheaper to hash than to classify): equal
-    keys always mean the same compiled kernel; a new key only costs one launch through Triton.
+    bits, and scalars on their exact values (cheaper to hash than to classify): equal keys
+    always mean the same compiled kernel; a new key only costs one launch through Triton.
     """
-    return tuple((a.dtype, a.data_ptr() & 15) if isinstance(a, torch.Tensor) else a for a in args)
+    return (*[(t.dtype, t.data_ptr() & 15) for t in tensors], *scalars)
 
 
 def _constexpr_params(kernel, n_args: int) -> tuple | None:
@@ -503,16 +506,16 @@ class DirectLauncher:
     def __len__(self) -> int:
         return len(self._compiled)
 
-    def __call__(self, name: str, kernel, grid: tuple, args: tuple, constexprs: dict):
-        """Launch ``kernel[grid](*args, **constexprs)``; returns the compiled kernel."""
+    def __call__(self, name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, constexprs: dict):
+        """Launch ``kernel[grid](*tensors, *scalars, **constexprs)``; returns the compiled kernel."""
         if not self.enabled:
-            return kernel[grid](*args, **constexprs)
-        key = (name, self._current_device(), *constexprs.values(), *_specialization(args))
+            return kernel[grid](*tensors, *scalars, **constexprs)
+        key = (name, self._current_device(), *grid, *constexprs.values(), *_specialization(tensors, scalars))
         hit = self._compiled.get(key)
         if hit is not None:
-            compiled, consts = hit
+            compiled, runner, consts = hit
             try:
-                compiled[(*grid, 1, 1)[:3]](*args, *consts)  # this entry wants all three grid dims
+                runner(*tensors, *scalars, *consts)
                 return compiled
             except (TypeError, AttributeError, ValueError, IndexError) as exc:
                 self.enabled = False
@@ -521,12 +524,14 @@ class DirectLauncher:
                               "every later launch goes through Triton's own launcher (a few us slower per "
                               "call). Please report this with your Triton version.", RuntimeWarning,
                               stacklevel=2)
-        compiled = kernel[grid](*args, **constexprs)
-        params = _constexpr_params(kernel, len(args)) if self.enabled else None
+        compiled = kernel[grid](*tensors, *scalars, **constexprs)
+        params = _constexpr_params(kernel, len(tensors) + len(scalars)) if self.enabled else None
         if params is not None:
             if len(self._compiled) >= self._max_entries:
                 self._compiled.clear()
-            self._compiled[key] = (compiled, tuple(constexprs.get(n, default) for n, default in params))
+            consts = tuple(constexprs.get(n, default) for n, default in params)
+            # The grid is in the key, so the compiled kernel's launch entry for it is built once.
+            self._compiled[key] = (compiled, compiled[(*grid, 1, 1)[:3]], consts)
         return compiled
 
 
@@ -582,7 +587,7 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     delta = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
     pre_block = 64 if not INTERPRET else 32
     _DIRECT("pre", _flash_bwd_preprocess_kernel, (triton.cdiv(NQ, pre_block), B * H),
-            (o4, do4, delta, *o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=pre_block))
+            (o4, do4, delta), (*o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=pre_block))
     dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)

@@ -23,12 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _kernels(root: Path):
-    sys.path.insert(0, str(root))
-    import kernels
-    from kernels import flash
+def _kernels(root: Path, alias: str = "kernels"):
+    """The kernels package in ``root``, imported under ``alias`` (two copies can live side by side)."""
+    import importlib.util
 
-    return kernels, flash
+    spec = importlib.util.spec_from_file_location(alias, root / "kernels" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "kernels")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module, sys.modules[f"{alias}.flash"]
 
 
 def _set_direct(flash, on: bool):
@@ -38,36 +42,40 @@ def _set_direct(flash, on: bool):
         flash.DIRECT_LAUNCH = on
 
 
-def host(root: Path, calls: int) -> dict:
+def host(roots: list[Path], calls: int, rounds: int = 5) -> dict:
+    """Median wall time per call on a problem small enough that the GPU keeps up with the host
+    (one head, N=128, D=64: a few us of GPU time), so the time is the host's. Forward calls, and
+    forward + backward calls; each package and setting measured in interleaved rounds."""
     import torch
 
-    kernels, flash = _kernels(root)
-    B, H, N, D = 4, 16, 1024, 128
-    q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
+    q, k, v = (torch.randn(1, 1, 128, 64, device="cuda", dtype=torch.float16) for _ in range(3))
     qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
     do = torch.randn_like(q)
-    out = {}
-    for direct in (True, False):
-        _set_direct(flash, direct)
-        for name in ("fwd", "fwd+bwd"):
-            def call():
-                if name == "fwd":
-                    kernels.flash_attention(q, k, v, causal=True)
-                else:
-                    kernels.flash_attention(qg, kg, vg, causal=True).backward(do)
+    packages = [(f"pkg{i}", *_kernels(root, f"kernels_m{i}"), root) for i, root in enumerate(roots)]
+    variants = []
+    for alias, kernels, flash, root in packages:
+        for direct in (True, False):
+            for name in ("fwd", "fwd+bwd"):
+                def call(kernels=kernels, name=name):
+                    if name == "fwd":
+                        kernels.flash_attention(q, k, v, causal=True)
+                    else:
+                        kernels.flash_attention(qg, kg, vg, causal=True).backward(do)
+                variants.append((f"{root.name or root} {name} direct={'on' if direct else 'off'}", flash, direct, call))
+    samples = {label: [] for label, *_ in variants}
+    for r in range(rounds):
+        for label, flash, direct, call in variants[r % len(variants):] + variants[:r % len(variants)]:
+            _set_direct(flash, direct)
             for _ in range(20):
                 call()
             torch.cuda.synchronize()
-            ts = []
+            t0 = time.perf_counter()
             for _ in range(calls):
-                t0 = time.perf_counter()
                 call()
-                ts.append((time.perf_counter() - t0) * 1e6)
-                if name == "fwd+bwd":
-                    torch.cuda.synchronize()  # a backward call must not queue behind the last
+            samples[label].append((time.perf_counter() - t0) / calls * 1e6)
             torch.cuda.synchronize()
-            out[f"{name} direct={'on' if direct else 'off'} us"] = round(statistics.median(ts), 2)
-    return out
+    return {label: {"median_us": round(statistics.median(ts), 2), "spread": round(max(ts) / min(ts) - 1, 3)}
+            for label, ts in samples.items()}
 
 
 def first_call_child(root: Path) -> None:
@@ -99,15 +107,16 @@ def first_call(root: Path) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["host", "first-call", "first-call-child"])
-    p.add_argument("--root", default=str(ROOT), help="folder holding the kernels package to measure")
-    p.add_argument("--calls", type=int, default=300)
+    p.add_argument("--root", action="append", help="folder holding a kernels package to measure (repeatable; "
+                   "default: this checkout)")
+    p.add_argument("--calls", type=int, default=500)
     args = p.parse_args(argv)
-    root = Path(args.root).resolve()
+    roots = [Path(r).resolve() for r in (args.root or [str(ROOT)])]
     if args.what == "first-call-child":
-        first_call_child(root)
+        first_call_child(roots[0])
         return 0
-    result = host(root, args.calls) if args.what == "host" else first_call(root)
-    print(json.dumps({"root": str(root), args.what: result}))
+    result = host(roots, args.calls) if args.what == "host" else {str(r): first_call(r) for r in roots}
+    print(json.dumps({args.what: result}, indent=1))
     return 0
 
 

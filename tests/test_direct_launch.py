@@ -58,8 +58,8 @@ def test_specialisation_separates_launches(monkeypatch):
             out = flash.flash_attention(q, k, v)
             ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8.0, -1) @ v.double()
             assert (out.double() - ref).abs().max().item() < 2e-3
-    assert flash._specialization((aligned,)) != flash._specialization((shifted,))
-    assert len({flash._specialization((n,)) for n in (1, 16, 17, 2**31)}) == 4
+    assert flash._specialization((aligned,), ()) != flash._specialization((shifted,), ())
+    assert len({flash._specialization((), (n,)) for n in (1, 16, 17, 2**31)}) == 4
 
 
 @gpu_only
@@ -114,6 +114,8 @@ class FakeCompiled:
         self.log, self.fail = log, fail
 
     def __getitem__(self, grid):
+        self.log.append(("entry", grid))
+
         def runner(*args):
             if self.fail:
                 raise TypeError("launcher() takes 12 positional arguments but 14 were given")
@@ -142,48 +144,50 @@ def test_cache_launches_directly_after_the_first_call():
     kernel, launcher = FakeKernel(), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
     x = torch.zeros(8)
     for _ in range(3):
-        launcher("k", kernel, (4, 2), (x, 100), {"BLOCK": 32})
+        launcher("k", kernel, (4, 2), (x,), (100,), {"BLOCK": 32})
     kinds = [entry[0] for entry in kernel.log]
-    assert kinds == ["triton", "direct", "direct"]
+    assert kinds == ["triton", "entry", "direct", "direct"]  # the launch entry is built once
     # The direct entry gets the full 3-D grid and the constexprs in parameter order,
     # the default filled in for the one not passed.
-    assert kernel.log[1][1] == (4, 2, 1) and kernel.log[1][2] == (x, 100, 32, False)
+    assert kernel.log[1][1] == (4, 2, 1) and kernel.log[2][2] == (x, 100, 32, False)
 
 
-@pytest.mark.parametrize("change", ["alignment", "dtype", "scalar", "constexpr", "device"])
+@pytest.mark.parametrize("change", ["alignment", "dtype", "scalar", "constexpr", "grid", "device"])
 def test_a_new_specialisation_goes_through_triton(change):
     device = [0]
     kernel, launcher = FakeKernel(), flash.DirectLauncher(enabled=True, current_device=lambda: device[0])
     buf = torch.zeros(64)
-    args, meta = (buf[:32], 100), {"BLOCK": 32}
-    launcher("k", kernel, (1,), args, meta)
+    tensors, scalars, meta, grid = (buf[:32],), (100,), {"BLOCK": 32}, (1,)
+    launcher("k", kernel, grid, tensors, scalars, meta)
     if change == "alignment":
-        args = (buf[1:33], 100)  # 4 bytes past a 16-byte boundary
+        tensors = (buf[1:33],)  # 4 bytes past a 16-byte boundary
     elif change == "dtype":
-        args = (buf[:32].half(), 100)
+        tensors = (buf[:32].half(),)
     elif change == "scalar":
-        args = (buf[:32], 1)  # Triton specialises ints equal to 1
+        scalars = (1,)  # Triton specialises ints equal to 1
     elif change == "constexpr":
         meta = {"BLOCK": 64}
+    elif change == "grid":
+        grid = (2,)
     else:
         device[0] = 1
-    launcher("k", kernel, (1,), args, meta)
-    launcher("k", kernel, (1,), args, meta)
-    assert [e[0] for e in kernel.log] == ["triton", "triton", "direct"]
+    launcher("k", kernel, grid, tensors, scalars, meta)
+    launcher("k", kernel, grid, tensors, scalars, meta)
+    assert [e[0] for e in kernel.log if e[0] != "entry"] == ["triton", "triton", "direct"]
     assert len(launcher) == 2
 
 
 def test_failed_direct_launch_warns_once_and_falls_back():
     kernel, launcher = FakeKernel(fail=True), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
     x = torch.zeros(8)
-    launcher("k", kernel, (1,), (x, 3), {"BLOCK": 16})
+    launcher("k", kernel, (1,), (x,), (3,), {"BLOCK": 16})
     with pytest.warns(RuntimeWarning, match="launching a compiled kernel directly failed"):
-        launcher("k", kernel, (1,), (x, 3), {"BLOCK": 16})
+        launcher("k", kernel, (1,), (x,), (3,), {"BLOCK": 16})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
-        launcher("k", kernel, (1,), (x, 3), {"BLOCK": 16})
+        launcher("k", kernel, (1,), (x,), (3,), {"BLOCK": 16})
     assert not launcher.enabled and len(launcher) == 0
-    assert [e[0] for e in kernel.log] == ["triton", "triton", "triton"]
+    assert [e[0] for e in kernel.log if e[0] != "entry"] == ["triton", "triton", "triton"]
 
 
 def test_disabled_launcher_and_cache_bound():
@@ -191,11 +195,11 @@ def test_disabled_launcher_and_cache_bound():
     off = flash.DirectLauncher(enabled=False, current_device=lambda: 0)
     x = torch.zeros(8)
     for _ in range(2):
-        off("k", kernel, (1,), (x, 5), {"BLOCK": 16})
+        off("k", kernel, (1,), (x,), (5,), {"BLOCK": 16})
     assert [e[0] for e in kernel.log] == ["triton", "triton"] and len(off) == 0
     small = flash.DirectLauncher(enabled=True, current_device=lambda: 0, max_entries=2)
     for n in range(5):
-        small("k", kernel, (1,), (x, n), {"BLOCK": 16})
+        small("k", kernel, (1,), (x,), (n,), {"BLOCK": 16})
     assert len(small) <= 2
 
 
@@ -206,5 +210,5 @@ def test_kernel_with_a_constexpr_among_runtime_params_is_never_cached():
     kernel, launcher = Interleaved(), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
     x = torch.zeros(8)
     for _ in range(2):
-        launcher("k", kernel, (1,), (x, 7), {"BLOCK": 16})
+        launcher("k", kernel, (1,), (x,), (7,), {"BLOCK": 16})
     assert [e[0] for e in kernel.log] == ["triton", "triton"]
