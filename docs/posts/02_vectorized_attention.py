@@ -222,9 +222,10 @@ charts.show(charts.seed_speedup(seed, providers=("basic", "vectorized", "sdpa"))
 # ### Theoretical traffic against measured time
 #
 # Left, the bytes each design requests at each size (the model above); right, those bytes
-# divided by the measured time. A design whose implied bandwidth sits far above the
-# measured copy bandwidth is being served from cache; one far below it is not limited by
-# memory at all, but by latency, instruction count or idle SMs.
+# divided by the measured time. A design whose implied bandwidth sits above the measured
+# copy bandwidth must have had part of its requests served by a cache (which cache, these
+# timings cannot tell). One far below it is not limited by bandwidth, but by something the
+# chart does not show: latency, instruction issue or idle SMs.
 
 # %% tags=["hide-input"]
 charts.show(charts.memory_traffic(seed, providers=("basic", "vectorized", "eager")))
@@ -232,10 +233,11 @@ charts.show(charts.memory_traffic(seed, providers=("basic", "vectorized", "eager
 # %% [markdown]
 # ### Scaling with sequence length
 #
-# The ladder suite holds $D = 64$ and doubles $N$. On a log–log plot a slope of 1 means time
-# grows linearly with $N$, a slope of 2 quadratically. The vectorized curve is nearly flat
-# while the whole problem is too small to fill the GPU, then bends sharply up once each
-# program's tile no longer fits in registers.
+# A second benchmark run holds $D = 64$ and one head and doubles $N$. On a log–log plot a
+# slope of 1 means time grows linearly with $N$, a slope of 2 quadratically. The vectorized
+# curve is nearly flat while the whole problem is too small to fill the GPU, then bends
+# sharply up at the lengths where, by the register count further down, each program's tile
+# needs more registers per thread than a program of its size may have.
 
 # %% tags=["hide-input"]
 ladder = charts.load("ladder")[0]
@@ -247,9 +249,9 @@ charts.show(charts.scaling(ladder, providers=("basic", "vectorized", "eager", "s
 # Achieved FLOP/s against arithmetic intensity (FLOPs per byte requested, from the
 # model). The dashed roof is the smaller of the measured copy bandwidth times the
 # intensity and the measured fp32 matrix-multiply rate: what the kernel could reach if
-# every requested byte came from DRAM. A point *above* the roof means the L2 cache served
-# many of the re-reads; a point far *below* it means neither memory nor arithmetic is the
-# limit, but latency and idle SMs.
+# every requested byte came from DRAM. A point *above* the roof means a cache served part
+# of the re-reads; a point far *below* it means neither bandwidth nor arithmetic is the
+# limit, but something else (latency, instruction issue, idle SMs).
 
 # %% tags=["hide-input"]
 charts.show(charts.roofline(ladder, providers=("basic", "vectorized", "eager")))
@@ -259,31 +261,52 @@ vec_f, basic_f = charts.roof_fractions(ladder, "vectorized"), charts.roof_fracti
 n_top = max(vec_f, key=vec_f.get)
 n_last = max(vec_f)
 charts.md(
-    f"The vectorized kernel peaks at N={n_top}, at **{vec_f[n_top]:.1f}×** its DRAM roof: its re-reads of $K$ "
-    f"and $V$ come from the L2 cache there. By N={n_last} it is down to {vec_f[n_last]:.2f}× of the roof, "
-    f"once its tile spills out of registers. The basic kernel never gets above "
-    f"{max(basic_f.values()):.2f}× of its roof at any N: it is bound by the latency of its one-key-at-a-time walk.")
+    f"The vectorized kernel peaks at N={n_top}, at **{vec_f[n_top]:.1f}×** its DRAM roof: more requested bytes per "
+    "second than DRAM can deliver, so a cache served part of its re-reads of $K$ and $V$ there. "
+    f"By N={n_last} it is down to {vec_f[n_last]:.2f}× of the roof, as its tile outgrows the register budget "
+    f"(below). The basic kernel never gets above {max(basic_f.values()):.2f}× of its roof at any N: neither "
+    "bandwidth nor arithmetic limits it, which points at the latency of its one-key-at-a-time walk.")
+# TODO(lead): ncu - measured DRAM and L2 bytes per size would say which cache served the re-reads, and how many.
 
 # %% [markdown]
 # ## Where the design stops
 #
-# The whole `(BLOCK_N, BLOCK_D)` tile lives in one program's registers. An H100 thread has
-# at most 255 32-bit registers, and a program has `num_warps × 32` threads, so the tile
-# alone needs this many registers per thread:
+# The whole `(BLOCK_N, BLOCK_D)` tile lives in one program's registers. Two limits apply
+# ([CUDA C++ Programming Guide, technical specifications for compute capability 9.0](https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#features-and-technical-specifications-technical-specifications-per-compute-capability)):
+# one thread can address at most 255 32-bit registers, and one thread block (a Triton
+# program) gets at most 64K registers in all, the whole register file of one SM. A program
+# of `num_warps × 32` threads therefore has a budget of
+# $\min(255,\ 65536 / (32 \cdot \texttt{num\_warps}))$ registers per thread: 255 up to 8 warps,
+# 128 at 16. The kernel picks more warps for bigger tiles, which spreads the tile thinner
+# but also shrinks each thread's budget. The $K$ tile alone then needs, per thread (and
+# $V$ needs as many again, though the compiler can reuse $K$'s registers once the scores
+# are done):
 
-# %%
-for n, d in [(512, 128), (1024, 256), (2048, 128), (4096, 128)]:
+# %% tags=["hide-input"]
+REGISTERS_PER_BLOCK, REGISTERS_PER_THREAD = 65536, 255  # compute capability 9.0 (H100), CUDA guide
+records = {(r["shape"]["Nq"], r["shape"]["D"]): r for r in seed["records"] if r["provider"] == "vectorized"}
+rows = ["| N × D | tile (elements) | warps | K values per thread | register budget per thread | "
+        "verdict | compiler: registers, spills |", "|---|---|---|---|---|---|---|"]
+for n, d in sorted(records):
     tile = kernels._runtime.next_pow2(n) * kernels._runtime.next_pow2(d)
     warps = kernels.vectorized._num_warps(tile)
-    verdict = "accepted" if tile <= kernels.MAX_TILE_ELEMENTS else "refused"
-    print(f"N={n:5} D={d:3}: tile {tile:7} elements / ({warps:2} warps x 32 threads) = "
-          f"{tile // (warps * 32):4} values per thread for K alone -> {verdict}")
+    budget = min(REGISTERS_PER_THREAD, REGISTERS_PER_BLOCK // (32 * warps))
+    need = tile // (32 * warps)
+    verdict = "refused" if tile > kernels.MAX_TILE_ELEMENTS else "accepted" + (
+        f", {need / budget:.0f}× over budget" if need > budget else "")
+    report = records[(n, d)].get("compiler")  # the benchmark's compiler report, where it kept one
+    compiled = (f"{report['registers']}, {report['spills']}" if report else
+                "not run" if records[(n, d)]["status"] != "ok" else "not measured in this data set")
+    rows.append(f"| {n} × {d} | {tile} | {warps} | {need} | {budget} | {verdict} | {compiled} |")
+charts.md("\n".join(rows))
 
 # %% [markdown]
-# Past 255 values per thread the compiler spills to local memory (off-chip, through the
-# caches), which is what the bend in the scaling plot shows. At 4096 × 128 the compile
-# itself did not finish in minutes on an H100. So `vectorized_attention` refuses tiles
-# above `MAX_TILE_ELEMENTS` (1024 × 256) with an error that points to the fix:
+# Past the budget the compiler must spill: it parks values in local memory, which lives
+# off-chip and is reached through the caches, and reloads them when needed. The last column
+# is what the compiler reported for the kernel the benchmark ran. `vectorized_attention`
+# stops at `MAX_TILE_ELEMENTS`, the largest tile the benchmark compiled and ran; by then
+# each thread would need several times its budget for $K$ alone, and the timings above
+# show what that costs. Larger tiles are refused with an error that points to the fix:
 
 # %%
 try:
@@ -293,19 +316,44 @@ except ValueError as err:
     print("ValueError:", err)
 
 # %% [markdown]
+# ## Why not the tensor cores?
+#
+# The GPU's fast matrix units would seem the obvious tool for $q K^\top$, and Triton
+# exposes them through `tl.dot`. With one query per program, though, that product is a
+# $(1 \times D)$ by $(D \times N)$ matrix product. Triton accepts it: its NVIDIA backend asks
+# only that the inner dimension be at least 16 for 16-bit inputs (8 for fp32) and lets the
+# row count be 1, padding small operands to the hardware's shape
+# ([`min_dot_size` in Triton's NVIDIA backend](https://github.com/triton-lang/triton/blob/main/third_party/nvidia/backend/compiler.py)).
+# The padding is the catch. The smallest tensor-core instruction multiplies 16 rows at a
+# time (`mma.m16n8k16`), and Hopper's warpgroup instruction `wgmma` 64
+# ([PTX ISA: warp-level](https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-instructions) and
+# [warpgroup-level matrix instructions](https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#asynchronous-warpgroup-level-matrix-instructions)).
+# A program that owns one query fills one of those rows and computes the rest for nothing.
+# The tensor cores pay only when a program owns a *block* of at least 16 queries, which is
+# where post 3 starts.
+#
 # ## Key takeaways
 #
 # - Broadcasting `offs_n[:, None]` against `offs_d[None, :]` turns two vectors into a 2-D
 #   block of addresses; the same broadcast builds its mask.
-# - Loading all keys at once cuts load *instructions*, not bytes: every program still
-#   reads all of $K$ and $V$. Count bytes, not loads.
-# - Measured on a real GPU the vectorized kernel is much faster than post 1's, and still
-#   slower than PyTorch, increasingly so as $N$ grows.
-# - One program per query cannot hold a long sequence: registers bound the tile, and
-#   spilling ruins it well before the hard limit.
-#
+# - Loading all keys at once cuts `tl.load` calls and per-thread load instructions, not
+#   bytes: every program still reads all of $K$ and $V$. Count bytes, and say which
+#   instruction count you mean.
+
+# %% tags=["hide-input"]
+faster_eager = [f"{n}×{d}" for n, d, v in vs_eager if "faster" in v]
+slower_eager = [f"{n}×{d}" for n, d, v in vs_eager if "slower" in v]
+slower_basic = [f"{n}×{d}" for n, d, v in vs_basic if "slower" in v]
+charts.md(
+    f"- Measured, the vectorized kernel beats eager PyTorch at {', '.join(faster_eager) or 'no size'} and loses "
+    f"at {', '.join(slower_eager) or 'no size'}; it beats post 1's kernel except at "
+    f"{', '.join(slower_basic) or 'no size'}, where its tile is far over the register budget.\n"
+    "- One program per query cannot hold a long sequence: the register budget per thread shrinks as the "
+    "program grows, and spilling ruins the kernel well before the hard limit.")
+
+# %% [markdown]
 # ## What is next
 #
-# [Post 3](03_flash_attention.py) keeps the tile but stops asking one program to hold all
+# [Post 3](../03_flash_attention/) keeps the tile but stops asking one program to hold all
 # of $K$: a block of queries streams the keys past in fixed-size tiles and keeps the
 # softmax *online*. Any length fits, and whole blocks of queries share each key tile.
