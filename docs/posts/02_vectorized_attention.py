@@ -95,7 +95,8 @@ for causal in (False, True):
 #
 # The earlier draft said that loading all keys at once means each key is loaded exactly
 # once, and that the vectorized kernel needs about half a megabyte of traffic at 512 × 128
-# against hundreds of megabytes for the basic one, a "512× reduction in memory operations".
+# against hundreds of megabytes for the basic one: a reduction "in memory operations" by a
+# factor of 512.
 # Count it. Each of the $N_q$ programs loads all of $K$ and all of $V$: $2N_kD$ elements
 # per query, the same order as the basic kernel. What fell is the number of `tl.load`
 # *calls* a program executes, not the bytes. Two counts are worth keeping apart:
@@ -139,7 +140,7 @@ charts.md(
     "The per-thread count assumes 16-byte vector loads. We checked it by compiling the kernel for the H100 "
     "(sm_90) with the strides of a contiguous tensor and counting the global loads in the generated PTX: "
     "they are `ld.global.v4.b32` (four fp32 values each), as many per thread as the count above. So the "
-    f"earlier draft's \"512×\" is neither count: it is {calls_basic / calls_vec:.0f}× in `tl.load` calls and "
+    f"earlier draft's factor of 512 is neither count: it is {calls_basic / calls_vec:.0f}× in `tl.load` calls and "
     f"{per_thread_basic / per_thread_vec:.0f}× in load instructions per thread, and the bytes did not fall at all.")
 
 # %% [markdown]
@@ -192,7 +193,7 @@ def verdicts(other):
 
 
 vs_eager, vs_basic = verdicts("eager"), verdicts("basic")
-# Sub-50 µs timings are launch-dominated; where both sides were also replayed as CUDA graphs, check
+# Timings of a few tens of microseconds are launch-dominated; where both sides were also replayed as CUDA graphs, check
 # that the graph replays order the two the same way.
 graph_checks = []
 for n, d, _ in vs_eager:
@@ -285,8 +286,8 @@ charts.md(
 # %% tags=["hide-input"]
 REGISTERS_PER_BLOCK, REGISTERS_PER_THREAD = 65536, 255  # compute capability 9.0 (H100), CUDA guide
 records = {(r["shape"]["Nq"], r["shape"]["D"]): r for r in seed["records"] if r["provider"] == "vectorized"}
-rows = ["| N × D | tile (elements) | warps | K values per thread | register budget per thread | "
-        "verdict | compiler: registers, spills |", "|---|---|---|---|---|---|---|"]
+rows = ["| N × D | tile | warps | K per thread | budget per thread | verdict | compiled: registers, spills |",
+        "|---|---|---|---|---|---|---|"]
 for n, d in sorted(records):
     tile = kernels._runtime.next_pow2(n) * kernels._runtime.next_pow2(d)
     warps = kernels.vectorized._num_warps(tile)

@@ -180,8 +180,8 @@ charts.md(
        "resolve it." if min(speedups("exp2-fma")) < 1 else ", about as predicted."))
 
 # %% [markdown]
-# How small a step can this benchmark see? Each provider is timed in three rounds,
-# interleaved with the other providers of the same case and in a rotated order, and the
+# How small a step can this benchmark see? Each kernel is timed in three rounds,
+# interleaved with the other kernels of the same case and in a rotated order, and the
 # samples are pooled. The rounds of one kernel still disagree:
 
 # %% tags=["hide-input"]
