@@ -23,8 +23,8 @@
 #
 # - what one Triton *program* is, and how a launch grid maps programs to queries;
 # - how to load a row of a tensor through pointers, strides and a mask;
-# - why the softmax subtracts its maximum, and what that costs a kernel that can only
-#   hold a few numbers at a time;
+# - why the softmax subtracts its maximum, and the simplest (not the cheapest) way for a
+#   kernel to get that maximum;
 # - how to count the bytes a kernel moves, so a timing can be judged rather than admired.
 #
 # ## What the kernel computes
@@ -58,11 +58,16 @@ print("Examples on this page ran on:", kernels.mode_description())
 # registers and walks the keys one at a time.
 #
 # A program cannot keep a row of $N_k$ scores unless it knows a bound on $N_k$ when the
-# kernel is compiled, and this first version does not want one. So it walks the keys
-# three times: once to find the largest score, once to add up the exponentials, and once
-# to build the weighted sum of values, recomputing each score every time. That is the
-# honest cost of "scores, then softmax, then weighted sum" when the scores have nowhere
-# to live.
+# kernel is compiled, and this first version does not want one. It therefore walks the
+# keys three times: once to find the largest score, once to add up the exponentials, and
+# once to build the weighted sum of values, recomputing each score every time. That
+# mirrors the textbook order (scores, then softmax, then weighted sum) and is a deliberate
+# starting point, not a necessity. A single pass works too: keep a running maximum and
+# rescale the running sum and the running output whenever the maximum grows. That needs
+# no more registers than this kernel holds (one maximum, one sum, one output row). It is
+# the *online softmax* ([Milakov and Gimelshein, 2018](https://arxiv.org/abs/1805.02867)),
+# and [post 3](../03_flash_attention/) builds on it. Here we keep the three passes, because they are
+# the easiest to check and they make the cost of re-reading the keys plain.
 
 # %% tags=["hide-input"]
 charts.show_source(kernels.basic._basic_attention_kernel)
@@ -118,8 +123,8 @@ for causal in (False, True):
 # the keys three times ($3 N_k D$) and the values once ($N_k D$), and writes one output row.
 # Over all $N_q$ programs that is about $4 N_q N_k D$ elements read, against the
 # $2(N_q + N_k)D$ that attention needs at the least (each of $Q, K, V$ read once and $O$
-# written once). The `kernels.traffic` module does this count for every design; for the
-# seed post's example size (512 queries, 512 keys, $D = 128$, fp32):
+# written once). The `kernels.traffic` module does this count for every design; for 512
+# queries, 512 keys, $D = 128$ and fp32 (the size post 2 starts from):
 
 # %%
 nq = nk = 512
@@ -131,11 +136,25 @@ print(f"ratio: {t.bytes_read / t.compulsory_bytes:.0f}x more than the minimum")
 print(f"FLOPs (4·Nq·Nk·D): {t.flops / 1e6:.0f} MFLOP -> {t.intensity:.2f} FLOP per requested byte")
 
 # %% [markdown]
-# Most of those re-reads hit the GPU's L2 cache (all of $K$ at this size is a fraction of
-# a megabyte), so DRAM is not what limits this kernel. What limits it is the walk itself:
-# each step is a short, dependent chain (load a key, multiply, reduce, compare) that
-# leaves the memory system waiting on one small request at a time, $3N_k$ times per program.
-#
+# Whether those re-reads come from DRAM or from a cache, the count alone cannot say. The
+# measured time can bound it: divide the requested bytes by the time the kernel took and
+# compare the result with the GPU's measured copy bandwidth.
+
+# %% tags=["hide-input"]
+seed = charts.load("seed")[0]
+copy_gbps = seed["provenance"]["ceilings"]["copy_gbps"]
+basic_ms = charts.median(seed, "basic", Nq=nq, D=d)
+implied_gbps = t.bytes_total / (basic_ms * 1e-3) / 1e9
+# TODO(lead): ncu - measured DRAM and L2 bytes of this kernel would replace the bound below.
+charts.md(
+    f"On the {seed['provenance']['gpu']} the kernel took {charts.fmt_ms(basic_ms)} at this size, so it moved its "
+    f"requested bytes at {implied_gbps:.0f} GB/s: {implied_gbps / copy_gbps:.0%} of the {copy_gbps:.0f} GB/s that "
+    "a plain device-to-device copy reached on the same GPU. Even if every requested byte came from DRAM, "
+    "bandwidth would not be the limit. The likelier limit is the walk itself: each step is a short, "
+    "dependent chain (load a key, multiply, reduce, compare) that leaves the memory system waiting on one "
+    "small request at a time, $3N_k$ times per program, with one program per query.")
+
+# %% [markdown]
 # ## How fast is it?
 #
 # Measured by `scripts/benchmark.py` on a GPU (one head, fp32, medians of many runs, with
@@ -143,7 +162,6 @@ print(f"FLOPs (4·Nq·Nk·D): {t.flops / 1e6:.0f} MFLOP -> {t.intensity:.2f} FLO
 # PyTorch's fused `scaled_dot_product_attention`:
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
 charts.show(charts.seed_table(seed, providers=["basic", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
@@ -156,8 +174,9 @@ charts.md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The ker
           "slow, for the reason the traffic count suggests: each program does its work one key at a time.")
 
 # %% [markdown]
-# How the time grows with the sequence length, from the ladder suite ($D = 64$, one
-# head). Both axes are logarithmic: a slope of 1 means linear growth, 2 quadratic.
+# How the time grows with the sequence length, from a second benchmark run that holds
+# $D = 64$ and one head and doubles $N$. Both axes are logarithmic: a slope of 1 means
+# linear growth, 2 quadratic.
 
 # %% tags=["hide-input"]
 charts.show(charts.scaling(charts.load("ladder")[0], providers=("basic", "eager", "sdpa")))
@@ -169,13 +188,14 @@ charts.show(charts.scaling(charts.load("ladder")[0], providers=("basic", "eager"
 #   program per query is the most natural first grid.
 # - Pointers are `base + index × stride`, masks guard the padded lanes, and `other=0.0`
 #   makes the padding harmless.
-# - The max-subtracted softmax needs the maximum before the sum, and without a place to
-#   keep the scores that means walking the keys again. This kernel walks them three times.
+# - The max-subtracted softmax needs the maximum before the exponentials are summed. This
+#   kernel gets it the simplest way, by walking the keys three times; a running maximum
+#   (the online softmax of post 3) would do it in one walk with no more registers.
 # - Count bytes and FLOPs before trusting a timing: this kernel asks for many times the
 #   bytes it needs, and its steps are too small to keep a GPU busy.
 #
 # ## What is next
 #
-# [Post 2](02_vectorized_attention.py) removes the walk: each program loads *all* keys at
-# once as a 2-D tile with broadcast offsets. It is much faster at small sizes, and the
-# post measures exactly where that design stops scaling, and why.
+# [Post 2](../02_vectorized_attention/) removes the walk: each program loads *all* keys at
+# once as a 2-D tile with broadcast offsets. The post measures at which sizes that is
+# faster than this kernel and than PyTorch, where the design stops scaling, and why.

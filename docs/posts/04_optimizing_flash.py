@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Optimizing FlashAttention, one switch at a time
 #
-# [Post 3](03_flash_attention.py) built a FlashAttention-2 kernel and measured it against
+# [Post 3](../03_flash_attention/) built a FlashAttention-2 kernel and measured it against
 # PyTorch's backends. This post takes that kernel apart. Every optimization in it is a
 # compile-time switch, so we can start from a plain tiled kernel, turn the switches on one
 # by one, and measure each step on the GPU. Before each measurement we wrote down what we
@@ -23,7 +23,8 @@
 # **You will learn**
 #
 # - which steps pay on a Hopper GPU (software pipelining, skipping causal tiles, keeping
-#   masks out of the hot loop, a cheaper exponential) and roughly how much each one gives;
+#   masks out of the hot loop, a cheaper exponential), how much each one gives, and which
+#   are too small for this benchmark to see;
 # - how to read the compiler's report (registers, spills, shared memory, instruction
 #   counts) and connect it to a measured change;
 # - where a few hundred lines of Triton stand against NVIDIA's cuDNN kernel, and why.
@@ -43,33 +44,41 @@ shape = abl["records"][0]["shape"]
 # ## The yardstick
 #
 # Each case below is one forward pass at a long sequence length. Throughput uses the
-# FlashAttention convention: $4BHN^2D$ FLOPs, half that with a causal mask. The measured
-# ceiling is a large fp16 `torch.matmul` on the same GPU, and the bar to beat is PyTorch's
-# cuDNN backend, timed in the same run.
+# FlashAttention convention: $4BHN^2D$ FLOPs, half that with a causal mask. Two yardsticks
+# for the arithmetic: the rate of a large fp16 matrix multiply (`torch.matmul` of two
+# 8192 × 8192 matrices, which PyTorch hands to cuBLAS) measured on the same GPU, and the
+# datasheet's dense fp16 tensor-core peak. The bar to beat is PyTorch's cuDNN backend,
+# timed in the same run.
 
 # %% tags=["hide-input"]
 ceil = abl["provenance"]["ceilings"]["matmul_fp16_tflops"]
+# NVIDIA H100 SXM datasheet, dense FP16/BF16 tensor-core peak (the 1979 on the sheet assumes sparsity):
+# https://www.nvidia.com/en-us/data-center/h100/
+DATASHEET_FP16_TFLOPS = 989
 flops = traffic.attention_flops(shape["Nq"], shape["Nk"], 128, heads=shape["B"] * 16)
 cud_128 = charts.ablation_reference(abl, "sdpa-cudnn", 128, False)
 charts.md(
     f"At B={shape['B']}, N={shape['Nq']}, 16 heads of D=128, one forward pass is {flops / 1e12:.1f} TFLOP. "
-    f"On the {abl['provenance']['gpu']}, a large fp16 matmul ran at {ceil:.0f} TFLOP/s, so that pass cannot take "
-    f"less than {flops / ceil / 1e9:.2f} ms. cuDNN took {flops / cud_128 / 1e9:.2f} ms ({cud_128:.0f} TFLOP/s, "
-    f"{cud_128 / ceil:.0%} of the matmul rate).")
+    f"On the {abl['provenance']['gpu']}, the large cuBLAS matmul ran at {ceil:.0f} TFLOP/s, at which rate the pass "
+    f"would take {flops / ceil / 1e9:.2f} ms; at the datasheet's {DATASHEET_FP16_TFLOPS} TFLOP/s it would take "
+    f"{flops / DATASHEET_FP16_TFLOPS / 1e9:.2f} ms. Neither is a hard floor: the matmul rate is what one "
+    "well-tuned kernel reached, and the peak is reached by none. cuDNN took "
+    f"{flops / cud_128 / 1e9:.2f} ms ({cud_128:.0f} TFLOP/s, {cud_128 / ceil:.0%} of the matmul rate, "
+    f"{cud_128 / DATASHEET_FP16_TFLOPS:.0%} of the datasheet peak).")
 
 # %% [markdown]
 # ## The switches
 #
 # The production forward kernel has three constexpr switches beside its tile sizes. Each
-# one is a compile-time constant, so a rung with a switch off compiles to a different
+# one is a compile-time constant, so a step with a switch off compiles to a different
 # kernel with the disabled code removed. Nothing is timed through an `if` at run time.
 
 # %% tags=["hide-input"]
 charts.show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n    pid_m")
 
 # %% [markdown]
-# The rungs, in the order they are switched on. The predictions are speed-ups over the rung
-# before. They are stored with each rung in `kernels/ablation.py` and were written before
+# The steps, in the order they are switched on. The predictions are speed-ups over the step
+# before. They are stored with each step in `kernels/ablation.py` and were written before
 # the first measurement:
 
 # %% tags=["hide-input"]
@@ -81,8 +90,8 @@ for r in ablation.RUNGS:
 charts.md("\n".join(rows))
 
 # %% [markdown]
-# Every rung is a correct kernel. The test suite checks each one against the float64
-# reference, causal and not, at odd sizes, and checks that the last rung returns exactly
+# Every step is a correct kernel. The test suite checks each one against the float64
+# reference, causal and not, at odd sizes, and checks that the last step returns exactly
 # what `flash_attention` returns. Here is one check, executed now:
 
 # %%
@@ -103,8 +112,8 @@ for step in ablation.RUNG_NAMES:
 # %% [markdown]
 # ## Measured, step by step
 #
-# `scripts/benchmark.py --suite ablation` times every rung in one run, beside cuDNN and
-# FlashAttention-2. Bars are the measured throughput. Each diamond is the previous rung's
+# `scripts/benchmark.py --suite ablation` times every step in one run, beside cuDNN and
+# FlashAttention-2. Bars are the measured throughput. Each diamond is the previous step's
 # measurement times the predicted speed-up, so a diamond above its bar means the step paid
 # less than we expected.
 
@@ -120,7 +129,7 @@ for d, causal in charts.ABLATION_PANELS:
     parts.append(f"D={d} {'causal' if causal else 'full'}: {rs[0]['tflops']:.0f} → {best['tflops']:.0f} TFLOP/s "
                  f"(**{best['tflops'] / rs[0]['tflops']:.2f}×**, best at `{best['provider']}`, "
                  f"{best['tflops'] / cud:.2f}× cuDNN)")
-charts.md("From the first rung to the fastest, per case: " + "; ".join(parts) + ".")
+charts.md("From the first step to the fastest, per case: " + "; ".join(parts) + ".")
 
 # %% [markdown]
 # ## Prediction against measurement
@@ -131,7 +140,7 @@ charts.show(charts.ablation_table(abl))
 
 # %% tags=["hide-input"]
 def speedups(name):
-    """Measured speed-ups of one rung over the one before, in all four cases."""
+    """Measured speed-ups of one step over the one before, in all four cases."""
     return [r["measured_speedup"] for d, c in charts.ABLATION_PANELS
             for r in charts.ablation_rows(abl, d, c) if r["provider"] == name and r["measured_speedup"]]
 
@@ -157,11 +166,13 @@ charts.md(
     "re-reads does not matter much here: at these lengths the kernel was already compute-bound, with each byte read "
     "serving hundreds of FLOPs.\n"
     f"- **Skipping tiles past the diagonal** is the one step that changes the amount of work. It gave "
-    f"{causal_span('skip-future')} on causal cases, close to the predicted 1.9×; the diagonal tiles still pay in full.\n"
+    f"{causal_span('skip-future')} on causal cases, close to the predicted "
+    f"{ablation.rung('skip-future').predict_causal:.1f}×; the diagonal tiles still pay in full.\n"
     f"- **The unmasked interior loop** gave {span('split-loops')}. It paid more than predicted on causal cases, "
-    "where the first rungs built a mask for every tile, including the tiles wholly inside the triangle.\n"
-    f"- **exp2 with the scale folded in** gave {span('exp2')}, more than the 1.05× we expected. The softmax "
-    "runs on the CUDA cores beside tensor-core matmuls that are nearly free, so each instruction saved per score "
+    "where the earlier steps built a mask for every tile, including the tiles wholly inside the triangle.\n"
+    f"- **exp2 with the scale folded in** gave {span('exp2')}, more than the {ablation.rung('exp2').predict_full:.2f}× "
+    "we expected. The softmax runs on the CUDA cores and the special-function unit beside the tensor cores, and "
+    "on this GPU it is not a small share of the time (see the budget below), so each instruction saved per score "
     "counts for more than its share of the instruction mix suggests.\n"
     f"- **One FMA for the scale and the max** gave {span('exp2-fma')} against a predicted "
     f"{ablation.rung('exp2-fma').predict_full:.2f}×"
@@ -169,8 +180,8 @@ charts.md(
        "resolve it." if min(speedups("exp2-fma")) < 1 else ", about as predicted."))
 
 # %% [markdown]
-# How small a step can this benchmark see? Each provider is timed in three rounds,
-# interleaved with the other providers of the same case and in a rotated order, and the
+# How small a step can this benchmark see? Each kernel is timed in three rounds,
+# interleaved with the other kernels of the same case and in a rotated order, and the
 # samples are pooled. The rounds of one kernel still disagree:
 
 # %% tags=["hide-input"]
@@ -182,9 +193,58 @@ charts.md(
     "and only loosely.")
 
 # %% [markdown]
+# With that floor, the steps ranked by their measured effect (the median over the cases a
+# step is meant to change: causal cases only for skipping tiles, all four otherwise), and
+# the predictions scored only where they could be told apart from noise:
+
+# %% tags=["hide-input"]
+floor = spread[len(spread) // 2]
+effects = []
+for r in ablation.RUNGS[1:]:
+    xs = [row["measured_speedup"] for d, c in charts.ABLATION_PANELS
+                               for row in charts.ablation_rows(abl, d, c)
+                               if row["provider"] == r.name and row["measured_speedup"]
+                               and (c or r.predict_full != 1.0 or r.predict_causal == 1.0)]
+    xs = sorted(xs)
+    effects.append((xs[len(xs) // 2], min(xs), max(xs), r.name))
+rows = ["| rank | step | median speed-up | range over cases | above the noise floor? |", "|---|---|---|---|---|"]
+for rank, (med, lo, hi, name) in enumerate(sorted(effects, reverse=True), 1):
+    seen = "yes" if min(abs(lo - 1), abs(hi - 1)) > floor and (lo - 1) * (hi - 1) > 0 else (
+        "in some cases" if max(abs(lo - 1), abs(hi - 1)) > floor else "no")
+    rows.append(f"| {rank} | `{name}` | {med:.2f}× | {lo:.2f}–{hi:.2f}× | {seen} |")
+pairs = [(row["measured_speedup"], row["predicted_speedup"]) for d, c in charts.ABLATION_PANELS
+         for row in charts.ablation_rows(abl, d, c) if row["measured_speedup"]]
+resolvable = [(m, pr) for m, pr in pairs if abs(pr - 1) > floor]
+close = sum(abs(m / pr - 1) <= 0.1 for m, pr in resolvable)
+charts.md("\n".join(rows) + "\n\n"
+          f"Of the {len(pairs)} step measurements, {len(pairs) - len(resolvable)} had a prediction within the "
+          f"{floor:.1%} noise floor of no change: a ±10% band passes those almost whatever happens, so they do not "
+          f"test the prediction. Of the {len(resolvable)} predictions larger than the floor, **{close}** landed "
+          "within 10% of the measurement.")
+
+# %% [markdown]
+# Why did the cheaper exponential pay more than its share? Because on this GPU the
+# softmax is not small beside the matrix products. Per score, the two products cost
+# $4D$ FLOPs on the tensor cores, and the softmax one `ex2` on the special-function unit.
+# [The FlashAttention-3 paper](https://arxiv.org/abs/2407.08608) (section 3.2) gives the
+# H100 SXM5's throughputs for the two:
+
+# %% tags=["hide-input"]
+# FlashAttention-3 paper, section 3.2: H100 SXM5 fp16 matmul and special-function throughput.
+FA3_MATMUL_TFLOPS, FA3_SPECIAL_FUNCTION_TFLOPS = 989, 3.9
+ratio = FA3_MATMUL_TFLOPS / FA3_SPECIAL_FUNCTION_TFLOPS
+charts.md(
+    f"{FA3_MATMUL_TFLOPS} TFLOP/s of fp16 matrix multiply against {FA3_SPECIAL_FUNCTION_TFLOPS} T operations/s "
+    f"for exponentials: the tensor cores are {ratio:.0f}× faster. So per score the exponential takes "
+    + ", ".join(f"{ratio / (4 * d):.0%} of the matrix products' time at D={d}" for d in (128, 64))
+    + ", if nothing overlaps them. The matmuls are fast, not free, and the softmax sits on the critical path "
+    "between them; every instruction taken out of it shows.")
+# TODO(lead): ncu - tensor-pipe and special-function-unit utilisation per step would measure this split.
+
+# %% [markdown]
 # ## What the compiler report showed
 #
-# For each rung the benchmark keeps the compiled kernel's register count, spills and shared
+# For each step the benchmark keeps the compiled kernel's register count, spills and shared
 # memory, and counts a few instructions in its PTX (the code as written, not the instructions
 # executed). The D=128 full case:
 
@@ -199,22 +259,40 @@ all_wgmma = all(rep["ptx_wgmma"] > 0 for rep in reports.values())
 regs = [rep["registers"] for rep in reports.values()]
 mul = {n: reports[(128, False, n)]["ptx_mul_f32"] for n in ("split-loops", "exp2", "exp2-fma")}
 smem = reports[(128, False, "exp2-fma")]["shared_bytes"]
+fixed = next(r for r in charts.ablation_rows(abl, 128, False) if r["provider"] == "exp2-fma")
+cfg, rep128 = fixed["config"], fixed["compiler"]
+threads = cfg["num_warps"] * 32
+budget = min(255, 65536 // threads)  # registers per thread a program of this size may have
+acc_regs = cfg["BLOCK_M"] * 128 // threads  # fp32 output accumulator, D=128
+score_regs = cfg["BLOCK_M"] * cfg["BLOCK_N"] // threads  # fp32 score tile
+q_bytes = cfg["BLOCK_M"] * 128 * 2  # fp16 Q tile
+kv_bytes = cfg["num_stages"] * 2 * cfg["BLOCK_N"] * 128 * 2  # K and V tiles, one pair per pipeline stage
+SHARED_PER_SM = 228 * 1024  # shared memory per SM, compute capability 9.0 (CUDA guide); 227 KB per block
 charts.md(
-    f"- **Spills:** {'none' if max_spills == 0 else f'up to {max_spills} bytes'} in any rung. Registers per thread "
-    f"range from {min(regs)} to {max(regs)} (a thread can address at most 255).\n"
-    f"- **Tensor cores:** {'every' if all_wgmma else 'not every'} rung uses Hopper's asynchronous warpgroup "
-    "matrix instruction (`wgmma`). Triton emits it for `tl.dot` on its own when the tiles allow it, so no rung "
+    f"- **Spills:** {'none' if max_spills == 0 else f'up to {max_spills}'} in any step. Registers per thread "
+    f"range from {min(regs)} to {max(regs)}. The budget is min(255, 65536 / threads): {min(255, 65536 // 128)} "
+    f"for a 4-warp program and {min(255, 65536 // 256)} for an 8-warp one, so every step fits.\n"
+    f"- **Register budget of the production tile** (D=128, {cfg['BLOCK_M']}×{cfg['BLOCK_N']}, {cfg['num_warps']} "
+    f"warps): the fp32 output accumulator alone takes {acc_regs} registers per thread and the fp32 score tile "
+    f"{score_regs}; the compiler used {rep128['registers']} of a {budget} budget. At "
+    f"{rep128['registers'] * threads} registers per program, {65536 // (rep128['registers'] * threads)} program "
+    "fits on an SM at a time by registers.\n"
+    f"- **Shared memory:** {rep128['shared_bytes'] / 1024:.0f} KB for that tile. That matches a "
+    f"{q_bytes / 1024:.0f} KB fp16 Q tile plus {cfg['num_stages']} pipeline stages of K and V tiles "
+    f"({kv_bytes / 1024:.0f} KB): {(q_bytes + kv_bytes) / 1024:.0f} KB. With {SHARED_PER_SM // 1024} KB per SM, "
+    f"{SHARED_PER_SM // rep128['shared_bytes']} program fits on an SM at a time by shared memory too, so each "
+    "SM runs one program of 8 warps and has nothing else to switch to while that program waits.\n"
+    f"- **Tensor cores:** {'every' if all_wgmma else 'not every'} step uses Hopper's asynchronous warpgroup "
+    "matrix instruction (`wgmma`). Triton emits it for `tl.dot` on its own when the tiles allow it, so no step "
     "loses to an older matrix path.\n"
     f"- **The exponential:** `mul.f32` falls from {mul['split-loops']} to {mul['exp2']} to {mul['exp2-fma']} "
-    "instructions in the code across the last three kernel rungs. Those are the multiplies that the folded and "
-    "fused scale remove. The count of `ex2` stays the same: `exp` was already compiled to `ex2` after a multiply.\n"
-    f"- **Shared memory:** the 128×64 tile with 3 stages holds {smem / 1024:.0f} KB of K/V buffers at D=128. "
-    "Deeper pipelines or wider tiles would soon run out of shared memory, which limits what autotuning can try.")
+    "instructions in the code across the three softmax steps. Those are the multiplies that the folded and "
+    "fused scale remove. The count of `ex2` stays the same: `exp` was already compiled to `ex2` after a multiply.")
 
 # %% [markdown]
 # ## The autotuner's pick
 #
-# The last rung is `flash_attention` itself: the same kernel, but with the tile chosen by
+# The last step is `flash_attention` itself: the same kernel, but with the tile chosen by
 # Triton's autotuner from a short list per head dimension.
 
 # %% tags=["hide-input"]
@@ -226,7 +304,7 @@ for d, causal in charts.ABLATION_PANELS:
     same = cfg == fixed["config"]
     lines.append(f"- D={d} {'causal' if causal else 'full'}: picked {cfg['BLOCK_M']}×{cfg['BLOCK_N']}, "
                  f"{cfg['num_warps']} warps, {cfg['num_stages']} stages{' (the same tile)' if same else ''}: "
-                 f"{tuned['tflops']:.0f} against {fixed['tflops']:.0f} TFLOP/s for the fixed rung "
+                 f"{tuned['tflops']:.0f} against {fixed['tflops']:.0f} TFLOP/s for the fixed step "
                  f"({tuned['tflops'] / fixed['tflops']:.2f}×)")
 charts.md("\n".join(lines))
 
@@ -234,8 +312,8 @@ charts.md("\n".join(lines))
 ratios = [by_case["autotuned"]["tflops"] / by_case["exp2-fma"]["tflops"]
           for by_case in ({r["provider"]: r for r in charts.ablation_rows(abl, d, c)} for d, c in charts.ABLATION_PANELS)]
 charts.md(
-    f"The autotuned rung ran at {min(ratios):.2f}–{max(ratios):.2f}× the fixed rung. An earlier version of this "
-    "benchmark timed each rung once, one after another, and there the autotuned rung came out a few percent "
+    f"The autotuned step ran at {min(ratios):.2f}–{max(ratios):.2f}× the fixed one. An earlier version of this "
+    "benchmark timed each step once, one after another, and there the autotuned step came out a few percent "
     "slower even where it had picked the same tile and compiled to identical code. Timed in interleaved, rotated "
     "rounds, that gap "
     + ("is gone: it came from the order of the timings, not from the kernel." if min(ratios) > 0.98 else
@@ -246,12 +324,30 @@ charts.md(
 # %% [markdown]
 # ## Automatic warp specialisation, measured
 #
-# On Hopper the fastest attention kernels split a program's warps into producers that issue
-# loads and consumers that run the matmuls and the softmax, so that one tile's softmax runs
-# while the next tile's matmul is in flight (FlashAttention-3's "ping-pong"). Our kernel
-# runs them one after the other. Triton can warp-specialise a loop by itself,
-# `tl.range(..., warp_specialize=True)`, when the loop loads through tensor descriptors, and
-# upstream enabled that for Hopper attention. `kernels/warpspec.py` rewrites the forward
+# [FlashAttention-3](https://arxiv.org/abs/2407.08608) (section 3.1) overlaps work on Hopper
+# in three separate ways, worth keeping apart:
+#
+# - **Producer/consumer warp specialisation**: a producer warp group only issues the TMA
+#   loads of $K$ and $V$, consumer warp groups only compute, and registers move to the
+#   consumers (`setmaxnreg`). This overlaps *loads* with compute.
+# - **Ping-pong scheduling between two consumer warp groups**: barriers make one group's
+#   softmax run while the other group's matrix products run. This overlaps the *softmax*
+#   of one group with the *matmuls* of another.
+# - **Pipelining inside one warp group**: the next tile's $QK^\top$ is issued before the
+#   current tile's softmax, so that a single group also overlaps the two.
+#
+# Our kernel does none of the three explicitly; Triton's software pipelining (the
+# `num_stages` step above) overlaps only the loads. Triton can warp-specialise a loop by
+# itself, `tl.range(..., warp_specialize=True)`. On Hopper that pass, contributed from
+# Meta's automatic warp specialisation work, partitions the loop into a producer group for
+# the loads and consumer groups for the compute, optionally splitting the rows between
+# two consumer groups
+# ([triton-lang/triton#5622](https://github.com/triton-lang/triton/pull/5622),
+# [#7136](https://github.com/triton-lang/triton/pull/7136)). That is the first mechanism
+# only. Ping-pong between consumer groups exists as an experimental pass in Meta's fork
+# ([facebookexperimental/triton#24](https://github.com/facebookexperimental/triton/pull/24)),
+# not in the Triton we measured. So even when it works, the automatic pass overlaps loads
+# with compute, not the softmax with the matmuls. `kernels/warpspec.py` rewrites the forward
 # kernel around on-device descriptors with that flag as a switch, and
 # `scripts/benchmark.py --suite warpspec` times each tile with the flag off and on, beside
 # `flash_attention` and cuDNN:
@@ -282,7 +378,10 @@ charts.md(
     + f"The descriptor kernel itself ran at {min(plain_vs_flash):.2f}–{max(plain_vs_flash):.2f}× `flash_attention`, "
     "whose pointer loads are already software-pipelined. So on this Triton, overlapping the "
     "softmax with the matmuls would have to be written by hand, for instance in Gluon, Triton's lower-level "
-    "language with explicit warp partitions. We have not done that.")
+    "language with explicit warp partitions. We have not done that. Other attempts are recorded in the "
+    "project's `PERF_NOTES.md`: a 4-warp variant (the compiler's pass crashed), 256-row query tiles and a "
+    "register cap (`maxnreg`) to make room for a split (the kernel spilled), and TMA loads without "
+    "specialisation (below).")
 
 # %% [markdown]
 # ## Where it stands: every backend, forward and backward
@@ -323,13 +422,17 @@ charts.md(
 # ## What did not pay, and what is next
 #
 # - **TMA loads.** The descriptor kernel above loads Q, K and V through Hopper's bulk copy
-#   engine and did not beat the pointer loads, so `flash_attention` keeps pointers. The
-#   loads are not the bottleneck; the softmax between the two matmuls is.
+#   engine and did not beat the pointer loads, so `flash_attention` keeps pointers. That
+#   suggests the loads are not what holds the kernel back; which unit does is for a
+#   profiler to say (not measured here).
 # - **Automatic warp specialisation** did not specialise anything on this Triton (above).
-#   Overlapping softmax and matmuls, what cuDNN and FlashAttention-3 do, is the most likely
-#   place for the remaining forward gap, and it would have to be written by hand.
+#   Overlapping the softmax with the matmuls, as FlashAttention-3 does with ping-pong and
+#   intra-warpgroup pipelining, is the most likely place for the remaining forward gap, by
+#   the exponential's share of the time computed above; cuDNN's kernels are closed, so we
+#   do not know how it gets its speed. It would have to be written by hand.
 # - **The backward pass** recomputes $P$ in both of its kernels and is limited by registers:
-#   in a probe of its compiled candidates (see `PERF_NOTES.md`), the widest dK/dV tile hit
+#   in a probe of its compiled candidates (recorded in `PERF_NOTES.md`, not in the data
+#   behind this site), the widest dK/dV tile hit
 #   the register limit and spilled. Smaller tiles there, and a fused single-kernel backward
 #   with atomic dQ, are the next things to measure.
 # - **Launch overhead.** After the first call for a given specialisation (dtypes, pointer
@@ -340,21 +443,22 @@ charts.md(
 # ## Key takeaways
 
 # %% tags=["hide-input"]
-pairs = [(r["measured_speedup"], r["predicted_speedup"]) for d, c in charts.ABLATION_PANELS
-         for r in charts.ablation_rows(abl, d, c) if r["measured_speedup"]]
-close = sum(abs(m / p - 1) <= 0.1 for m, p in pairs)
+ranked = [name for *_, name in sorted(effects, reverse=True)]
+small = [name for med, lo, hi, name in effects if max(abs(lo - 1), abs(hi - 1)) <= floor]
 charts.md(
-    f"- Write the prediction down before you measure. Here {close} of {len(pairs)} step measurements landed "
-    "within 10% of the prediction, and the misses taught the most: pipelining and bigger tiles paid less than "
-    "expected, and the cheaper exponential paid more.")
+    f"- Write the prediction down before you measure. Here {close} of the {len(resolvable)} predictions that "
+    "could be told apart from noise landed within 10% of the measurement, and the misses taught the most: "
+    "pipelining and bigger tiles paid less than expected, and the cheaper exponential paid more.\n"
+    f"- Ranked by measured effect: `{ranked[0]}` first (it removes work), then `{ranked[1]}` and `{ranked[2]}`. "
+    + (f"{', '.join(f'`{n}`' for n in small)} cannot be told apart from noise here. " if small else "")
+    + "After skipping work and pipelining the loads, the steps that pay keep instructions out of the softmax, "
+      "which sits between the matmuls and costs a large share of their time.")
 
 # %% [markdown]
-# - The steps that pay most on Hopper keep work off the CUDA cores beside the tensor cores:
-#   no mask in the hot loop, one FMA and one `ex2` per score, no tile past the diagonal.
 # - Read the compiler's report. It confirms each step did what it claims (fewer multiplies,
 #   no spills, `wgmma` throughout) and shows which resources limit the next one.
 # - Time variants against each other in interleaved rounds. Timed one after another,
 #   identical code measured a few percent apart, enough to invent or hide a step.
 # - Against cuDNN the gap is real and stated plainly above. Closing it most likely needs
 #   the softmax to overlap the matmuls. Triton's automatic warp specialisation did not do
-#   that here, so it is hand-written warp specialisation or nothing.
+#   that here, so the next thing to try is hand-written warp specialisation.
