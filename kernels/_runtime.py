@@ -219,9 +219,10 @@ def as_batch_heads(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, *t.shape[-3:])
 
 
-# Tests set this to True so every output buffer starts as NaN: an element a kernel
-# forgot to write then fails the comparison instead of passing by luck.
-POISON_OUTPUTS = False
+# KERNELS_POISON_OUTPUTS=1 (the tests set it) makes every output buffer start as NaN: an
+# element a kernel forgot to write then fails the comparison instead of passing by luck.
+# Read once at import, so it holds in every thread (autograd runs backward on its own).
+POISON_OUTPUTS = os.environ.get("KERNELS_POISON_OUTPUTS", "0") == "1"
 
 
 def new_output(shape, *, dtype, device) -> torch.Tensor:

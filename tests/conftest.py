@@ -7,7 +7,12 @@ On a machine without a CUDA GPU the suite runs through Triton's CPU interpreter
 from __future__ import annotations
 
 import math
+import os
 import zlib
+
+# Every output buffer starts as NaN, so an element a kernel never wrote fails a test. Set before
+# kernels is imported: the package reads it once.
+os.environ["KERNELS_POISON_OUTPUTS"] = "1"
 
 import pytest
 import torch
@@ -22,13 +27,8 @@ DTYPES = [torch.float32, torch.float16] if INTERPRET else [torch.float32, torch.
 
 
 def pytest_report_header(config):
+    assert _runtime.POISON_OUTPUTS, "kernels was imported before conftest could set KERNELS_POISON_OUTPUTS"
     return f"kernels mode: {kernels.mode_description()}"
-
-
-@pytest.fixture(autouse=True)
-def poison_outputs(monkeypatch):
-    # Every output buffer starts as NaN, so an element a kernel never wrote fails.
-    monkeypatch.setattr(_runtime, "POISON_OUTPUTS", True)
 
 
 def seed_of(nodeid: str) -> int:
