@@ -49,7 +49,9 @@ import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels import ablation, benchdata, traffic, warpspec  # noqa: E402
+from kernels import ablation, warpspec  # noqa: E402
+from perfdata import schema as benchdata  # noqa: E402
+from perfdata import traffic  # noqa: E402
 
 DEV = "cpu" if ARGS.interpret else "cuda"
 GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
