@@ -39,6 +39,16 @@ import math
 from dataclasses import asdict, dataclass
 
 
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def element_bytes(dtype: str) -> int:
+    """Bytes per element of a dtype named as the benchmark records name it ('float16')."""
+    if dtype not in ELEMENT_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {sorted(ELEMENT_BYTES)}")
+    return ELEMENT_BYTES[dtype]
+
+
 @dataclass(frozen=True)
 class Traffic:
     design: str

@@ -45,7 +45,9 @@
 import torch
 
 import kernels
-from kernels import charts, traffic
+from blog import figures, fmt, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -65,7 +67,7 @@ print("Examples on this page ran on:", kernels.mode_description())
 # to live.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.basic._basic_attention_kernel)
+show_source(kernels.basic._basic_attention_kernel)
 
 # %% [markdown]
 # Three details carry most of the weight:
@@ -143,16 +145,16 @@ print(f"FLOPs (4·Nq·Nk·D): {t.flops / 1e6:.0f} MFLOP -> {t.intensity:.2f} FLO
 # PyTorch's fused `scaled_dot_product_attention`:
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
-charts.show(charts.seed_table(seed, providers=["basic", "eager", "sdpa"]))
+seed = query.load("seed")[0]
+show(tables.seed_table(seed, providers=["basic", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
 rows = []
 for n, d in [(512, 128), (4096, 128)]:
-    b, e = charts.median(seed, "basic", Nq=n, D=d), charts.median(seed, "eager", Nq=n, D=d)
-    rows.append(f"at {n}×{d} it takes {charts.fmt_ms(b)} where eager PyTorch takes {charts.fmt_ms(e)} "
+    b, e = query.median(seed, "basic", Nq=n, D=d), query.median(seed, "eager", Nq=n, D=d)
+    rows.append(f"at {n}×{d} it takes {fmt.ms(b)} where eager PyTorch takes {fmt.ms(e)} "
                 f"(**{b / e:.0f}× slower**)")
-charts.md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The kernel is correct and it is "
+md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The kernel is correct and it is "
           "slow, for the reason the traffic count suggests: each program does its work one key at a time.")
 
 # %% [markdown]
@@ -160,7 +162,7 @@ charts.md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The ker
 # head). Both axes are logarithmic: a slope of 1 means linear growth, 2 quadratic.
 
 # %% tags=["hide-input"]
-charts.show(charts.scaling(charts.load("ladder")[0], providers=("basic", "eager", "sdpa")))
+show(figures.scaling(query.load("ladder")[0], providers=("basic", "eager", "sdpa")))
 
 # %% [markdown]
 # ## Key takeaways

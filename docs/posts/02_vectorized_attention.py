@@ -32,7 +32,9 @@
 import torch
 
 import kernels
-from kernels import charts, traffic
+from blog import figures, fmt, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -49,7 +51,7 @@ print("Examples on this page ran on:", kernels.mode_description())
 # the padding:
 
 # %% tags=["hide-input"]
-charts.show(charts.address_grid(n=6, d=5))
+show(figures.address_grid(n=6, d=5))
 
 # %% [markdown]
 # Each row of the grid is one key, stored contiguously, so neighbouring threads read
@@ -62,7 +64,7 @@ charts.show(charts.address_grid(n=6, d=5))
 # row is another broadcast multiply and a sum along the key axis.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.vectorized._vectorized_attention_kernel)
+show_source(kernels.vectorized._vectorized_attention_kernel)
 
 # %% [markdown]
 # Masked keys (padding, and future keys under `causal=True`) get a score of $-\infty$, so
@@ -128,26 +130,26 @@ print(f"\nvectorized reads: {e} B x {d} x ({nq} + 2 x {nq} x {nk}) = {vec.bytes_
 # (below); hover a cell for the reason.
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
-charts.show(charts.seed_table(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
+seed = query.load("seed")[0]
+show(tables.seed_table(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
-vec_512, eager_512 = charts.median(seed, "vectorized", Nq=512, D=128), charts.median(seed, "eager", Nq=512, D=128)
-vec_1k, eager_1k = charts.median(seed, "vectorized", Nq=1024, D=256), charts.median(seed, "eager", Nq=1024, D=256)
-basic_512 = charts.median(seed, "basic", Nq=512, D=128)
-charts.md(
-    f"Against post 1 the gain is real: at 512×128 the vectorized kernel takes {charts.fmt_ms(vec_512)} where "
-    f"the basic one took {charts.fmt_ms(basic_512)} ({basic_512 / vec_512:.0f}× faster). Against PyTorch it is "
-    f"not *competitive*, as the draft claimed: eager PyTorch takes {charts.fmt_ms(eager_512)} there, "
+vec_512, eager_512 = query.median(seed, "vectorized", Nq=512, D=128), query.median(seed, "eager", Nq=512, D=128)
+vec_1k, eager_1k = query.median(seed, "vectorized", Nq=1024, D=256), query.median(seed, "eager", Nq=1024, D=256)
+basic_512 = query.median(seed, "basic", Nq=512, D=128)
+md(
+    f"Against post 1 the gain is real: at 512×128 the vectorized kernel takes {fmt.ms(vec_512)} where "
+    f"the basic one took {fmt.ms(basic_512)} ({basic_512 / vec_512:.0f}× faster). Against PyTorch it is "
+    f"not *competitive*, as the draft claimed: eager PyTorch takes {fmt.ms(eager_512)} there, "
     f"so the kernel is **{vec_512 / eager_512:.1f}× slower**, and at 1024×256 it is "
-    f"**{vec_1k / eager_1k:.0f}× slower** ({charts.fmt_ms(vec_1k)} against {charts.fmt_ms(eager_1k)}). "
+    f"**{vec_1k / eager_1k:.0f}× slower** ({fmt.ms(vec_1k)} against {fmt.ms(eager_1k)}). "
     f"(Measured on the {seed['provenance']['gpu']}; the draft's own figures were not from this hardware.)")
 
 # %% tags=["hide-input"]
-charts.show(charts.seed_comparison(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
+show(figures.seed_comparison(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
-charts.show(charts.seed_speedup(seed, providers=("basic", "vectorized", "sdpa")))
+show(figures.seed_speedup(seed, providers=("basic", "vectorized", "sdpa")))
 
 # %% [markdown]
 # ### Theoretical traffic against measured time
@@ -158,7 +160,7 @@ charts.show(charts.seed_speedup(seed, providers=("basic", "vectorized", "sdpa"))
 # memory at all, but by latency, instruction count or idle SMs.
 
 # %% tags=["hide-input"]
-charts.show(charts.memory_traffic(seed, providers=("basic", "vectorized", "eager")))
+show(figures.memory_traffic(seed, providers=("basic", "vectorized", "eager")))
 
 # %% [markdown]
 # ### Scaling with sequence length
@@ -169,8 +171,8 @@ charts.show(charts.memory_traffic(seed, providers=("basic", "vectorized", "eager
 # program's tile no longer fits in registers.
 
 # %% tags=["hide-input"]
-ladder = charts.load("ladder")[0]
-charts.show(charts.scaling(ladder, providers=("basic", "vectorized", "eager", "sdpa")))
+ladder = query.load("ladder")[0]
+show(figures.scaling(ladder, providers=("basic", "vectorized", "eager", "sdpa")))
 
 # %% [markdown]
 # ### Roofline
@@ -183,13 +185,13 @@ charts.show(charts.scaling(ladder, providers=("basic", "vectorized", "eager", "s
 # limit, but latency and idle SMs.
 
 # %% tags=["hide-input"]
-charts.show(charts.roofline(ladder, providers=("basic", "vectorized", "eager")))
+show(figures.roofline(ladder, providers=("basic", "vectorized", "eager")))
 
 # %% tags=["hide-input"]
-vec_f, basic_f = charts.roof_fractions(ladder, "vectorized"), charts.roof_fractions(ladder, "basic")
+vec_f, basic_f = query.roof_fractions(ladder, "vectorized"), query.roof_fractions(ladder, "basic")
 n_top = max(vec_f, key=vec_f.get)
 n_last = max(vec_f)
-charts.md(
+md(
     f"The vectorized kernel peaks at N={n_top}, at **{vec_f[n_top]:.1f}×** its DRAM roof: its re-reads of $K$ "
     f"and $V$ come from the L2 cache there. By N={n_last} it is down to {vec_f[n_last]:.2f}× of the roof, "
     f"once its tile spills out of registers. The basic kernel never gets above "

@@ -35,7 +35,9 @@ import math
 import torch
 
 import kernels
-from kernels import charts, traffic
+from blog import figures, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -89,7 +91,7 @@ assert torch.allclose(online, direct, rtol=0, atol=1e-12)
 # vector operations.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._fwd_tiles)
+show_source(kernels.flash._fwd_tiles)
 
 # %% [markdown]
 # Two choices deserve a word. The scores are kept in **log base 2**: the softmax scale and
@@ -104,7 +106,7 @@ charts.show_source(kernels.flash._fwd_tiles)
 # $P = 2^{S \cdot \text{qk\_scale} - \text{lse}}$, with no second pass for the max or the sum.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    out = acc")
+show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    out = acc")
 
 # %% [markdown]
 # ## Causal masking by tiles
@@ -115,7 +117,7 @@ charts.show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    
 # why a causal pass costs about half the FLOPs of a full one:
 
 # %% tags=["hide-input"]
-charts.show(charts.causal_tiles(n=512, block_m=128, block_n=64))
+show(figures.causal_tiles(n=512, block_m=128, block_n=64))
 
 # %% [markdown]
 # ## Batch, heads and grouped-query attention
@@ -193,10 +195,10 @@ print(f"\nflash reads Q once and K, V once per {n}/128 = {math.ceil(n / 128)} qu
       f"2 B x {d} x ({n} + 2 x {math.ceil(n / 128)} x {n}) = {t.bytes_read / 1e6:.1f} MB")
 
 # %% tags=["hide-input"]
-prov = charts.load("production")[0]["provenance"]
+prov = query.load("production")[0]["provenance"]
 ceil, prod_gpu = prov["ceilings"], prov["gpu"]
 ridge = ceil["matmul_fp16_tflops"] * 1e12 / (ceil["copy_gbps"] * 1e9)
-charts.md(
+md(
     f"The {prod_gpu}'s ridge point, its measured fp16 matrix-multiply rate over its measured copy bandwidth, is "
     f"about **{ridge:.0f} FLOPs per byte**. Counted against *requested* bytes the tiled kernel sits at "
     f"{t.intensity:.0f}, below the ridge; but its re-reads of $K$ and $V$ are mostly served by the L2 cache, and "
@@ -215,19 +217,19 @@ charts.md(
 # 2.5 times the forward for the backward pass.
 
 # %% tags=["hide-input"]
-prod_docs = charts.load("production")
+prod_docs = query.load("production")
 prod = prod_docs[0]
-charts.show(charts.production_tflops(prod_docs, "fwd", "float16"))
+show(figures.production_tflops(prod_docs, "fwd"))
 
 # %% tags=["hide-input"]
-charts.show(charts.production_tflops(prod_docs, "bwd", "float16"))
+show(figures.production_tflops(prod_docs, "bwd"))
 
 # %% tags=["hide-input"]
-f_lo, f_hi = charts.ratio_summary(prod, "fwd", "sdpa-flash")
-c_lo, c_hi = charts.ratio_summary(prod, "fwd", "sdpa-cudnn")
-bf_lo, bf_hi = charts.ratio_summary(prod, "bwd", "sdpa-flash")
-bc_lo, bc_hi = charts.ratio_summary(prod, "bwd", "sdpa-cudnn")
-charts.md(
+f_lo, f_hi = query.ratio_summary(prod, "fwd", "sdpa-flash")
+c_lo, c_hi = query.ratio_summary(prod, "fwd", "sdpa-cudnn")
+bf_lo, bf_hi = query.ratio_summary(prod, "bwd", "sdpa-flash")
+bc_lo, bc_hi = query.ratio_summary(prod, "bwd", "sdpa-cudnn")
+md(
     f"At $N \\ge 4096$ on the {prod['provenance']['gpu']}, the forward pass runs at **{f_lo:.2f}–{f_hi:.2f}×** "
     f"PyTorch's FlashAttention-2 backend and **{c_lo:.2f}–{c_hi:.2f}×** its cuDNN backend; the backward pass at "
     f"{bf_lo:.2f}–{bf_hi:.2f}× FlashAttention-2 and {bc_lo:.2f}–{bc_hi:.2f}× cuDNN. cuDNN, NVIDIA's hand-tuned "
@@ -239,10 +241,13 @@ charts.md(
 # measured in the same run:
 
 # %% tags=["hide-input"]
-charts.show(charts.production_ratio_table(prod, "float16"))
-charts.show(charts.production_ratio_table(prod, "bfloat16"))
+show(tables.production_ratio_table(prod, "float16", "fwd"))
+show(tables.production_ratio_table(prod, "float16", "bwd"))
+show(tables.production_ratio_table(prod, "bfloat16", "fwd", details=True))
+show(tables.production_ratio_table(prod, "bfloat16", "bwd", details=True))
 for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, when one was lent)
-    charts.show(charts.production_ratio_table(other, "float16"))
+    show(tables.production_ratio_table(other, "float16", "fwd", details=True))
+    show(tables.production_ratio_table(other, "float16", "bwd", details=True))
 
 # %% [markdown]
 # And back at the draft's sizes (one head, fp32), the tiled kernel is no longer refused
@@ -251,8 +256,8 @@ for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, 
 # path; eager PyTorch's cuBLAS calls spread the same work over the whole GPU:
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
-charts.show(charts.seed_table(seed, providers=["vectorized", "flash", "flash-tf32", "eager", "sdpa"]))
+seed = query.load("seed")[0]
+show(tables.seed_table(seed, providers=["vectorized", "flash", "flash-tf32", "eager", "sdpa"]))
 
 # %% [markdown]
 # ## Key takeaways
@@ -267,14 +272,14 @@ charts.show(charts.seed_table(seed, providers=["vectorized", "flash", "flash-tf3
 
 # %% tags=["hide-input"]
 vs = {p: [] for p in ("sdpa-flash", "sdpa-cudnn")}
-for r in charts.ok(prod["records"], provider="flash"):
+for r in query.ok(prod["records"], provider="flash"):
     for p in vs:
-        other = charts.ok(prod["records"], provider=p, case=r["case"])
+        other = query.ok(prod["records"], provider=p, case=r["case"])
         if other and r["shape"]["Nq"] >= 2048:
             vs[p].append(other[0]["p50"] / r["p50"])  # > 1: ours is faster
 beat_fa2 = sum(x > 1 for x in vs["sdpa-flash"])
 beat_cudnn = sum(x >= 1 for x in vs["sdpa-cudnn"])
-charts.md(
+md(
     f"- Measured, a few hundred lines of Triton beat PyTorch's FlashAttention-2 backend at {beat_fa2} of "
     f"{len(vs['sdpa-flash'])} shapes from 2k up, forward and backward, and match or beat cuDNN at "
     f"{beat_cudnn} of {len(vs['sdpa-cudnn'])}.")
