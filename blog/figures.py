@@ -114,7 +114,7 @@ def seed_comparison(doc: dict, providers=None) -> go.Figure:
     order = [f"{n}×{d}" for n, d in _sizes(records)]
     fig.update_xaxes(title=f"sequence length × head dim ({query.shape_caption(records, skip=('Nq', 'Nk', 'D', 'Hkv'))}, "
                            f"{_dtype_caption(records)})", categoryorder="array", categoryarray=order)
-    fig.update_yaxes(type="log", title="median time (ms, log; bars: p20–p80)")
+    fig.update_yaxes(type="log", dtick=1, title="median time (ms, log; bars: p20–p80)")
     fig.update_layout(barmode="group")
     return _finish(fig, [doc], "Forward time at each size", short_title="Forward time")
 
@@ -135,7 +135,7 @@ def seed_speedup(doc: dict, baseline: str = "eager", providers=None) -> go.Figur
                         mode="lines+markers", line=dict(color=mark_color(p)),
                         hovertemplate="%{y:.3g}×<extra>" + label(p) + "</extra>")
     _reference_line(fig, 1, f"as fast as {label(baseline)}", log=True)
-    fig.update_yaxes(type="log", title=f"speed-up over {label(baseline)} (log; >1 is faster)")
+    fig.update_yaxes(type="log", dtick=1, title=f"speed-up over {label(baseline)} (log; >1 is faster)")
     fig.update_xaxes(title="sequence length × head dim")
     return _finish(fig, [doc], f"Speed-up over {label(baseline)}", short_title="Speed-up")
 
@@ -169,8 +169,8 @@ def memory_traffic(doc: dict, providers=None) -> go.Figure:
     copy = doc["provenance"]["ceilings"].get("copy_gbps")
     if copy:
         _reference_line(fig, copy, f"measured copy bandwidth {copy:.0f} GB/s", log=True, axis="2")
-    fig.update_yaxes(type="log", title="bytes", row=1, col=1)
-    fig.update_yaxes(type="log", title="GB/s", row=1, col=2)
+    fig.update_yaxes(type="log", dtick=1, title="bytes", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, title="GB/s", row=1, col=2)
     fig.update_xaxes(title="sequence length × head dim")
     fig.update_layout(barmode="group")
     return _finish(fig, [doc], "Memory traffic: what each design asks for, and what it achieves",
@@ -194,9 +194,9 @@ def scaling(doc: dict, providers=None) -> go.Figure:
             fig.add_annotation(x=math.log10(first["shape"]["Nq"]), y=0, yref="paper", yanchor="bottom", yshift=6,
                                text=f"{label(p)}: {first['status']} from N={first['shape']['Nq']}",
                                hovertext=first["reason"], showarrow=False, font=dict(size=11, color=mark_color(p)))
-    fig.update_xaxes(type="log", title=f"sequence length N ({query.shape_caption(records, skip=('Nq', 'Nk', 'Hkv'))}, "
+    fig.update_xaxes(type="log", dtick=1, title=f"sequence length N ({query.shape_caption(records, skip=('Nq', 'Nk', 'Hkv'))}, "
                                        f"{_dtype_caption(records)})")
-    fig.update_yaxes(type="log", title="median forward time (ms)")
+    fig.update_yaxes(type="log", dtick=1, title="median forward time (ms)")
     return _finish(fig, [doc], "Scaling with sequence length (log–log)", short_title="Scaling with N")
 
 
@@ -224,8 +224,8 @@ def roofline(doc: dict, providers=None) -> go.Figure:
         fig.add_scatter(name=f"roof: min(copy bandwidth × intensity, {dtype} matmul rate)", x=xs,
                         y=[min(bw * x, peak) / 1e12 for x in xs], mode="lines", hoverinfo="skip",
                         line=dict(color=color("reference"), dash="dash"))
-    fig.update_xaxes(type="log", title="arithmetic intensity (FLOPs per byte requested, model)")
-    fig.update_yaxes(type="log", title="achieved TFLOP/s (FlashAttention convention)")
+    fig.update_xaxes(type="log", dtick=1, title="arithmetic intensity (FLOPs per byte requested, model)")
+    fig.update_yaxes(type="log", dtick=1, title="achieved TFLOP/s (FlashAttention convention)")
     fig.update_layout(hovermode="closest")  # x differs per point here: one x does not line the series up
     return _finish(fig, [doc], f"Roofline: {_dtype_caption(records)}, {query.shape_caption(records, skip=('Nq', 'Nk', 'D', 'Hkv'))}",
                    short_title="Roofline")
@@ -260,13 +260,17 @@ def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) 
     visibility, view_titles = [], []
     for vi, (name, doc, dtype, records) in enumerate(views):
         for p in wanted:
+            in_legend = True
             for i, (d, causal) in enumerate(cases):
                 rs = sorted(query.ok(records, provider=p, D=d, causal=causal), key=lambda r: r["shape"]["Nq"])
-                fig.add_scatter(name=label(p), legendgroup=p, showlegend=i == 0, visible=vi == 0,
+                if not rs:
+                    continue  # this GPU or dtype lacks the panel, or the provider failed in all of it
+                fig.add_scatter(name=label(p), legendgroup=p, showlegend=in_legend, visible=vi == 0,
                                 x=[r["shape"]["Nq"] for r in rs], y=[r["tflops"] for r in rs], mode="lines+markers",
                                 line=dict(color=mark_color(p)), row=i // grid["cols"] + 1, col=i % grid["cols"] + 1,
                                 hovertemplate="%{y:.0f} TFLOP/s<extra>" + label(p) + "</extra>")
                 visibility.append(vi)
+                in_legend = False
         view_titles.append(f"{word}, {dtype}, {query.shape_caption(records, skip=('Nq', 'Nk', 'D', 'H', 'Hkv'))}"
                            f" on the {query.gpu_label(doc)}")
     ns = [n for (n,) in query.distinct(every, "Nq")]
@@ -274,14 +278,14 @@ def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) 
     fig.update_yaxes(title="TFLOP/s", col=1, rangemode="tozero")
     if len(views) > 1:
         fig.update_layout(updatemenus=[dict(
-            type="buttons", direction="right", x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=30),
+            type="buttons", direction="right", x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=28),
             showactive=True, active=0,
             buttons=[dict(label=name, method="update",
                           args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])
                      for vi, (name, _, _, _) in enumerate(views)])])
     fig = _finish(fig, docs, view_titles[0], short_title=f"{word.split(' ')[0]} TFLOP/s",
                   height=PANEL_HEIGHT * grid["rows"] + 200, facets=grid)
-    fig.update_layout(margin=dict(t=150 if len(views) > 1 else 110))
+    fig.update_layout(margin=dict(t=120 if len(views) > 1 else 80))
     return fig
 
 

@@ -3,7 +3,7 @@
 The fragment holds the figure as JSON in a ``<script type="application/json">`` beside an
 empty container; ``docs/javascripts/charts.js`` draws it once plotly.js has loaded
 (deferred), switches its colours with the palette and adapts it to narrow screens. The
-provenance (GPU, versions, date, commit) is a caption under the chart, so it wraps
+provenance (GPU, versions, date, commit) is a line of text under the chart, so it wraps
 instead of being cut on a phone.
 """
 
@@ -50,7 +50,8 @@ def figure_html(fig: go.Figure) -> str:
     caption = ""
     if meta.get("provenance"):
         lines = "<br>".join(html.escape(line) for line in meta["provenance"])
-        caption = f'<figcaption class="chart-provenance">Measured on {lines}</figcaption>'
-    return (f'<figure class="chart"><div class="plotly-chart" role="img" aria-label="{html.escape(title)}" '
+        caption = f'<p class="chart-provenance">Measured on {lines}</p>'
+    # A div, not <figure>: Material shrinks figures to their content's width (made for images).
+    return (f'<div class="chart"><div class="plotly-chart" role="img" aria-label="{html.escape(title)}" '
             f'style="min-height:{height}px"><div class="plotly-graph-div"></div>'
-            f'<script type="application/json">{data}</script></div>{caption}</figure>')
+            f'<script type="application/json">{data}</script></div>{caption}</div>')

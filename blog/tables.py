@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 
 from . import fmt, query
-from .theme import label
+from .theme import label, short_label
 
 
 class _Notes:
@@ -95,8 +95,10 @@ def seed_table(doc: dict, providers=None) -> str:
     dtypes = ", ".join(x for (x,) in query.distinct(records, "dtype"))
     foot = (f"Median ({html.escape(query.timing_note(doc))}). \"graph\": the same call replayed in a CUDA graph, "
             "without launch overhead.")
-    return _table(f"Median forward time per size, {dtypes}, {shape}", [_th("seq × d") + "".join(_th(html.escape(label(p)))
-                  for p in chosen)], body, notes=notes, foot=foot, docs=[doc], table_id=f"{doc['suite']}-times")
+    head = [_th("seq × d") + "".join(f'<th scope="col" title="{html.escape(label(p))}">{html.escape(short_label(p))}</th>'
+                                     for p in chosen)]
+    return _table(f"Median forward time per size, {dtypes}, {shape}", head, body, notes=notes, foot=foot, docs=[doc],
+                  table_id=f"{doc['suite']}-times")
 
 
 # ----------------------------------------------------------------------------- production shapes (post 3)

@@ -30,6 +30,9 @@ LABELS = {
     "sdpa-cudnn": "SDPA cuDNN",
     "sdpa-efficient": "SDPA mem-efficient",
 }
+# For table headers, where width is short; the caption says what the columns are.
+SHORT_LABELS = {"flash-tf32": "flash TF32", "eager": "eager", "sdpa": "SDPA", "sdpa-flash": "FA2",
+                "sdpa-cudnn": "cuDNN", "sdpa-efficient": "mem-eff."}
 
 # role -> (light value, dark value). Marks (lines, bars, markers) need 3:1 against their
 # page background, text 4.5:1 (WCAG 2.1, 1.4.11 and 1.4.3). Each value is unique within
@@ -89,6 +92,13 @@ def label(provider: str) -> str:
     return LABELS.get(provider, provider)
 
 
+def short_label(provider: str) -> str:
+    """A provider's name in a table header: 'eager', 'SDPA', 'flash TF32'."""
+    if not isinstance(provider, str):
+        raise TypeError(f"provider must be a str, got {type(provider).__name__}")
+    return SHORT_LABELS.get(provider, provider)
+
+
 def mark_color(provider: str, scheme: str = "light") -> str:
     """A provider's trace colour; providers without one of their own share the reference colour."""
     return color(provider if provider in MARKS else "reference", scheme)
@@ -109,14 +119,16 @@ def template(scheme: str = "light") -> go.layout.Template:
     return go.layout.Template(layout=dict(
         font=dict(family="-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif",
                   size=12, color=c("text")),
-        title=dict(x=0.01, xanchor="left", font=dict(size=15), automargin=True),
+        title=dict(x=0.01, xanchor="left", y=1, yanchor="top", yref="container", pad=dict(t=8),
+                   font=dict(size=15), automargin=True),
         paper_bgcolor="rgba(0,0,0,0)",  # the page's own background shows through
         plot_bgcolor="rgba(0,0,0,0)",
         hovermode="x unified",  # hover compares every series at one x
         hoverlabel=dict(bgcolor=c("hover"), bordercolor=c("grid"), font=dict(color=c("text"))),
-        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom", yref="paper",
+        # The legend sits under the plot, in rows: above it, it fought the title and panel titles.
+        legend=dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom", yref="container",
                     font=dict(size=11), bgcolor="rgba(0,0,0,0)"),
-        margin=dict(l=60, r=20, t=90, b=60),
+        margin=dict(l=60, r=20, t=70, b=60),
         xaxis=axis, yaxis=axis,
         modebar=dict(bgcolor="rgba(0,0,0,0)", color=c("muted"), activecolor=c("text")),
         updatemenudefaults=dict(bgcolor=c("hover"), bordercolor=c("grid"), font=dict(color=c("text"), size=11)),

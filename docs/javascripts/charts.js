@@ -5,7 +5,7 @@
 (function () {
   "use strict";
 
-  var NARROW = 600; // px: below this a chart takes its phone layout
+  var NARROW = 500; // px of the chart's own column: below this it takes its phone layout
   var charts = []; // {container, target, text, dark, config, drawn, state}
 
   function scheme() {
@@ -53,10 +53,6 @@
     var meta = layout.meta || {};
     layout.title = Object.assign({}, layout.title, { text: meta.short_title || (layout.title || {}).text });
     layout.title.font = Object.assign({}, layout.title.font, { size: 14 });
-    // The legend goes under the plot, in rows, instead of over it.
-    layout.legend = Object.assign({}, layout.legend, {
-      orientation: "h", x: 0, xanchor: "left", y: 0, yanchor: "bottom", yref: "container",
-    });
     layout.margin = Object.assign({}, layout.margin, { l: 48, r: 8 });
     (layout.updatemenus || []).forEach(function (menu) {
       menu.type = "dropdown"; // a row of buttons would not fit
