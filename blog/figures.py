@@ -26,11 +26,22 @@ PANEL_HEIGHT = 300  # px per row of facets; charts.js adds rows of this height w
 
 # ----------------------------------------------------------------------------- shared pieces
 
+def _failure_notes(records: list[dict], providers) -> list[str]:
+    """One line per provider and reason for the records that have no point in the chart."""
+    sizes: dict[tuple, list[int]] = {}
+    for r in records:
+        if r["status"] != "ok" and r["provider"] in providers:
+            sizes.setdefault((r["provider"], r["status"], r.get("reason") or "no reason recorded"), []).append(
+                r["shape"]["Nq"])
+    return [f"{label(p)}: {status} at N = {', '.join(str(n) for n in sorted(set(ns)))} ({reason})"
+            for (p, status, reason), ns in sizes.items()]
+
+
 def _finish(fig: go.Figure, docs: list[dict], title: str, *, short_title: str | None = None,
-            height: int = 450, facets: dict | None = None) -> go.Figure:
+            height: int = 450, facets: dict | None = None, notes: list[str] = ()) -> go.Figure:
     shown = {t.name for t in fig.data if t.name and t.showlegend is not False and t.visible is not False}
     meta = {"short_title": short_title or title, "provenance": [query.provenance_line(d) for d in docs],
-            "legend_entries": len(shown)}
+            "legend_entries": len(shown), "notes": list(notes)}
     if facets:
         meta["facets"] = facets
     fig.update_layout(template=TEMPLATE_NAME, title_text=title, height=height, meta=meta)
@@ -116,7 +127,8 @@ def seed_comparison(doc: dict, providers=None) -> go.Figure:
                            f"{_dtype_caption(records)})", categoryorder="array", categoryarray=order)
     fig.update_yaxes(type="log", dtick=1, title="median time (ms, log; bars: p20–p80)")
     fig.update_layout(barmode="group")
-    return _finish(fig, [doc], "Forward time at each size", short_title="Forward time")
+    return _finish(fig, [doc], "Forward time at each size", short_title="Forward time",
+                   notes=_failure_notes(records, _providers(records, providers)))
 
 
 def seed_speedup(doc: dict, baseline: str = "eager", providers=None) -> go.Figure:
@@ -197,7 +209,8 @@ def scaling(doc: dict, providers=None) -> go.Figure:
     fig.update_xaxes(type="log", dtick=1, title=f"sequence length N ({query.shape_caption(records, skip=('Nq', 'Nk', 'Hkv'))}, "
                                        f"{_dtype_caption(records)})")
     fig.update_yaxes(type="log", dtick=1, title="median forward time (ms)")
-    return _finish(fig, [doc], "Scaling with sequence length (log–log)", short_title="Scaling with N")
+    return _finish(fig, [doc], "Scaling with sequence length (log–log)", short_title="Scaling with N",
+                   notes=_failure_notes(records, _providers(records, providers)))
 
 
 def roofline(doc: dict, providers=None) -> go.Figure:
@@ -283,8 +296,9 @@ def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) 
             buttons=[dict(label=name, method="update",
                           args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])
                      for vi, (name, _, _, _) in enumerate(views)])])
+    notes = [f"{name}: {note}" for name, _, _, records in views for note in _failure_notes(records, wanted)]
     fig = _finish(fig, docs, view_titles[0], short_title=f"{word.split(' ')[0]} TFLOP/s",
-                  height=PANEL_HEIGHT * grid["rows"] + 200, facets=grid)
+                  height=PANEL_HEIGHT * grid["rows"] + 200, facets=grid, notes=notes)
     fig.update_layout(margin=dict(t=120 if len(views) > 1 else 80))
     return fig
 

@@ -48,9 +48,12 @@ def figure_html(fig: go.Figure) -> str:
     data = payload[:-1] + ', "figure": ' + figure_json + "}"
     height = int(fig.layout.height or 450)
     caption = ""
+    if meta.get("notes"):  # why a series has no point somewhere: on the page, not only in a tooltip
+        items = "".join(f"<li>{html.escape(note)}</li>" for note in meta["notes"])
+        caption += f'<ul class="chart-notes">{items}</ul>'
     if meta.get("provenance"):
         lines = "<br>".join(html.escape(line) for line in meta["provenance"])
-        caption = f'<p class="chart-provenance">Measured on {lines}</p>'
+        caption += f'<p class="chart-provenance">Measured on {lines}</p>'
     # A div, not <figure>: Material shrinks figures to their content's width (made for images).
     return (f'<div class="chart"><div class="plotly-chart" role="img" aria-label="{html.escape(title)}" '
             f'style="min-height:{height}px"><div class="plotly-graph-div"></div>'

@@ -170,7 +170,8 @@ def ablation_table(doc: dict) -> str:
     notes = _Notes()
     body = []
     for rung in query.ablation_rows(doc, *cases[0]):
-        cells = [f"<code>{html.escape(rung['provider'])}</code><br><small>{html.escape(rung['label'])}</small>"]
+        # The step's name only: the label would set the column's width, and the post lists labels beside names.
+        cells = [f'<code title="{html.escape(rung["label"])}">{html.escape(rung["provider"])}</code>']
         for rows in by_case:
             x = rows.get(rung["provider"])
             if x is not None and x["status"] != "ok":
@@ -196,20 +197,21 @@ def compiler_table(doc: dict, d: int | None = None, causal: bool | None = None) 
     cases = query.ablation_cases(doc)
     d = cases[0][0] if d is None else d
     causal = cases[0][1] if causal is None else causal
-    cols = [("registers", "registers"), ("spills", "spills"), ("shared", "shared_bytes"), ("wgmma", "ptx_wgmma"),
-            ("ex2", "ptx_ex2"), ("mul.f32", "ptx_mul_f32"), ("fma.f32", "ptx_fma_f32")]
+    cols = [("regs", "registers"), ("spills", "spills"), ("smem", "shared_bytes"), ("wgmma", "ptx_wgmma"),
+            ("ex2", "ptx_ex2"), ("mul", "ptx_mul_f32"), ("fma", "ptx_fma_f32")]
     body = []
     for r in query.ablation_rows(doc, d, causal):
         rep, cfg = r.get("compiler") or {}, r.get("config") or {}
-        tile = (f"{cfg.get('BLOCK_M')}×{cfg.get('BLOCK_N')}<br><small>{cfg.get('num_warps')} warps, "
-                f"{cfg.get('num_stages')} stages</small>") if cfg else "–"
+        tile = (f"{cfg.get('BLOCK_M')}×{cfg.get('BLOCK_N')}<br><small>{cfg.get('num_warps')}w, "
+                f"{cfg.get('num_stages')}s</small>") if cfg else "–"
         cells = [f"<code>{html.escape(r['provider'])}</code>", tile]
         for _, key in cols:
             v = rep.get(key)
             cells.append("–" if v is None else f"{v / 1024:.0f} KB" if key == "shared_bytes" else str(v))
         body.append(cells)
     head = [_th("step") + _th("tile") + "".join(_th(name) for name, _ in cols)]
-    foot = ("Registers (per thread) and spills from the compiled kernel; instruction counts are static counts in "
+    foot = ("Tile: BLOCK_M×BLOCK_N, warps (w) and pipeline stages (s). Registers per thread (regs), spills and "
+            "shared memory (smem) from the compiled kernel; wgmma, ex2, mul.f32 and fma.f32 are static counts in "
             "the PTX (code size, not executed instructions).")
     case = f"D={d}, {'causal' if causal else 'full'}"
     return _table(f"What the compiler made of each step, {case}", head, body, foot=foot, docs=[doc],
@@ -229,15 +231,16 @@ def warpspec_table(doc: dict) -> str:
     for p in query.warpspec_pairs(doc):
         t = p["tile"]
         ran = p["ws"] is not None and p["ws"]["status"] == "ok"
-        refs = ", ".join(f"{name} {value:.0f}" for name, value in (("flash_attention", p["flash"]), ("cuDNN", p["cudnn"]))
-                         if value is not None)
+        refs = " · ".join(f"{name} {value:.0f}" for name, value in (("ours", p["flash"]), ("cuDNN", p["cudnn"]))
+                          if value is not None)
         body.append([f"D={p['D']}, {'causal' if p['causal'] else 'full'}" + (f"<br><small>{refs}</small>" if refs else ""),
                      f"{t['BLOCK_M']}×{t['BLOCK_N']}<br><small>{t['num_warps']} warps</small>",
                      cell(p["plain"]), cell(p["ws"]), ("yes" if p["same_code"] else "no") if ran else "–",
                      "–" if p["setmaxnreg"] is None else str(p["setmaxnreg"])])
-    head = [_th("case") + _th("tile") + _th("plain") + _th("warp-specialised") + _th("same code?")
+    head = [_th("case") + _th("tile") + _th("plain") + _th("specialised") + _th("same code?")
             + _th("<code>setmaxnreg</code>")]
-    foot = (f"Forward TFLOP/s ({html.escape(query.timing_note(doc))}). \"Same code\": equal registers, shared memory, "
+    foot = (f"Forward TFLOP/s ({html.escape(query.timing_note(doc))}); under each case, <code>flash_attention</code> "
+            "(ours) and cuDNN in the same run. \"Same code\": equal registers, shared memory, "
             "PTX line count and counts of wgmma, ex2, fma and mul. <code>setmaxnreg</code> is the instruction "
             "specialised warp groups use to trade registers; none means no split.")
     return _table("Warp specialisation off and on, per tile", head, body, notes=notes, foot=foot, docs=[doc],

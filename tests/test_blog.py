@@ -140,6 +140,7 @@ def test_production_figure_follows_the_grid():
     eager = [t for t in fig.data if t.name == theme.label("eager")]
     assert all(list(t.x) == [256, 512] for t in eager), "a failed record must not be drawn"
     assert fig.layout.meta["provenance"] == [query.provenance_line(doc)]
+    assert fig.layout.meta["notes"] == ["A100 · float16: eager PyTorch: oom at N = 2048 (eager refused this size (test))"]
 
 
 def test_production_figure_gets_one_button_per_gpu_and_dtype():
@@ -200,7 +201,7 @@ def test_ablation_follows_its_cases():
     assert html.count('<th scope="col">D=') == 3
     assert 'predicted 1.10×' in html
     compiled = tables.compiler_table(doc)
-    assert "D=96, full" in compiled and ">101<" in compiled
+    assert "D=96, full" in compiled and ">101<" in compiled and "64×32<br><small>4w, 2s" in compiled
     one = ablation(cases=((64, True),))
     assert _panel_titles(figures.ablation_ladder(one)) == ["D=64, causal"]
 
@@ -223,6 +224,9 @@ def test_scaling_marks_where_a_provider_stopped():
     (note,) = fig.layout.annotations
     assert note.x == pytest.approx(math.log10(256)) and "unsupported from N=256" in note.text
     assert "D=32" in fig.layout.xaxis.title.text
+    # The reason is on the page, under the chart, not only in the annotation's tooltip.
+    assert fig.layout.meta["notes"] == ["vectorized (post 2): unsupported at N = 256 (vectorized refused this size (test))"]
+    assert '<ul class="chart-notes"><li>vectorized (post 2): unsupported at N = 256' in render.figure_html(fig)
 
 
 # ----------------------------------------------------------------------------- what every figure must have
