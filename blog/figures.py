@@ -26,15 +26,19 @@ PANEL_HEIGHT = 300  # px per row of facets; charts.js adds rows of this height w
 
 # ----------------------------------------------------------------------------- shared pieces
 
-def _failure_notes(records: list[dict], providers) -> list[str]:
-    """One line per provider and reason for the records that have no point in the chart."""
-    sizes: dict[tuple, list[int]] = {}
-    for r in records:
-        if r["status"] != "ok" and r["provider"] in providers:
-            sizes.setdefault((r["provider"], r["status"], r.get("reason") or "no reason recorded"), []).append(
-                r["shape"]["Nq"])
-    return [f"{label(p)}: {status} at N = {', '.join(str(n) for n in sorted(set(ns)))} ({reason})"
-            for (p, status, reason), ns in sizes.items()]
+def _failure_notes(views: list[tuple[str, list[dict]]], providers) -> list[str]:
+    """One line per provider and reason for records that have no point in the chart, naming
+    the sizes per view (a view: one GPU and dtype of a chart with buttons; unnamed otherwise)."""
+    where: dict[tuple, dict[str, set]] = {}
+    for view, records in views:
+        for r in records:
+            if r["status"] != "ok" and r["provider"] in providers:
+                key = (r["provider"], r["status"], r.get("reason") or "no reason recorded")
+                where.setdefault(key, {}).setdefault(view, set()).add(r["shape"]["Nq"])
+    return [f"{label(p)}: {status} ({reason}), "
+            + "; ".join(f"{view + ' ' if view else ''}at N = {', '.join(str(n) for n in sorted(ns))}"
+                        for view, ns in by_view.items())
+            for (p, status, reason), by_view in where.items()]
 
 
 def _finish(fig: go.Figure, docs: list[dict], title: str, *, short_title: str | None = None,
@@ -128,7 +132,7 @@ def seed_comparison(doc: dict, providers=None) -> go.Figure:
     fig.update_yaxes(type="log", dtick=1, title="median time (ms, log; bars: p20–p80)")
     fig.update_layout(barmode="group")
     return _finish(fig, [doc], "Forward time at each size", short_title="Forward time",
-                   notes=_failure_notes(records, _providers(records, providers)))
+                   notes=_failure_notes([("", records)], _providers(records, providers)))
 
 
 def seed_speedup(doc: dict, baseline: str = "eager", providers=None) -> go.Figure:
@@ -210,7 +214,7 @@ def scaling(doc: dict, providers=None) -> go.Figure:
                                        f"{_dtype_caption(records)})")
     fig.update_yaxes(type="log", dtick=1, title="median forward time (ms)")
     return _finish(fig, [doc], "Scaling with sequence length (log–log)", short_title="Scaling with N",
-                   notes=_failure_notes(records, _providers(records, providers)))
+                   notes=_failure_notes([("", records)], _providers(records, providers)))
 
 
 def roofline(doc: dict, providers=None) -> go.Figure:
@@ -296,7 +300,7 @@ def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) 
             buttons=[dict(label=name, method="update",
                           args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])
                      for vi, (name, _, _, _) in enumerate(views)])])
-    notes = [f"{name}: {note}" for name, _, _, records in views for note in _failure_notes(records, wanted)]
+    notes = _failure_notes([(name, records) for name, _, _, records in views], wanted)
     fig = _finish(fig, docs, view_titles[0], short_title=f"{word.split(' ')[0]} TFLOP/s",
                   height=PANEL_HEIGHT * grid["rows"] + 200, facets=grid, notes=notes)
     fig.update_layout(margin=dict(t=120 if len(views) > 1 else 80))

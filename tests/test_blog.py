@@ -140,7 +140,7 @@ def test_production_figure_follows_the_grid():
     eager = [t for t in fig.data if t.name == theme.label("eager")]
     assert all(list(t.x) == [256, 512] for t in eager), "a failed record must not be drawn"
     assert fig.layout.meta["provenance"] == [query.provenance_line(doc)]
-    assert fig.layout.meta["notes"] == ["A100 · float16: eager PyTorch: oom at N = 2048 (eager refused this size (test))"]
+    assert fig.layout.meta["notes"] == ["eager PyTorch: oom (eager refused this size (test)), A100 · float16 at N = 2048"]
 
 
 def test_production_figure_gets_one_button_per_gpu_and_dtype():
@@ -225,8 +225,8 @@ def test_scaling_marks_where_a_provider_stopped():
     assert note.x == pytest.approx(math.log10(256)) and "unsupported from N=256" in note.text
     assert "D=32" in fig.layout.xaxis.title.text
     # The reason is on the page, under the chart, not only in the annotation's tooltip.
-    assert fig.layout.meta["notes"] == ["vectorized (post 2): unsupported at N = 256 (vectorized refused this size (test))"]
-    assert '<ul class="chart-notes"><li>vectorized (post 2): unsupported at N = 256' in render.figure_html(fig)
+    assert fig.layout.meta["notes"] == ["vectorized (post 2): unsupported (vectorized refused this size (test)), at N = 256"]
+    assert '<ul class="chart-notes"><li>vectorized (post 2): unsupported (' in render.figure_html(fig)
 
 
 # ----------------------------------------------------------------------------- what every figure must have

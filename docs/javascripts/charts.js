@@ -49,7 +49,7 @@
     layout.height += (rows - facets.rows) * facets.panel_height;
   }
 
-  function narrowLayout(layout) {
+  function narrowLayout(layout, width) {
     var meta = layout.meta || {};
     layout.title = Object.assign({}, layout.title, { text: meta.short_title || (layout.title || {}).text });
     layout.title.font = Object.assign({}, layout.title.font, { size: 14 });
@@ -59,7 +59,11 @@
       menu.direction = "down";
     });
     var facets = meta.facets;
-    if (facets && facets.cols > facets.narrow_cols) reflow(layout, facets, facets.narrow_cols);
+    if (facets) {
+      // Two columns of panels need about 360 px; below that, one column.
+      var cols = width < 360 ? 1 : Math.min(facets.cols, facets.narrow_cols);
+      if (cols < facets.cols) reflow(layout, facets, cols);
+    }
     Object.keys(layout).forEach(function (key) {
       if (/^[xy]axis\d*$/.test(key)) {
         layout[key].tickfont = Object.assign({}, layout[key].tickfont, { size: 10 });
@@ -76,8 +80,9 @@
   }
 
   function draw(chart) {
-    var narrow = chart.container.clientWidth < NARROW;
-    var state = scheme() + (narrow ? ":narrow" : ":wide");
+    var width = chart.container.clientWidth;
+    var narrow = width < NARROW;
+    var state = scheme() + ":" + (narrow ? (width < 360 ? "one-column" : "narrow") : "wide");
     if (chart.state === state) return Promise.resolve();
     var fig = JSON.parse(scheme() === "dark" ? recolor(chart.text, chart.dark) : chart.text);
     var old = chart.target.data ? chart.target : null;
@@ -92,7 +97,7 @@
       var picked = pickedTitle(old.layout);
       if (picked) fig.layout.title = Object.assign({}, fig.layout.title, { text: picked });
     }
-    if (narrow) narrowLayout(fig.layout);
+    if (narrow) narrowLayout(fig.layout, width);
     var config = Object.assign({}, chart.config, { displayModeBar: narrow ? false : "hover" });
     chart.state = state;
     return Plotly.react(chart.target, fig.data, fig.layout, config).then(function () {
