@@ -127,8 +127,9 @@ def seed_comparison(doc: dict, providers=None) -> go.Figure:
                                  arrayminus=[r["p50"] - r["p20"] for r in rs], thickness=1),
                     hovertemplate="%{text}<extra>" + label(p) + "</extra>")
     order = [f"{n}×{d}" for n, d in _sizes(records)]
-    fig.update_xaxes(title=f"sequence length × head dim ({query.shape_caption(records, skip=('Nq', 'Nk', 'D', 'Hkv'))}, "
-                           f"{_dtype_caption(records)})", categoryorder="array", categoryarray=order)
+    common = query.shape_caption(records, skip=("Nq", "Nk", "D", "Hkv"))
+    fig.update_xaxes(title=f"sequence length × head dim ({common}, {_dtype_caption(records)})",
+                     categoryorder="array", categoryarray=order)
     fig.update_yaxes(type="log", dtick=1, title="median time (ms, log; bars: p20–p80)")
     fig.update_layout(barmode="group")
     return _finish(fig, [doc], "Forward time at each size", short_title="Forward time",
@@ -210,8 +211,8 @@ def scaling(doc: dict, providers=None) -> go.Figure:
             fig.add_annotation(x=math.log10(first["shape"]["Nq"]), y=0, yref="paper", yanchor="bottom", yshift=6,
                                text=f"{label(p)}: {first['status']} from N={first['shape']['Nq']}",
                                hovertext=first["reason"], showarrow=False, font=dict(size=11, color=mark_color(p)))
-    fig.update_xaxes(type="log", dtick=1, title=f"sequence length N ({query.shape_caption(records, skip=('Nq', 'Nk', 'Hkv'))}, "
-                                       f"{_dtype_caption(records)})")
+    common = query.shape_caption(records, skip=("Nq", "Nk", "Hkv"))
+    fig.update_xaxes(type="log", dtick=1, title=f"sequence length N ({common}, {_dtype_caption(records)})")
     fig.update_yaxes(type="log", dtick=1, title="median forward time (ms)")
     return _finish(fig, [doc], "Scaling with sequence length (log–log)", short_title="Scaling with N",
                    notes=_failure_notes([("", records)], _providers(records, providers)))
@@ -244,7 +245,8 @@ def roofline(doc: dict, providers=None) -> go.Figure:
     fig.update_xaxes(type="log", dtick=1, title="arithmetic intensity (FLOPs per byte requested, model)")
     fig.update_yaxes(type="log", dtick=1, title="achieved TFLOP/s (FlashAttention convention)")
     fig.update_layout(hovermode="closest")  # x differs per point here: one x does not line the series up
-    return _finish(fig, [doc], f"Roofline: {_dtype_caption(records)}, {query.shape_caption(records, skip=('Nq', 'Nk', 'D', 'Hkv'))}",
+    common = query.shape_caption(records, skip=("Nq", "Nk", "D", "Hkv"))
+    return _finish(fig, [doc], f"Roofline: {_dtype_caption(records)}, {common}",
                    short_title="Roofline")
 
 
@@ -261,7 +263,8 @@ def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) 
     for doc in docs:
         records = [r for r in doc["records"] if r["direction"] == direction and r["shape"]["H"] == r["shape"]["Hkv"]]
         for dtype in dict.fromkeys(r["dtype"] for r in records):  # in the order the benchmark ran them
-            views.append((f"{query.gpu_label(doc)} · {dtype}", doc, dtype, [r for r in records if r["dtype"] == dtype]))
+            chosen = [r for r in records if r["dtype"] == dtype]
+            views.append((f"{query.gpu_label(doc)} · {dtype}", doc, dtype, chosen))
     if not views:
         raise ValueError(f"no {direction} records without grouped-query heads to draw")
     every = [r for _, _, _, rs in views for r in rs]
@@ -381,7 +384,8 @@ def causal_tiles(n: int = 512, block_m: int = 128, block_n: int = 64) -> go.Figu
         z.append([2 if min(n, (j + 1) * block_n) - 1 <= lo_row else 1 if j * block_n <= hi_row else 0
                   for j in range(-(-n // block_n))])
     fig = go.Figure(go.Heatmap(
-        z=z, text=[[kinds[k] for k in row] for row in z], texttemplate="%{text}", textfont=dict(size=9, color=CELL_TEXT),
+        z=z, text=[[kinds[k] for k in row] for row in z], texttemplate="%{text}",
+        textfont=dict(size=9, color=CELL_TEXT),
         showscale=False, xgap=2, ygap=2, zmin=0, zmax=2,
         colorscale=[[0, CELLS["cell-off"]], [0.5, CELLS["cell-edge"]], [1, CELLS["cell-on"]]],
         hovertemplate="query tile %{y}, key tile %{x}: %{text}<extra></extra>"))

@@ -19,17 +19,6 @@ def ms(value: float) -> str:
     return f"{value * 1e3:.1f} µs" if value < 0.1 else f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
 
 
-def ratio(value: float) -> str:
-    """A ratio of two speeds: '1.23×'."""
-    return f"{_check(value, 'ratio'):.2f}×"
-
-
-def span(low: float, high: float) -> str:
-    """A range of ratios: '0.91–1.07×', or one value when both ends round alike."""
-    lo, hi = f"{_check(low, 'low'):.2f}", f"{_check(high, 'high'):.2f}"
-    return f"{lo}×" if lo == hi else f"{lo}–{hi}×"
-
-
 def size(n: int) -> str:
     """A sequence length: '512', '4k', '16k'."""
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:

@@ -95,8 +95,8 @@ def seed_table(doc: dict, providers=None) -> str:
     dtypes = ", ".join(x for (x,) in query.distinct(records, "dtype"))
     foot = (f"Median ({html.escape(query.timing_note(doc))}). \"graph\": the same call replayed in a CUDA graph, "
             "without launch overhead.")
-    head = [_th("seq × d") + "".join(f'<th scope="col" title="{html.escape(label(p))}">{html.escape(short_label(p))}</th>'
-                                     for p in chosen)]
+    head = [_th("seq × d") + "".join(
+        f'<th scope="col" title="{html.escape(label(p))}">{html.escape(short_label(p))}</th>' for p in chosen)]
     return _table(f"Median forward time per size, {dtypes}, {shape}", head, body, notes=notes, foot=foot, docs=[doc],
                   table_id=f"{doc['suite']}-times")
 
@@ -188,7 +188,8 @@ def ablation_table(doc: dict) -> str:
     foot = ("Measured speed-up of each step over the step before it (ratio of median times), with the prediction "
             "written before the run; the first row gives the starting throughput. Highlighted: measurements more "
             f"than 10% away from the prediction. {html.escape(query.timing_note(doc))}.")
-    return _table(f"Each step's speed-up, measured and predicted ({query.shape_caption(rungs, skip=('Nk', 'Hkv', 'D', 'H'))})",
+    common = query.shape_caption(rungs, skip=("Nk", "Hkv", "D", "H"))
+    return _table(f"Each step's speed-up, measured and predicted ({common})",
                   head, body, notes=notes, foot=foot, docs=[doc], table_id="ablation-steps")
 
 
@@ -233,7 +234,8 @@ def warpspec_table(doc: dict) -> str:
         ran = p["ws"] is not None and p["ws"]["status"] == "ok"
         refs = " · ".join(f"{name} {value:.0f}" for name, value in (("ours", p["flash"]), ("cuDNN", p["cudnn"]))
                           if value is not None)
-        body.append([f"D={p['D']}, {'causal' if p['causal'] else 'full'}" + (f"<br><small>{refs}</small>" if refs else ""),
+        case = f"D={p['D']}, {'causal' if p['causal'] else 'full'}" + (f"<br><small>{refs}</small>" if refs else "")
+        body.append([case,
                      f"{t['BLOCK_M']}×{t['BLOCK_N']}<br><small>{t['num_warps']} warps</small>",
                      cell(p["plain"]), cell(p["ws"]), ("yes" if p["same_code"] else "no") if ran else "–",
                      "–" if p["setmaxnreg"] is None else str(p["setmaxnreg"])])

@@ -127,7 +127,8 @@ def flash(nq, nk, d, *, elem_bytes=4, heads=1, causal=False, block_m=128, block_
         kv_rows += min(nk, math.ceil(hi / block_n) * block_n)  # whole tiles are loaded (masked tail aside)
     read = heads * elem_bytes * d * (nq + 2 * kv_rows)
     written = heads * (elem_bytes * nq * d + 4 * nq)  # O, plus the fp32 log-sum-exp per row
-    return Traffic("flash", read, written, compulsory_bytes(nq, nk, d, elem_bytes=elem_bytes, heads=heads) + heads * 4 * nq,
+    compulsory = compulsory_bytes(nq, nk, d, elem_bytes=elem_bytes, heads=heads) + heads * 4 * nq
+    return Traffic("flash", read, written, compulsory,
                    attention_flops(nq, nk, d, heads=heads, causal=causal))
 
 
