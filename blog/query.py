@@ -101,11 +101,11 @@ def ratio_summary(doc: dict, direction: str, vs: str, min_n: int = 4096) -> tupl
     return min(ratios), max(ratios)
 
 
-def ratios_by_case(doc: dict, direction: str, vs: str, *, min_n: int = 0, dtype: str | None = None) -> dict:
+def ratios_by_case(doc: dict, direction: str, vs: str, *, min_n: int = 0) -> dict:
     """case -> our TFLOP/s / ``vs``'s, over cases where both ran (non-GQA)."""
     by_case = defaultdict(dict)
     for r in doc["records"]:
-        if r["status"] == "ok" and r["direction"] == direction and (dtype is None or r["dtype"] == dtype):
+        if r["status"] == "ok" and r["direction"] == direction:
             by_case[r["case"]][r["provider"]] = r
     return {case: rs["flash"]["tflops"] / rs[vs]["tflops"] for case, rs in sorted(by_case.items())
             if "flash" in rs and vs in rs and rs["flash"]["shape"]["Nq"] >= min_n

@@ -379,3 +379,16 @@ def test_the_site_data_still_draws():
     abl = query.load("ablation")[0]
     tables.ablation_table(abl)
     assert len(query.warpspec_pairs(query.load("warpspec")[0])) >= 1
+
+
+def test_notebook_helpers_outside_a_notebook(capsys):
+    from blog import notebook
+
+    notebook.show(figures.causal_tiles())
+    notebook.show(tables.seed_table(seed()))
+    out = capsys.readouterr().out
+    assert out.startswith("[chart] Causal, N=512") and "[table] Median forward time" in out
+    with pytest.raises(TypeError, match="plotly Figure or an HTML string"):
+        notebook.show(42)
+    with pytest.raises(ValueError, match="is not in the source"):
+        notebook.show_source(test_notebook_helpers_outside_a_notebook, start="no such line")
