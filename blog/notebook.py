@@ -29,7 +29,7 @@ def show(obj: go.Figure | str) -> None:
         if isinstance(obj, go.Figure):
             print(f"[chart] {figure_title(obj)}")
         else:
-            print("[table] " + re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", obj)))[:400] + " ...")
+            print("[table] " + re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", obj))).strip()[:400] + " ...")
         return
     from IPython.display import HTML, display
 
