@@ -391,4 +391,4 @@ def test_notebook_helpers_outside_a_notebook(capsys):
     with pytest.raises(TypeError, match="plotly Figure or an HTML string"):
         notebook.show(42)
     with pytest.raises(ValueError, match="is not in the source"):
-        notebook.show_source(test_notebook_helpers_outside_a_notebook, start="no such line")
+        notebook.show_source(figures.causal_tiles, start="no such line")
