@@ -43,6 +43,8 @@
       x.domain = [c * (w + xgap), c * (w + xgap) + w];
       y.domain = [1 - r * (h + ygap) - h, 1 - r * (h + ygap)];
       y.showticklabels = c === 0;
+      // Panels that now start a row show their values, so they get the first panel's axis title too.
+      if (c === 0 && !(y.title && y.title.text) && layout.yaxis && layout.yaxis.title) y.title = layout.yaxis.title;
       layout["xaxis" + suffix] = x;
       layout["yaxis" + suffix] = y;
     }
