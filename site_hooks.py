@@ -1,7 +1,7 @@
 """MkDocs hooks: ship plotly.js, and fill chart placeholders in Markdown pages from docs/data.
 
 A Markdown page writes ``<!-- chart: NAME -->``; NAME is a function below that
-returns HTML. Posts (executed notebooks) call kernels.charts directly instead.
+returns HTML. Posts (executed notebooks) call the blog package directly instead.
 """
 
 from __future__ import annotations
@@ -14,22 +14,15 @@ PLACEHOLDER = re.compile(r"<!--\s*chart:\s*([a-z_]+)\s*-->")
 
 
 def _headline() -> str:
-    from kernels import charts
+    from blog import home
 
-    docs = charts.load("production")
-    return charts.to_html(charts.production_tflops(docs, "fwd", "float16"))
+    return home.headline_figure_html()
 
 
 def _headline_sentence() -> str:
-    from kernels import charts
+    from blog import home
 
-    doc = charts.load("production")[0]
-    lo, hi = charts.ratio_summary(doc, "fwd", "sdpa-flash")
-    clo, chi = charts.ratio_summary(doc, "fwd", "sdpa-cudnn")
-    gpu = doc["provenance"]["gpu"]
-    return (f"On an {gpu}, at N ≥ 4k, the series' final kernel runs the forward pass at "
-            f"**{lo:.2f}–{hi:.2f}×** the speed of PyTorch's FlashAttention-2 backend and "
-            f"**{clo:.2f}–{chi:.2f}×** that of its cuDNN backend (measured in the same run).")
+    return home.headline_sentence()
 
 
 RENDERERS = {"production_fwd": _headline, "headline_sentence": _headline_sentence}

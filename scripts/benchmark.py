@@ -23,9 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-import triton
+if __name__ == "__main__":  # run as a script: the packages sit at the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import triton  # noqa: E402
+
+from perfdata import schema as benchdata  # noqa: E402
+from perfdata import traffic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
@@ -369,8 +375,6 @@ def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
     """Run provider ``name`` once and check it against float64: (record, timed call or None).
     ``launchers`` (from `reporting_launchers`) make that first forward call for providers whose
     record carries a compiler report."""
-    from kernels import benchdata
-
     shape = {k: c[k] for k in benchdata.SHAPE_KEYS}
     rec = dict(suite=suite, case=case_name(suite, c, direction), provider=name, direction=direction, shape=shape,
                dtype=c["dtype"], causal=c["causal"], unit="ms", status="ok", reason=None, p20=None, p50=None,
@@ -415,8 +419,6 @@ def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
 
 def run_group(suite, c, direction, provs, launchers, settings: Settings):
     """Every provider of case ``c`` in one ``direction``: checked, then timed in interleaved rounds."""
-    from kernels import traffic
-
     prepared = [prepare(suite, c, name, provs[name], direction, settings, launchers) for name in c["providers"]]
     calls = [(i, call) for i, (_, call) in enumerate(prepared) if call is not None]
     try:
@@ -510,8 +512,6 @@ def run_suite(suite: str, settings: Settings, out_dir: Path, prov: dict) -> Path
     """Run one suite and write ``<out_dir>/<suite>.<gpu>.json`` atomically; returns its path, or
     None when the suite has nothing to run here. Raises RuntimeError, leaving any existing file
     untouched, when more than MAX_ERROR_SHARE of its records failed unexpectedly."""
-    from kernels import benchdata
-
     gpu = "cpu-interpreter" if settings.interpret else benchdata.slug(prov["gpu"])
     groups = [(c, direction) for c in SUITE_CASES[suite](settings.quick, settings.interpret)
               for direction in (("fwd", "bwd") if c["bwd"] else ("fwd",))]
@@ -565,5 +565,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the kernels package sits at the root
     sys.exit(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import benchdata
+from perfdata import schema as benchdata
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "benchmark.py"

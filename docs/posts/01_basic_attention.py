@@ -45,7 +45,9 @@
 import torch
 
 import kernels
-from kernels import charts, traffic
+from blog import figures, fmt, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -70,7 +72,7 @@ print("Examples on this page ran on:", kernels.mode_description())
 # the easiest to check and they make the cost of re-reading the keys plain.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.basic._basic_attention_kernel)
+show_source(kernels.basic._basic_attention_kernel)
 
 # %% [markdown]
 # Three details carry most of the weight:
@@ -141,13 +143,13 @@ print(f"FLOPs (4·Nq·Nk·D): {t.flops / 1e6:.0f} MFLOP -> {t.intensity:.2f} FLO
 # compare the result with the GPU's measured copy bandwidth.
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
+seed = query.load("seed")[0]
 copy_gbps = seed["provenance"]["ceilings"]["copy_gbps"]
-basic_ms = charts.median(seed, "basic", Nq=nq, D=d)
+basic_ms = query.median(seed, "basic", Nq=nq, D=d)
 implied_gbps = t.bytes_total / (basic_ms * 1e-3) / 1e9
 # TODO(lead): ncu - measured DRAM and L2 bytes of this kernel would replace the bound below.
-charts.md(
-    f"On the {seed['provenance']['gpu']} the kernel took {charts.fmt_ms(basic_ms)} at this size, so it moved its "
+md(
+    f"On the {seed['provenance']['gpu']} the kernel took {fmt.ms(basic_ms)} at this size, so it moved its "
     f"requested bytes at {implied_gbps:.0f} GB/s: {implied_gbps / copy_gbps:.0%} of the {copy_gbps:.0f} GB/s that "
     "a plain device-to-device copy reached on the same GPU. Even if every requested byte came from DRAM, "
     "bandwidth would not be the limit. The likelier limit is the walk itself: each step is a short, "
@@ -162,15 +164,16 @@ charts.md(
 # PyTorch's fused `scaled_dot_product_attention`:
 
 # %% tags=["hide-input"]
-charts.show(charts.seed_table(seed, providers=["basic", "eager", "sdpa"]))
+seed = query.load("seed")[0]
+show(tables.seed_table(seed, providers=["basic", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
 rows = []
 for n, d in [(512, 128), (4096, 128)]:
-    b, e = charts.median(seed, "basic", Nq=n, D=d), charts.median(seed, "eager", Nq=n, D=d)
-    rows.append(f"at {n}×{d} it takes {charts.fmt_ms(b)} where eager PyTorch takes {charts.fmt_ms(e)} "
+    b, e = query.median(seed, "basic", Nq=n, D=d), query.median(seed, "eager", Nq=n, D=d)
+    rows.append(f"at {n}×{d} it takes {fmt.ms(b)} where eager PyTorch takes {fmt.ms(e)} "
                 f"(**{b / e:.0f}× slower**)")
-charts.md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The kernel is correct and it is "
+md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The kernel is correct and it is "
           "slow, for the reason the traffic count suggests: each program does its work one key at a time.")
 
 # %% [markdown]
@@ -179,7 +182,7 @@ charts.md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The ker
 # linear growth, 2 quadratic.
 
 # %% tags=["hide-input"]
-charts.show(charts.scaling(charts.load("ladder")[0], providers=("basic", "eager", "sdpa")))
+show(figures.scaling(query.load("ladder")[0], providers=("basic", "eager", "sdpa")))
 
 # %% [markdown]
 # ## Key takeaways

@@ -34,7 +34,9 @@
 import torch
 
 import kernels
-from kernels import charts, traffic
+from blog import figures, fmt, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -51,7 +53,7 @@ print("Examples on this page ran on:", kernels.mode_description())
 # the padding:
 
 # %% tags=["hide-input"]
-charts.show(charts.address_grid(n=6, d=5))
+show(figures.address_grid(n=6, d=5))
 
 # %% [markdown]
 # Each row of the grid is one key, stored contiguously, so neighbouring threads read
@@ -64,7 +66,7 @@ charts.show(charts.address_grid(n=6, d=5))
 # row is another broadcast multiply and a sum along the key axis.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.vectorized._vectorized_attention_kernel)
+show_source(kernels.vectorized._vectorized_attention_kernel)
 
 # %% [markdown]
 # Masked keys (padding, and future keys under `causal=True`) get a score of $-\infty$, so
@@ -136,7 +138,7 @@ print(f"load instructions / thread: {per_thread_basic} -> {per_thread_vec} "
       f"({per_thread_basic / per_thread_vec:.0f}x fewer; {vec_threads} threads share each vectorized tile)")
 
 # %% tags=["hide-input"]
-charts.md(
+md(
     "The per-thread count assumes 16-byte vector loads. We checked it by compiling the kernel for the H100 "
     "(sm_90) with the strides of a contiguous tensor and counting the global loads in the generated PTX: "
     "they are `ld.global.v4.b32` (four fp32 values each), as many per thread as the count above. So the "
@@ -159,19 +161,19 @@ charts.md(
 # (below); hover a cell for the reason.
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
-charts.show(charts.seed_table(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
+seed = query.load("seed")[0]
+show(tables.seed_table(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
 # The noise floor of this run: the median, over its records, of how far the slowest timing
 # round's median sat above the fastest's. A ratio closer to 1 than that is no difference.
-spreads = sorted(charts.round_spread(seed["records"]))
+spreads = sorted(query.round_spread(seed["records"]))
 noise = spreads[len(spreads) // 2]
 
 
 def versus(ours, other, n, d):
     """Speed-up of ``ours`` over ``other`` at one size (ratio of medians; above 1: ours is faster)."""
-    a, b = (charts.ok(seed["records"], provider=p, Nq=n, D=d)[0] for p in (ours, other))
+    a, b = (query.ok(seed["records"], provider=p, Nq=n, D=d)[0] for p in (ours, other))
     return b["p50"] / a["p50"]
 
 
@@ -179,8 +181,8 @@ def verdicts(other):
     """One phrase per size where both ran: faster, slower, or inside the noise."""
     out = []
     for n, d in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed["records"]}):
-        if not (charts.ok(seed["records"], provider="vectorized", Nq=n, D=d)
-                and charts.ok(seed["records"], provider=other, Nq=n, D=d)):
+        if not (query.ok(seed["records"], provider="vectorized", Nq=n, D=d)
+                and query.ok(seed["records"], provider=other, Nq=n, D=d)):
             continue
         x = versus("vectorized", other, n, d)
         if abs(x - 1) <= noise:
@@ -197,10 +199,10 @@ vs_eager, vs_basic = verdicts("eager"), verdicts("basic")
 # that the graph replays order the two the same way.
 graph_checks = []
 for n, d, _ in vs_eager:
-    a, b = (charts.ok(seed["records"], provider=p, Nq=n, D=d)[0] for p in ("vectorized", "eager"))
+    a, b = (query.ok(seed["records"], provider=p, Nq=n, D=d)[0] for p in ("vectorized", "eager"))
     if a.get("graph_p50") and b.get("graph_p50"):
         graph_checks.append((a["p50"] < b["p50"]) == (a["graph_p50"] < b["graph_p50"]))
-charts.md(
+md(
     f"Measured on the {seed['provenance']['gpu']}, the vectorized kernel is, against eager PyTorch, "
     + "; ".join(v for *_, v in vs_eager)
     + ". Against post 1's basic kernel it is " + "; ".join(v for *_, v in vs_basic) + ". "
@@ -214,10 +216,10 @@ charts.md(
       "with these.")
 
 # %% tags=["hide-input"]
-charts.show(charts.seed_comparison(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
+show(figures.seed_comparison(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
-charts.show(charts.seed_speedup(seed, providers=("basic", "vectorized", "sdpa")))
+show(figures.seed_speedup(seed, providers=("basic", "vectorized", "sdpa")))
 
 # %% [markdown]
 # ### Theoretical traffic against measured time
@@ -229,7 +231,7 @@ charts.show(charts.seed_speedup(seed, providers=("basic", "vectorized", "sdpa"))
 # chart does not show: latency, instruction issue or idle SMs.
 
 # %% tags=["hide-input"]
-charts.show(charts.memory_traffic(seed, providers=("basic", "vectorized", "eager")))
+show(figures.memory_traffic(seed, providers=("basic", "vectorized", "eager")))
 
 # %% [markdown]
 # ### Scaling with sequence length
@@ -241,8 +243,8 @@ charts.show(charts.memory_traffic(seed, providers=("basic", "vectorized", "eager
 # needs more registers per thread than a program of its size may have.
 
 # %% tags=["hide-input"]
-ladder = charts.load("ladder")[0]
-charts.show(charts.scaling(ladder, providers=("basic", "vectorized", "eager", "sdpa")))
+ladder = query.load("ladder")[0]
+show(figures.scaling(ladder, providers=("basic", "vectorized", "eager", "sdpa")))
 
 # %% [markdown]
 # ### Roofline
@@ -255,13 +257,13 @@ charts.show(charts.scaling(ladder, providers=("basic", "vectorized", "eager", "s
 # limit, but something else (latency, instruction issue, idle SMs).
 
 # %% tags=["hide-input"]
-charts.show(charts.roofline(ladder, providers=("basic", "vectorized", "eager")))
+show(figures.roofline(ladder, providers=("basic", "vectorized", "eager")))
 
 # %% tags=["hide-input"]
-vec_f, basic_f = charts.roof_fractions(ladder, "vectorized"), charts.roof_fractions(ladder, "basic")
+vec_f, basic_f = query.roof_fractions(ladder, "vectorized"), query.roof_fractions(ladder, "basic")
 n_top = max(vec_f, key=vec_f.get)
 n_last = max(vec_f)
-charts.md(
+md(
     f"The vectorized kernel peaks at N={n_top}, at **{vec_f[n_top]:.1f}×** its DRAM roof: more requested bytes per "
     "second than DRAM can deliver, so a cache served part of its re-reads of $K$ and $V$ there. "
     f"By N={n_last} it is down to {vec_f[n_last]:.2f}× of the roof, as its tile outgrows the register budget "
@@ -299,7 +301,7 @@ for n, d in sorted(records):
     compiled = (f"{report['registers']}, {report['spills']}" if report else
                 "not run" if records[(n, d)]["status"] != "ok" else "not measured in this data set")
     rows.append(f"| {n} × {d} | {tile} | {warps} | {need} | {budget} | {verdict} | {compiled} |")
-charts.md("\n".join(rows))
+md("\n".join(rows))
 
 # %% [markdown]
 # Past the budget the compiler must spill: it parks values in local memory, which lives
@@ -345,7 +347,7 @@ except ValueError as err:
 faster_eager = [f"{n}×{d}" for n, d, v in vs_eager if "faster" in v]
 slower_eager = [f"{n}×{d}" for n, d, v in vs_eager if "slower" in v]
 slower_basic = [f"{n}×{d}" for n, d, v in vs_basic if "slower" in v]
-charts.md(
+md(
     f"- Measured, the vectorized kernel beats eager PyTorch at {', '.join(faster_eager) or 'no size'} and loses "
     f"at {', '.join(slower_eager) or 'no size'}; it beats post 1's kernel except at "
     f"{', '.join(slower_basic) or 'no size'}, where its tile is far over the register budget.\n"

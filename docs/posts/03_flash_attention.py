@@ -39,7 +39,9 @@ import math
 import torch
 
 import kernels
-from kernels import charts, traffic
+from blog import figures, fmt, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -101,7 +103,7 @@ assert torch.allclose(online, direct, rtol=0, atol=1e-12)
 # vector operations.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._fwd_tiles)
+show_source(kernels.flash._fwd_tiles)
 
 # %% [markdown]
 # Two choices deserve a word. The scores are kept in **log base 2**: the softmax scale and
@@ -119,7 +121,7 @@ charts.show_source(kernels.flash._fwd_tiles)
 # log-2 units.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    out = acc")
+show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    out = acc")
 
 # %% [markdown]
 # ## Causal masking by tiles
@@ -129,7 +131,7 @@ charts.show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    
 # need no mask; only the tiles that straddle the diagonal pay for the comparison:
 
 # %% tags=["hide-input"]
-charts.show(charts.causal_tiles(n=512, block_m=128, block_n=64))
+show(figures.causal_tiles(n=512, block_m=128, block_n=64))
 
 # %% tags=["hide-input"]
 def causal_tile_counts(n, block_m, block_n):
@@ -144,7 +146,7 @@ def causal_tile_counts(n, block_m, block_n):
 
 computed, masked, total = causal_tile_counts(512, 128, 64)
 big = causal_tile_counts(16384, 128, 64)
-charts.md(
+md(
     f"Here, at N=512 with 128×64 tiles, the causal pass computes {computed} of {total} tiles "
     f"({computed / total:.0%} of the work, {masked} of them masked), not half: the diagonal tiles are paid in "
     f"full. The share falls towards one half as N grows ({big[0] / big[2]:.1%} at N=16384). The FLOP "
@@ -209,13 +211,13 @@ for causal in (False, True):
 # on chip while every query tile of every query head in its group streams past:
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._flash_bwd_dkdv_kernel, start="    pid_n", end="    mask = ")
+show_source(kernels.flash._flash_bwd_dkdv_kernel, start="    pid_n", end="    mask = ")
 
 # %% [markdown]
 # and its inner loop, which works with $P^\top$ so that $dK$ and $dV$ come out row-major:
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._bwd_dkdv_tiles)
+show_source(kernels.flash._bwd_dkdv_tiles)
 
 # %% [markdown]
 # Checked against the float64 reference's gradients:
@@ -239,7 +241,7 @@ for name, ours, ref in (("dQ", q.grad, q64.grad), ("dK", k.grad, k64.grad), ("dV
 # The dQ kernel's inner loop, with a `Q` tile held while the key tiles stream past:
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._bwd_dq_tiles)
+show_source(kernels.flash._bwd_dq_tiles)
 
 # %% [markdown]
 # Why two kernels? Every gradient tile needs $P$ and $dS$ for one (query tile, key tile)
@@ -263,7 +265,7 @@ import inspect  # noqa: E402
 dots = {name: inspect.getsource(getattr(getattr(kernels.flash, fn), "fn", getattr(kernels.flash, fn))).count("tl.dot(")
         for name, fn in (("forward", "_fwd_tiles"), ("dK/dV", "_bwd_dkdv_tiles"), ("dQ", "_bwd_dq_tiles"))}
 backward = dots["dK/dV"] + dots["dQ"]
-charts.md(
+md(
     f"Counted in the source: the forward loop does {dots['forward']} matrix products per tile pair, the dK/dV "
     f"loop {dots['dK/dV']} (recompute $S$, then $dV$, $dP$, $dK$) and the dQ loop {dots['dQ']} (recompute $S$, then "
     f"$dP$, $dQ$): {backward} in all, {backward / dots['forward']:.1f}× the forward's. The FlashAttention papers "
@@ -291,22 +293,22 @@ print(f"\nflash reads Q once and K, V once per {n}/128 = {math.ceil(n / 128)} qu
       f"2 B x {d} x ({n} + 2 x {math.ceil(n / 128)} x {n}) = {t.bytes_read / 1e6:.1f} MB")
 
 # %% tags=["hide-input"]
-prod = charts.load("production")[0]
+prod = query.load("production")[0]
 ceil, prod_gpu = prod["provenance"]["ceilings"], prod["provenance"]["gpu"]
 ridge = ceil["matmul_fp16_tflops"] * 1e12 / (ceil["copy_gbps"] * 1e9)
 # The same shape measured: requested bytes (model, all heads) over the measured time.
-rec = charts.ok(prod["records"], provider="flash", direction="fwd", dtype="float16", causal=False, D=d, Nq=n)
+rec = query.ok(prod["records"], provider="flash", direction="fwd", dtype="float16", causal=False, D=d, Nq=n)
 rec = [r for r in rec if r["shape"]["H"] == r["shape"]["Hkv"]][0]
 heads = rec["shape"]["B"] * rec["shape"]["H"]
 implied = traffic.flash(n, n, d, elem_bytes=2, heads=heads).bytes_total / (rec["p50"] * 1e-3) / 1e9
 # TODO(lead): ncu - measured DRAM and L2 bytes for this case go here, and the sentence follows them.
-charts.md(
+md(
     f"The {prod_gpu}'s ridge point, its measured fp16 matrix-multiply rate over its measured copy bandwidth, is "
     f"about **{ridge:.0f} FLOPs per byte**. Counted against *requested* bytes the tiled kernel sits at "
     f"{t.intensity:.0f}, below the ridge; against the compulsory traffic it would sit at "
     f"{t.flops / t.compulsory_bytes:.0f}. Where it really sits depends on how many of the re-reads of $K$ and $V$ "
     f"a cache serves, which a timing cannot show. It can bound it: at B={rec['shape']['B']}, "
-    f"H={rec['shape']['H']} the measured forward pass took {charts.fmt_ms(rec['p50'])}, so its requested bytes "
+    f"H={rec['shape']['H']} the measured forward pass took {fmt.ms(rec['p50'])}, so its requested bytes "
     "(assuming the 128×64 tile, the autotuner's pick at D=128 in post 4's measurements) "
     f"moved at {implied:.0f} GB/s, {implied / ceil['copy_gbps']:.2f}× the measured copy bandwidth"
     + (f". At least {1 - ceil['copy_gbps'] / implied:.0%} of them therefore came from a cache, not DRAM."
@@ -321,13 +323,13 @@ charts.md(
 # streamed once per block, $N / (M/d)$ times. Our model is that count with its constant:
 
 # %% tags=["hide-input"]
-abl = charts.load("ablation")[0]
-fixed = next(r for r in charts.ablation_rows(abl, 128, False) if r["provider"] == "exp2-fma")
+abl = query.load("ablation")[0]
+fixed = next(r for r in query.ablation_rows(abl, 128, False) if r["provider"] == "exp2-fma")
 smem_elems = fixed["compiler"]["shared_bytes"] // 2  # fp16 elements of shared memory the kernel allocates
 block_m = fixed["config"]["BLOCK_M"]
 kv_model = 2 * n * d * math.ceil(n / block_m)  # elements of K and V read, from traffic.flash's count
 theta = n * n * d * d / smem_elems
-charts.md(
+md(
     f"With the measured kernel's shared memory as $M$ ({smem_elems} fp16 elements for the 128×64 tile at "
     f"D={d}, from the compiler report in post 4) and BLOCK_M={block_m}, $N^2d^2/M$ is {theta / 1e6:.1f} M elements "
     f"at N={n}, and the model's K/V reads are {kv_model / 1e6:.1f} M: {kv_model / theta:.0f}× the bare "
@@ -345,19 +347,19 @@ charts.md(
 # 2.5 times the forward for the backward pass.
 
 # %% tags=["hide-input"]
-prod_docs = charts.load("production")
+prod_docs = query.load("production")
 prod = prod_docs[0]
-charts.show(charts.production_tflops(prod_docs, "fwd", "float16"))
+show(figures.production_tflops(prod_docs, "fwd"))
 
 # %% tags=["hide-input"]
-charts.show(charts.production_tflops(prod_docs, "bwd", "float16"))
+show(figures.production_tflops(prod_docs, "bwd"))
 
 # %% tags=["hide-input"]
-f_lo, f_hi = charts.ratio_summary(prod, "fwd", "sdpa-flash")
-c_lo, c_hi = charts.ratio_summary(prod, "fwd", "sdpa-cudnn")
-bf_lo, bf_hi = charts.ratio_summary(prod, "bwd", "sdpa-flash")
-bc_lo, bc_hi = charts.ratio_summary(prod, "bwd", "sdpa-cudnn")
-charts.md(
+f_lo, f_hi = query.ratio_summary(prod, "fwd", "sdpa-flash")
+c_lo, c_hi = query.ratio_summary(prod, "fwd", "sdpa-cudnn")
+bf_lo, bf_hi = query.ratio_summary(prod, "bwd", "sdpa-flash")
+bc_lo, bc_hi = query.ratio_summary(prod, "bwd", "sdpa-cudnn")
+md(
     f"At $N \\ge 4096$ on the {prod['provenance']['gpu']}, the forward pass runs at **{f_lo:.2f}–{f_hi:.2f}×** "
     f"PyTorch's FlashAttention-2 backend and **{c_lo:.2f}–{c_hi:.2f}×** its cuDNN backend; the backward pass at "
     f"{bf_lo:.2f}–{bf_hi:.2f}× FlashAttention-2 and {bc_lo:.2f}–{bc_hi:.2f}× cuDNN. Read the FlashAttention-2 "
@@ -373,10 +375,13 @@ charts.md(
 # measured in the same run:
 
 # %% tags=["hide-input"]
-charts.show(charts.production_ratio_table(prod, "float16"))
-charts.show(charts.production_ratio_table(prod, "bfloat16"))
+show(tables.production_ratio_table(prod, "float16", "fwd"))
+show(tables.production_ratio_table(prod, "float16", "bwd"))
+show(tables.production_ratio_table(prod, "bfloat16", "fwd", details=True))
+show(tables.production_ratio_table(prod, "bfloat16", "bwd", details=True))
 for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, when one was lent)
-    charts.show(charts.production_ratio_table(other, "float16"))
+    show(tables.production_ratio_table(other, "float16", "fwd", details=True))
+    show(tables.production_ratio_table(other, "float16", "bwd", details=True))
 
 # %% [markdown]
 # **Grouped-query attention.** The production run also timed a grouped-query shape: 32
@@ -385,19 +390,20 @@ for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, 
 # (which backend it chose is not recorded):
 
 # %% tags=["hide-input"]
-idx = charts.lookup(prod)
-gqa = sorted({(k[3], k[7], k[1]) for k in idx if k[0] == "flash" and k[5] != k[6]})
+by_case = {}  # the benchmark's case name -> provider -> record, for the grouped-query cases
+for r in prod["records"]:
+    if r["shape"]["H"] != r["shape"]["Hkv"]:
+        by_case.setdefault(r["case"], {})[r["provider"]] = r
 rows = ["| causal | N | pass | ours TFLOP/s | SDPA default TFLOP/s | ours ÷ SDPA |", "|---|---|---|---|---|---|"]
-for causal, n_gqa, direction in gqa:
-    key = next(k for k in idx if k[0] == "flash" and k[5] != k[6] and k[3] == causal and k[7] == n_gqa
-               and k[1] == direction)
-    ours, sdpa = idx[key], idx.get(("sdpa", *key[1:]))
+for case, rs in sorted(by_case.items(), key=lambda kv: (kv[1]["flash"]["causal"], kv[1]["flash"]["shape"]["Nq"],
+                                                          kv[1]["flash"]["direction"])):
+    ours, sdpa = rs["flash"], rs.get("sdpa")
     if ours["status"] == "ok" and sdpa and sdpa["status"] == "ok":
-        rows.append(f"| {'yes' if causal else 'no'} | {n_gqa} | {direction} | {ours['tflops']:.0f} | "
-                    f"{sdpa['tflops']:.0f} | {ours['tflops'] / sdpa['tflops']:.2f} |")
-shape = idx[key]["shape"]
-charts.md("\n".join(rows) + f"\n\nB={shape['B']}, H={shape['H']}, H_kv={shape['Hkv']}, D={shape['D']}, "
-          f"{idx[key]['dtype']}; measured on {charts.provenance_line(prod)}.")
+        rows.append(f"| {'yes' if ours['causal'] else 'no'} | {ours['shape']['Nq']} | {ours['direction']} | "
+                    f"{ours['tflops']:.0f} | {sdpa['tflops']:.0f} | {ours['tflops'] / sdpa['tflops']:.2f} |")
+shape = ours["shape"]
+md("\n".join(rows) + f"\n\nB={shape['B']}, H={shape['H']}, H_kv={shape['Hkv']}, D={shape['D']}, "
+          f"{ours['dtype']}; measured on {query.provenance_line(prod)}.")
 
 # %% [markdown]
 # **Rounding $P$.** With fp16 or bf16 inputs the kernel rounds the weights to the input type
@@ -429,7 +435,7 @@ for key, r in idx.items():
     other = idx.get(("sdpa-cudnn", *key[1:]))
     if key[0] == "flash" and key[1] == "fwd" and r["status"] == "ok" and other and other["status"] == "ok":
         errs.setdefault(key[2], []).append(r["max_err"] / other["max_err"])
-charts.md(
+md(
     "On the GPU, the benchmark checks every output against the float64 reference before timing it. Over the "
     "production forward cases, our largest error divided by cuDNN's on the same inputs ranges over "
     + "; ".join(f"{min(v):.2f}–{max(v):.2f}× in {dt}" for dt, v in sorted(errs.items()))
@@ -440,17 +446,17 @@ charts.md(
 # length:
 
 # %% tags=["hide-input"]
-seed = charts.load("seed")[0]
-charts.show(charts.seed_table(seed, providers=["vectorized", "flash", "flash-tf32", "eager", "sdpa"]))
+seed = query.load("seed")[0]
+show(tables.seed_table(seed, providers=["vectorized", "flash", "flash-tf32", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
 slower = []
 for n_s, d_s in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed["records"]}):
-    f, v = (charts.ok(seed["records"], provider=p, Nq=n_s, D=d_s) for p in ("flash", "vectorized"))
+    f, v = (query.ok(seed["records"], provider=p, Nq=n_s, D=d_s) for p in ("flash", "vectorized"))
     if f and v and f[0]["p50"] > v[0]["p50"]:
         slower.append(f"{f[0]['p50'] / v[0]['p50']:.1f}× at {n_s}×{d_s}")
 smallest_block_m = min(bm for bm, *_ in kernels.flash._FWD_TILES[128])
-charts.md(
+md(
     "It is not faster everywhere. With exact fp32 products it is slower than post 2's vectorized kernel at "
     + (", ".join(slower) if slower else "no size") + ". "
     f"Two reasons. With one head, the grid has only N / BLOCK_M programs: at N=512 and the smallest candidate "
@@ -473,17 +479,17 @@ charts.md(
 
 # %% tags=["hide-input"]
 vs = {p: [] for p in ("sdpa-flash", "sdpa-cudnn")}
-for r in charts.ok(prod["records"], provider="flash"):
+for r in query.ok(prod["records"], provider="flash"):
     for p in vs:
-        other = charts.ok(prod["records"], provider=p, case=r["case"])
+        other = query.ok(prod["records"], provider=p, case=r["case"])
         if other and r["shape"]["Nq"] >= 2048:
             vs[p].append(other[0]["p50"] / r["p50"])  # > 1: ours is faster
-spreads = sorted(charts.round_spread(prod["records"]))
+spreads = sorted(query.round_spread(prod["records"]))
 noise = spreads[len(spreads) // 2]  # median spread between timing rounds in this run
 beat_fa2 = sum(x > 1 + noise for x in vs["sdpa-flash"])
 beat_cudnn = sum(x > 1 + noise for x in vs["sdpa-cudnn"])
 tie_cudnn = sum(abs(x - 1) <= noise for x in vs["sdpa-cudnn"])
-charts.md(
+md(
     f"- Measured, a few hundred lines of Triton are faster than PyTorch's FlashAttention-2 backend, by more "
     f"than this run's median timing noise ({noise:.1%}), at {beat_fa2} of {len(vs['sdpa-flash'])} shapes from "
     "2k up, forward and backward. That backend predates Hopper's matrix instructions, so this says more "

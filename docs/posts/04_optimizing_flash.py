@@ -31,13 +31,16 @@
 
 # %%
 import kernels
-from kernels import ablation, charts, traffic, warpspec
+from kernels import ablation, warpspec
+from blog import figures, query, tables
+from blog.notebook import md, show, show_source
+from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
 
-abl = charts.load("ablation")[0]
-prod = charts.load("production")[0]
-wsp = charts.load("warpspec")[0]
+abl = query.load("ablation")[0]
+prod = query.load("production")[0]
+wsp = query.load("warpspec")[0]
 shape = abl["records"][0]["shape"]
 
 # %% [markdown]
@@ -56,8 +59,8 @@ ceil = abl["provenance"]["ceilings"]["matmul_fp16_tflops"]
 # https://www.nvidia.com/en-us/data-center/h100/
 DATASHEET_FP16_TFLOPS = 989
 flops = traffic.attention_flops(shape["Nq"], shape["Nk"], 128, heads=shape["B"] * 16)
-cud_128 = charts.ablation_reference(abl, "sdpa-cudnn", 128, False)
-charts.md(
+cud_128 = query.ablation_reference(abl, "sdpa-cudnn", 128, False)
+md(
     f"At B={shape['B']}, N={shape['Nq']}, 16 heads of D=128, one forward pass is {flops / 1e12:.1f} TFLOP. "
     f"On the {abl['provenance']['gpu']}, the large cuBLAS matmul ran at {ceil:.0f} TFLOP/s, at which rate the pass "
     f"would take {flops / ceil / 1e9:.2f} ms; at the datasheet's {DATASHEET_FP16_TFLOPS} TFLOP/s it would take "
@@ -74,7 +77,7 @@ charts.md(
 # kernel with the disabled code removed. Nothing is timed through an `if` at run time.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n    pid_m")
+show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n    pid_m")
 
 # %% [markdown]
 # The steps, in the order they are switched on. The predictions are speed-ups over the step
@@ -87,7 +90,7 @@ for r in ablation.RUNGS:
     tile = "autotuned" if r.tile is None else f"{r.tile[0]}×{r.tile[1]}, {r.tile[2]} warps, {r.tile[3]} stages"
     pred = "start" if r is ablation.RUNGS[0] else f"{r.predict_full:.2f}× / {r.predict_causal:.2f}×"
     rows.append(f"| `{r.name}` | {r.label} ({tile}) | {pred} | {r.why} |")
-charts.md("\n".join(rows))
+md("\n".join(rows))
 
 # %% [markdown]
 # Every step is a correct kernel. The test suite checks each one against the float64
@@ -118,31 +121,31 @@ for step in ablation.RUNG_NAMES:
 # less than we expected.
 
 # %% tags=["hide-input"]
-charts.show(charts.ablation_ladder(abl))
+show(figures.ablation_ladder(abl))
 
 # %% tags=["hide-input"]
 parts = []
-for d, causal in charts.ABLATION_PANELS:
-    rs = charts.ablation_rows(abl, d, causal)
+for d, causal in query.ablation_cases(abl):
+    rs = query.ablation_rows(abl, d, causal)
     best = max((r for r in rs if r["status"] == "ok"), key=lambda r: r["tflops"])
-    cud = charts.ablation_reference(abl, "sdpa-cudnn", d, causal)
+    cud = query.ablation_reference(abl, "sdpa-cudnn", d, causal)
     parts.append(f"D={d} {'causal' if causal else 'full'}: {rs[0]['tflops']:.0f} → {best['tflops']:.0f} TFLOP/s "
                  f"(**{best['tflops'] / rs[0]['tflops']:.2f}×**, best at `{best['provider']}`, "
                  f"{best['tflops'] / cud:.2f}× cuDNN)")
-charts.md("From the first step to the fastest, per case: " + "; ".join(parts) + ".")
+md("From the first step to the fastest, per case: " + "; ".join(parts) + ".")
 
 # %% [markdown]
 # ## Prediction against measurement
 
 # %% tags=["hide-input"]
-charts.show(charts.ablation_table(abl))
+show(tables.ablation_table(abl))
 
 
 # %% tags=["hide-input"]
 def speedups(name):
     """Measured speed-ups of one step over the one before, in all four cases."""
-    return [r["measured_speedup"] for d, c in charts.ABLATION_PANELS
-            for r in charts.ablation_rows(abl, d, c) if r["provider"] == name and r["measured_speedup"]]
+    return [r["measured_speedup"] for d, c in query.ablation_cases(abl)
+            for r in query.ablation_rows(abl, d, c) if r["provider"] == name and r["measured_speedup"]]
 
 
 def span(name):
@@ -151,13 +154,13 @@ def span(name):
 
 
 def causal_span(name):
-    xs = [r["measured_speedup"] for d in (128, 64) for r in charts.ablation_rows(abl, d, True)
+    xs = [r["measured_speedup"] for d in (128, 64) for r in query.ablation_rows(abl, d, True)
           if r["provider"] == name and r["measured_speedup"]]
     return f"{min(xs):.2f}–{max(xs):.2f}×"
 
 
 pipe, big = ablation.rung("pipelined"), ablation.rung("big-tiles")
-charts.md(
+md(
     f"- **Software pipelining** gave {span('pipelined')}. We predicted {pipe.predict_full:.2f}×. "
     "The gain is largest at D=128, where each tile carries twice the bytes. Even without pipelining, the 4-warp "
     "64×64 programs are small enough that several share an SM and hide part of each other's memory latency, "
@@ -185,8 +188,8 @@ charts.md(
 # samples are pooled. The rounds of one kernel still disagree:
 
 # %% tags=["hide-input"]
-spread = sorted(charts.round_spread(abl["records"]))
-charts.md(
+spread = sorted(query.round_spread(abl["records"]))
+md(
     f"Across the {len(spread)} timings above, the slowest round's median was {spread[len(spread) // 2]:.1%} above "
     f"the fastest round's in the median case, and up to {spread[-1]:.0%} in the worst. The GPU's clock and power "
     "management move between rounds. A step that predicts a few percent can only be read from the pooled median, "
@@ -201,8 +204,8 @@ charts.md(
 floor = spread[len(spread) // 2]
 effects = []
 for r in ablation.RUNGS[1:]:
-    xs = [row["measured_speedup"] for d, c in charts.ABLATION_PANELS
-                               for row in charts.ablation_rows(abl, d, c)
+    xs = [row["measured_speedup"] for d, c in query.ablation_cases(abl)
+                               for row in query.ablation_rows(abl, d, c)
                                if row["provider"] == r.name and row["measured_speedup"]
                                and (c or r.predict_full != 1.0 or r.predict_causal == 1.0)]
     xs = sorted(xs)
@@ -212,11 +215,11 @@ for rank, (med, lo, hi, name) in enumerate(sorted(effects, reverse=True), 1):
     seen = "yes" if min(abs(lo - 1), abs(hi - 1)) > floor and (lo - 1) * (hi - 1) > 0 else (
         "in some cases" if max(abs(lo - 1), abs(hi - 1)) > floor else "no")
     rows.append(f"| {rank} | `{name}` | {med:.2f}× | {lo:.2f}–{hi:.2f}× | {seen} |")
-pairs = [(row["measured_speedup"], row["predicted_speedup"]) for d, c in charts.ABLATION_PANELS
-         for row in charts.ablation_rows(abl, d, c) if row["measured_speedup"]]
+pairs = [(row["measured_speedup"], row["predicted_speedup"]) for d, c in query.ablation_cases(abl)
+         for row in query.ablation_rows(abl, d, c) if row["measured_speedup"]]
 resolvable = [(m, pr) for m, pr in pairs if abs(pr - 1) > floor]
 close = sum(abs(m / pr - 1) <= 0.1 for m, pr in resolvable)
-charts.md("\n".join(rows) + "\n\n"
+md("\n".join(rows) + "\n\n"
           f"Of the {len(pairs)} step measurements, {len(pairs) - len(resolvable)} had a prediction within the "
           f"{floor:.1%} noise floor of no change: a ±10% band passes those almost whatever happens, so they do not "
           f"test the prediction. Of the {len(resolvable)} predictions larger than the floor, **{close}** landed "
@@ -233,7 +236,7 @@ charts.md("\n".join(rows) + "\n\n"
 # FlashAttention-3 paper, section 3.2: H100 SXM5 fp16 matmul and special-function throughput.
 FA3_MATMUL_TFLOPS, FA3_SPECIAL_FUNCTION_TFLOPS = 989, 3.9
 ratio = FA3_MATMUL_TFLOPS / FA3_SPECIAL_FUNCTION_TFLOPS
-charts.md(
+md(
     f"{FA3_MATMUL_TFLOPS} TFLOP/s of fp16 matrix multiply against {FA3_SPECIAL_FUNCTION_TFLOPS} T operations/s "
     f"for exponentials: the tensor cores are {ratio:.0f}× faster. So per score the exponential takes "
     + ", ".join(f"{ratio / (4 * d):.0%} of the matrix products' time at D={d}" for d in (128, 64))
@@ -249,17 +252,17 @@ charts.md(
 # executed). The D=128 full case:
 
 # %% tags=["hide-input"]
-charts.show(charts.compiler_table(abl, 128, False))
+show(tables.compiler_table(abl, 128, False))
 
 # %% tags=["hide-input"]
-reports = {(d, c, r["provider"]): r["compiler"] for d, c in charts.ABLATION_PANELS
-           for r in charts.ablation_rows(abl, d, c) if r.get("compiler")}
+reports = {(d, c, r["provider"]): r["compiler"] for d, c in query.ablation_cases(abl)
+           for r in query.ablation_rows(abl, d, c) if r.get("compiler")}
 max_spills = max(rep["spills"] for rep in reports.values())
 all_wgmma = all(rep["ptx_wgmma"] > 0 for rep in reports.values())
 regs = [rep["registers"] for rep in reports.values()]
 mul = {n: reports[(128, False, n)]["ptx_mul_f32"] for n in ("split-loops", "exp2", "exp2-fma")}
 smem = reports[(128, False, "exp2-fma")]["shared_bytes"]
-fixed = next(r for r in charts.ablation_rows(abl, 128, False) if r["provider"] == "exp2-fma")
+fixed = next(r for r in query.ablation_rows(abl, 128, False) if r["provider"] == "exp2-fma")
 cfg, rep128 = fixed["config"], fixed["compiler"]
 threads = cfg["num_warps"] * 32
 budget = min(255, 65536 // threads)  # registers per thread a program of this size may have
@@ -268,7 +271,7 @@ score_regs = cfg["BLOCK_M"] * cfg["BLOCK_N"] // threads  # fp32 score tile
 q_bytes = cfg["BLOCK_M"] * 128 * 2  # fp16 Q tile
 kv_bytes = cfg["num_stages"] * 2 * cfg["BLOCK_N"] * 128 * 2  # K and V tiles, one pair per pipeline stage
 SHARED_PER_SM = 228 * 1024  # shared memory per SM, compute capability 9.0 (CUDA guide); 227 KB per block
-charts.md(
+md(
     f"- **Spills:** {'none' if max_spills == 0 else f'up to {max_spills}'} in any step. Registers per thread "
     f"range from {min(regs)} to {max(regs)}. The budget is min(255, 65536 / threads): {min(255, 65536 // 128)} "
     f"for a 4-warp program and {min(255, 65536 // 256)} for an 8-warp one, so every step fits.\n"
@@ -297,8 +300,8 @@ charts.md(
 
 # %% tags=["hide-input"]
 lines = []
-for d, causal in charts.ABLATION_PANELS:
-    by = {r["provider"]: r for r in charts.ablation_rows(abl, d, causal)}
+for d, causal in query.ablation_cases(abl):
+    by = {r["provider"]: r for r in query.ablation_rows(abl, d, causal)}
     fixed, tuned = by["exp2-fma"], by["autotuned"]
     cfg = tuned["config"]
     same = cfg == fixed["config"]
@@ -306,12 +309,12 @@ for d, causal in charts.ABLATION_PANELS:
                  f"{cfg['num_warps']} warps, {cfg['num_stages']} stages{' (the same tile)' if same else ''}: "
                  f"{tuned['tflops']:.0f} against {fixed['tflops']:.0f} TFLOP/s for the fixed step "
                  f"({tuned['tflops'] / fixed['tflops']:.2f}×)")
-charts.md("\n".join(lines))
+md("\n".join(lines))
 
 # %% tags=["hide-input"]
 ratios = [by_case["autotuned"]["tflops"] / by_case["exp2-fma"]["tflops"]
-          for by_case in ({r["provider"]: r for r in charts.ablation_rows(abl, d, c)} for d, c in charts.ABLATION_PANELS)]
-charts.md(
+          for by_case in ({r["provider"]: r for r in query.ablation_rows(abl, d, c)} for d, c in query.ablation_cases(abl))]
+md(
     f"The autotuned step ran at {min(ratios):.2f}–{max(ratios):.2f}× the fixed one. An earlier version of this "
     "benchmark timed each step once, one after another, and there the autotuned step came out a few percent "
     "slower even where it had picked the same tile and compiled to identical code. Timed in interleaved, rotated "
@@ -353,20 +356,20 @@ charts.md(
 # `flash_attention` and cuDNN:
 
 # %% tags=["hide-input"]
-charts.show_source(warpspec._ws_tiles, end="        k = k_desc")
+show_source(warpspec._ws_tiles, end="        k = k_desc")
 
 # %% tags=["hide-input"]
-charts.show(charts.warpspec_table(wsp))
+show(tables.warpspec_table(wsp))
 
 # %% tags=["hide-input"]
-pairs_ws = charts.warpspec_pairs(wsp)
+pairs_ws = query.warpspec_pairs(wsp)
 ran = [p for p in pairs_ws if p["ws"]["status"] == "ok"]
 failed = [p for p in pairs_ws if p["ws"]["status"] != "ok"]
 same = [p for p in ran if p["same_code"]]
 split = [p for p in ran if p["setmaxnreg"]]
 gain = [p["ws"]["tflops"] / p["plain"]["tflops"] for p in same]
 plain_vs_flash = [p["plain"]["tflops"] / p["flash"] for p in pairs_ws if p["plain"]["status"] == "ok"]
-charts.md(
+md(
     f"On triton {wsp['provenance']['triton']}, the flag changed nothing the compiler emits: in {len(same)} of "
     f"{len(ran)} cases that compiled, the warp-specialised kernel has the same registers, shared memory and "
     f"instruction counts as the plain one, and {'none' if not split else len(split)} of them contains a "
@@ -390,24 +393,24 @@ charts.md(
 # `scaled_dot_product_attention`, in the same run, at batch 4 and sequences from 1k to 16k.
 
 # %% tags=["hide-input"]
-charts.show(charts.production_tflops([prod], "fwd", "float16"))
+show(figures.production_tflops([prod], "fwd"))
 
 # %% tags=["hide-input"]
-charts.show(charts.production_tflops([prod], "bwd", "float16"))
+show(figures.production_tflops([prod], "bwd"))
 
 # %% tags=["hide-input"]
-charts.show(charts.production_ratio_table(prod, "float16"))
-charts.show(charts.production_ratio_table(prod, "bfloat16"))
+md(f"Every shape's ratios, forward and backward, are in [post 3's tables]"
+   f"(../03_flash_attention/#{tables.production_table_id(prod, 'float16', 'fwd')}).")
 
 # %% tags=["hide-input"]
-fc = charts.ratio_summary(prod, "fwd", "sdpa-cudnn")
-ff = charts.ratio_summary(prod, "fwd", "sdpa-flash")
-bc = charts.ratio_summary(prod, "bwd", "sdpa-cudnn")
-bf = charts.ratio_summary(prod, "bwd", "sdpa-flash")
-fc1 = charts.ratio_summary(prod, "fwd", "sdpa-cudnn", min_n=1024)
-one_k = [r for r in charts.ok(prod["records"], provider="flash", direction="fwd", Nq=1024) if r.get("graph_p50")]
+fc = query.ratio_summary(prod, "fwd", "sdpa-cudnn")
+ff = query.ratio_summary(prod, "fwd", "sdpa-flash")
+bc = query.ratio_summary(prod, "bwd", "sdpa-cudnn")
+bf = query.ratio_summary(prod, "bwd", "sdpa-flash")
+fc1 = query.ratio_summary(prod, "fwd", "sdpa-cudnn", min_n=1024)
+one_k = [r for r in query.ok(prod["records"], provider="flash", direction="fwd", Nq=1024) if r.get("graph_p50")]
 host = max(r["p50"] / r["graph_p50"] for r in one_k) if one_k else None
-charts.md(
+md(
     f"At $N \\ge 4096$ the forward pass runs at **{fc[0]:.2f}–{fc[1]:.2f}× cuDNN** and {ff[0]:.2f}–{ff[1]:.2f}× "
     f"FlashAttention-2. The backward pass runs at **{bc[0]:.2f}–{bc[1]:.2f}× cuDNN** and {bf[0]:.2f}–{bf[1]:.2f}× "
     "FlashAttention-2. We set out to match cuDNN and have not: the forward pass comes closest at D=64, and the "
@@ -445,7 +448,7 @@ charts.md(
 # %% tags=["hide-input"]
 ranked = [name for *_, name in sorted(effects, reverse=True)]
 small = [name for med, lo, hi, name in effects if max(abs(lo - 1), abs(hi - 1)) <= floor]
-charts.md(
+md(
     f"- Write the prediction down before you measure. Here {close} of the {len(resolvable)} predictions that "
     "could be told apart from noise landed within 10% of the measurement, and the misses taught the most: "
     "pipelining and bigger tiles paid less than expected, and the cheaper exponential paid more.\n"

@@ -39,6 +39,16 @@ import math
 from dataclasses import asdict, dataclass
 
 
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def element_bytes(dtype: str) -> int:
+    """Bytes per element of a dtype named as the benchmark records name it ('float16')."""
+    if dtype not in ELEMENT_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {sorted(ELEMENT_BYTES)}")
+    return ELEMENT_BYTES[dtype]
+
+
 @dataclass(frozen=True)
 class Traffic:
     design: str
@@ -60,8 +70,17 @@ class Traffic:
         return {**asdict(self), "bytes_total": self.bytes_total}
 
 
+def _check_sizes(**sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
 def attention_flops(nq: int, nk: int, d: int, *, heads: int = 1, causal: bool = False, backward: bool = False) -> int:
     """4·Nq·Nk·D per head forward (half if causal); backward 2.5x that."""
+    _check_sizes(nq=nq, nk=nk, d=d, heads=heads)
     f = 4 * heads * nq * nk * d
     if causal:
         f //= 2
@@ -77,25 +96,30 @@ def _keys_seen(nq: int, nk: int, causal: bool) -> int:
     return tri * (tri + 1) // 2 + full * nk
 
 
-def _compulsory(nq, nk, d, e, heads):
-    return heads * e * d * (2 * nq + 2 * nk)
+def compulsory_bytes(nq: int, nk: int, d: int, *, elem_bytes: int = 4, heads: int = 1) -> int:
+    """Q, K, V read once and O written once: the least any design must move."""
+    _check_sizes(nq=nq, nk=nk, d=d, elem_bytes=elem_bytes, heads=heads)
+    return heads * elem_bytes * d * (2 * nq + 2 * nk)
 
 
 def basic(nq, nk, d, *, elem_bytes=4, heads=1, causal=False) -> Traffic:
     seen = _keys_seen(nq, nk, causal)
     read = heads * elem_bytes * d * (nq + 4 * seen)
-    return Traffic("basic", read, heads * elem_bytes * nq * d, _compulsory(nq, nk, d, elem_bytes, heads),
+    return Traffic("basic", read, heads * elem_bytes * nq * d,
+                   compulsory_bytes(nq, nk, d, elem_bytes=elem_bytes, heads=heads),
                    attention_flops(nq, nk, d, heads=heads, causal=causal))
 
 
 def vectorized(nq, nk, d, *, elem_bytes=4, heads=1, causal=False) -> Traffic:
     read = heads * elem_bytes * d * (nq + 2 * nq * nk)
-    return Traffic("vectorized", read, heads * elem_bytes * nq * d, _compulsory(nq, nk, d, elem_bytes, heads),
+    return Traffic("vectorized", read, heads * elem_bytes * nq * d,
+                   compulsory_bytes(nq, nk, d, elem_bytes=elem_bytes, heads=heads),
                    attention_flops(nq, nk, d, heads=heads, causal=causal))
 
 
 def flash(nq, nk, d, *, elem_bytes=4, heads=1, causal=False, block_m=128, block_n=64) -> Traffic:
     """Forward pass of the tiled kernel with BLOCK_M x BLOCK_N tiles."""
+    _check_sizes(block_m=block_m, block_n=block_n)
     tiles_m = math.ceil(nq / block_m)
     kv_rows = 0
     for i in range(tiles_m):
@@ -103,7 +127,8 @@ def flash(nq, nk, d, *, elem_bytes=4, heads=1, causal=False, block_m=128, block_
         kv_rows += min(nk, math.ceil(hi / block_n) * block_n)  # whole tiles are loaded (masked tail aside)
     read = heads * elem_bytes * d * (nq + 2 * kv_rows)
     written = heads * (elem_bytes * nq * d + 4 * nq)  # O, plus the fp32 log-sum-exp per row
-    return Traffic("flash", read, written, _compulsory(nq, nk, d, elem_bytes, heads) + heads * 4 * nq,
+    compulsory = compulsory_bytes(nq, nk, d, elem_bytes=elem_bytes, heads=heads) + heads * 4 * nq
+    return Traffic("flash", read, written, compulsory,
                    attention_flops(nq, nk, d, heads=heads, causal=causal))
 
 
@@ -111,7 +136,7 @@ def eager(nq, nk, d, *, elem_bytes=4, heads=1, causal=False) -> Traffic:
     s = nq * nk * elem_bytes
     read = heads * (elem_bytes * d * (nq + 2 * nk) + 2 * s)  # Q, K, V; S by softmax; P by P@V
     written = heads * (2 * s + elem_bytes * nq * d)  # S, P, O
-    compulsory = _compulsory(nq, nk, d, elem_bytes, heads) + heads * 4 * s  # S and P round trips
+    compulsory = compulsory_bytes(nq, nk, d, elem_bytes=elem_bytes, heads=heads) + heads * 4 * s  # S and P round trips
     return Traffic("eager", read, written, compulsory, attention_flops(nq, nk, d, heads=heads, causal=causal))
 
 

@@ -1,6 +1,8 @@
 """The traffic model's counts, checked against counts made by hand."""
 
-from kernels import traffic
+import pytest
+
+from perfdata import traffic
 
 
 def test_flops_convention():
@@ -40,3 +42,16 @@ def test_keys_seen_causal_with_more_queries_than_keys():
 def test_eager_materialises_scores():
     t = traffic.eager(256, 256, 64, elem_bytes=4)
     assert t.bytes_written >= 2 * 256 * 256 * 4
+
+
+def test_sizes_are_checked():
+    with pytest.raises(ValueError, match="nq must be positive"):
+        traffic.attention_flops(0, 4, 4)
+    with pytest.raises(TypeError, match="d must be an int"):
+        traffic.basic(4, 4, 4.0)
+    with pytest.raises(ValueError, match="block_m"):
+        traffic.flash(4, 4, 4, block_m=0)
+
+
+def test_compulsory_bytes_is_q_k_v_and_o_once():
+    assert traffic.compulsory_bytes(3, 5, 8, elem_bytes=2, heads=2) == 2 * 2 * 8 * (3 + 5 + 5 + 3)

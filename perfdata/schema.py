@@ -1,4 +1,4 @@
-"""The benchmark data format: what scripts/benchmark.py writes and the charts read.
+"""The benchmark data format: what scripts/benchmark.py writes and the site reads.
 
 Standard library only, so the GPU box that runs the benchmarks needs nothing more
 than torch and triton. One JSON file per suite and GPU:

@@ -1,0 +1,210 @@
+"""Questions asked of the benchmark records: which ran, what pairs with what, which cases exist.
+
+Everything here derives the grid from the records themselves (sizes, head dims, causal
+or not, GPUs), so a benchmark run over another grid changes the answers instead of
+emptying them. Standard library only, besides the data format in ``perfdata``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from perfdata import schema, traffic
+
+from .theme import LABELS
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "docs" / "data"
+RECORD_FIELDS = ("provider", "direction", "dtype", "causal", "case", "status", "suite")
+
+
+def load(suite: str, data_dir: Path | None = None) -> list[dict]:
+    """Validated documents for ``suite``, one per GPU; a clear error if there are none."""
+    if suite not in schema.SUITES:
+        raise ValueError(f"suite must be one of {schema.SUITES}, got {suite!r}")
+    folder = Path(data_dir) if data_dir is not None else DATA_DIR
+    docs = schema.load_suite(folder, suite)
+    if not docs:
+        raise schema.BenchDataError(
+            f"no {suite}.*.json in {folder}: run scripts/benchmark.py --suite {suite} on a GPU")
+    return docs
+
+
+def provenance_line(doc: dict) -> str:
+    """GPU, versions, date and commit of one document, on one line."""
+    p = doc["provenance"]
+    return (f"{p['gpu']} · torch {p['torch']} · triton {p['triton']} · CUDA {p['cuda']} · "
+            f"driver {p['driver']} · {p['date'][:10]} · commit {p['git_commit'][:7]}")
+
+
+def gpu_label(doc: dict) -> str:
+    """A short name for a document's GPU ('H100')."""
+    return schema.slug(doc["provenance"]["gpu"]).upper()
+
+
+def timing_note(doc: dict) -> str:
+    """How the benchmark timed this document's records, as it recorded it."""
+    return doc["provenance"].get("timing") or "timing method not recorded"
+
+
+def _field(record: dict, key: str):
+    return record["shape"][key] if key in schema.SHAPE_KEYS else record.get(key)
+
+
+def ok(records: list[dict], **match) -> list[dict]:
+    """Records that ran cleanly and whose fields (or shape entries: B, H, Hkv, Nq, Nk, D) equal ``match``."""
+    unknown = set(match) - set(schema.SHAPE_KEYS) - set(RECORD_FIELDS) - {"step", "warp_specialize"}
+    if unknown:
+        raise ValueError(f"cannot match on {sorted(unknown)}: use shape keys {schema.SHAPE_KEYS} or {RECORD_FIELDS}")
+    return [r for r in records if r["status"] == "ok" and all(_field(r, k) == v for k, v in match.items())]
+
+
+def median(doc: dict, provider: str, **match) -> float:
+    """One record's median time (ms); KeyError, naming the case, if it did not run cleanly."""
+    rs = ok(doc["records"], provider=provider, **match)
+    if not rs:
+        raise KeyError(f"no ok record for {provider} {match} in {doc['suite']}")
+    return rs[0]["p50"]
+
+
+def distinct(records: list[dict], *keys: str) -> list[tuple]:
+    """The sorted distinct values of ``keys`` over ``records`` (fields or shape entries)."""
+    return sorted({tuple(_field(r, k) for k in keys) for r in records})
+
+
+def panels(records: list[dict]) -> list[tuple[int, bool]]:
+    """The (head dim, causal) combinations present: larger head dims first, full before causal."""
+    return sorted(distinct(records, "D", "causal"), key=lambda dc: (-dc[0], dc[1]))
+
+
+def common_shape(records: list[dict]) -> dict:
+    """The shape entries every record shares (say {'B': 4, 'Nq': 8192, ...}), for captions."""
+    keys = [k for k in schema.SHAPE_KEYS if len(distinct(records, k)) == 1]
+    return {k: records[0]["shape"][k] for k in keys}
+
+
+def shape_caption(records: list[dict], skip=("Nk", "Hkv")) -> str:
+    """'B=4, N=8192': what all records share, Nq shown as N (and Nk, Hkv when they differ)."""
+    shape = common_shape(records)
+    if shape.get("Nq") is not None and shape.get("Nq") != shape.get("Nk"):
+        skip = tuple(k for k in skip if k != "Nk")
+    return ", ".join(f"{'N' if k == 'Nq' else k}={v}" for k, v in shape.items() if k not in skip)
+
+
+def ratio_summary(doc: dict, direction: str, vs: str, min_n: int = 4096) -> tuple[float, float]:
+    """(min, max) of our TFLOP/s over ``vs``'s, same case, non-GQA, N >= min_n."""
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
+    ratios = list(ratios_by_case(doc, direction, vs, min_n=min_n).values())
+    if not ratios:
+        raise KeyError(f"no comparable {direction} records against {vs} with N >= {min_n}")
+    return min(ratios), max(ratios)
+
+
+def ratios_by_case(doc: dict, direction: str, vs: str, *, min_n: int = 0) -> dict:
+    """case -> our TFLOP/s / ``vs``'s, over cases where both ran (non-GQA)."""
+    by_case = defaultdict(dict)
+    for r in doc["records"]:
+        if r["status"] == "ok" and r["direction"] == direction:
+            by_case[r["case"]][r["provider"]] = r
+    return {case: rs["flash"]["tflops"] / rs[vs]["tflops"] for case, rs in sorted(by_case.items())
+            if "flash" in rs and vs in rs and rs["flash"]["shape"]["Nq"] >= min_n
+            and rs["flash"]["shape"]["H"] == rs["flash"]["shape"]["Hkv"]}
+
+
+def matmul_ceiling(doc: dict, dtype: str) -> float | None:
+    """The measured matmul rate (TFLOP/s) for ``dtype`` on the document's GPU, None if not measured."""
+    key = {"float32": "matmul_fp32_tflops", "float16": "matmul_fp16_tflops", "bfloat16": "matmul_fp16_tflops"}
+    if dtype not in key:
+        raise ValueError(f"no matmul ceiling for dtype {dtype!r}")
+    return doc["provenance"]["ceilings"].get(key[dtype])
+
+
+def roof_fractions(doc: dict, provider: str) -> dict[int, float]:
+    """N -> achieved FLOP/s over the roof at that intensity (above 1: the cache served re-reads)."""
+    if provider not in traffic.DESIGNS:
+        raise ValueError(f"no traffic model for {provider!r}; models: {sorted(traffic.DESIGNS)}")
+    c = doc["provenance"]["ceilings"]
+    out = {}
+    for r in ok(doc["records"], provider=provider):
+        s = r["shape"]
+        t = traffic.DESIGNS[provider](s["Nq"], s["Nk"], s["D"], elem_bytes=traffic.element_bytes(r["dtype"]),
+                                      heads=s["B"] * s["H"])
+        roof = min(c["copy_gbps"] * 1e9 * t.intensity, matmul_ceiling(doc, r["dtype"]) * 1e12)
+        out[s["Nq"]] = t.flops / (r["p50"] * 1e-3) / roof
+    return dict(sorted(out.items()))
+
+
+# ----------------------------------------------------------------------------- the ablation (post 4)
+
+def ablation_cases(doc: dict) -> list[tuple[int, bool]]:
+    """The (head dim, causal) cases the ablation ran, from its rung records."""
+    return panels([r for r in doc["records"] if r.get("step") is not None])
+
+
+def ablation_rows(doc: dict, d: int, causal: bool) -> list[dict]:
+    """The rung records of one ablation case, in ladder order, each with ``measured_speedup``
+    (over the previous rung) and ``predicted_tflops`` (previous measurement × prediction)."""
+    rs = sorted((r for r in doc["records"] if r.get("step") is not None and r["shape"]["D"] == d
+                 and r["causal"] == causal), key=lambda r: r["step"])
+    if not rs:
+        raise KeyError(f"no ablation rungs for D={d}, causal={causal}; cases: {ablation_cases(doc)}")
+    out, prev = [], None
+    for r in rs:
+        good = r["status"] == "ok" and prev is not None and prev["status"] == "ok"
+        out.append({**r, "measured_speedup": r["tflops"] / prev["tflops"] if good else None,
+                    "predicted_tflops": prev["tflops"] * r["predicted_speedup"] if good else None})
+        prev = r
+    return out
+
+
+def ablation_reference(doc: dict, provider: str, d: int, causal: bool) -> float | None:
+    """TFLOP/s of a reference provider (cuDNN, FA2) in one ablation case, None if it did not run."""
+    rs = ok(doc["records"], provider=provider, D=d, causal=causal)
+    return rs[0]["tflops"] if rs else None
+
+
+def round_spread(records: list[dict]) -> list[float]:
+    """Per ok record timed in several rounds: slowest round median / fastest round median - 1."""
+    return [max(r["round_p50"]) / min(r["round_p50"]) - 1 for r in records
+            if r["status"] == "ok" and len(r.get("round_p50") or []) > 1]
+
+
+# ----------------------------------------------------------------------------- warp specialisation (post 4)
+
+_COMPILED_KEYS = ("registers", "shared_bytes", "ptx_lines", "ptx_wgmma", "ptx_ex2", "ptx_fma_f32", "ptx_mul_f32")
+
+
+def _tile_key(config: dict) -> tuple:
+    return tuple(sorted(config.items()))
+
+
+def warpspec_pairs(doc: dict) -> list[dict]:
+    """Each tile with the loop's ``warp_specialize`` flag off and on, per case.
+
+    Pairs come from the records' ``config`` and ``warp_specialize`` fields. The benchmark
+    writes those only for variants that ran, so a failed variant carries neither: within
+    one case, a plain variant left without a twin is paired with the case's one failed
+    variant if there is exactly one, and otherwise its twin is None.
+    """
+    by_case = defaultdict(list)
+    for r in doc["records"]:
+        by_case[r["case"]].append(r)
+    out = []
+    for case, rs in by_case.items():
+        plain = {_tile_key(r["config"]): r for r in rs if r.get("warp_specialize") is False and r.get("config")}
+        special = {_tile_key(r["config"]): r for r in rs if r.get("warp_specialize") is True and r.get("config")}
+        failed = [r for r in rs if r["status"] != "ok" and "warp_specialize" not in r and r["provider"] not in LABELS]
+        lonely = [key for key in plain if key not in special]
+        if len(lonely) == 1 and len(failed) == 1:
+            special[lonely[0]] = failed[0]
+        for key, p in plain.items():
+            ws = special.get(key)
+            compiled = (p.get("compiler"), (ws or {}).get("compiler"))
+            same = all(compiled) and all(compiled[0].get(k) == compiled[1].get(k) for k in _COMPILED_KEYS)
+            refs = {prov: next((r["tflops"] for r in rs if r["provider"] == prov and r["status"] == "ok"), None)
+                    for prov in ("flash", "sdpa-cudnn")}
+            out.append(dict(case=case, D=p["shape"]["D"], causal=p["causal"], tile=p["config"], plain=p, ws=ws,
+                            same_code=same, setmaxnreg=((ws or {}).get("compiler") or {}).get("ptx_setmaxnreg"),
+                            flash=refs["flash"], cudnn=refs["sdpa-cudnn"]))
+    return sorted(out, key=lambda x: (-x["D"], x["causal"], _tile_key(x["tile"])))

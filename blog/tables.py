@@ -1,0 +1,249 @@
+"""The site's HTML tables, built from benchmark records.
+
+Each table has a caption (its accessible name) and a header row, sits in a
+``div.table-scroll`` (the stylesheet lets it scroll sideways on a phone, first column
+kept in view), and names under it why a cell has no number: a status such as
+"unsupported" carries a numbered note with the benchmark's recorded reason.
+
+Written with string building, not pandas: the cells mix numbers with notes, small
+second lines and highlight classes, and headers span columns, which pandas' HTML
+writer does not express more briefly; it would also add pandas to the site's
+dependencies for five tables.
+"""
+
+from __future__ import annotations
+
+import html
+
+from . import fmt, query
+from .theme import label, short_label
+
+
+class _Notes:
+    """Numbered notes under a table, one per distinct reason."""
+
+    def __init__(self):
+        self.reasons: list[str] = []
+
+    def mark(self, record: dict) -> str:
+        """A cell for a record that did not run: its status and a note number."""
+        reason = f"{record['status']}: {record.get('reason') or 'no reason recorded'}"
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        n = self.reasons.index(reason) + 1
+        return f'<em>{html.escape(record["status"])}</em><sup>{n}</sup>'
+
+    def html(self) -> str:
+        if not self.reasons:
+            return ""
+        items = "".join(f"<li>{html.escape(r)}</li>" for r in self.reasons)
+        return f'<ol class="bench-notes">{items}</ol>'
+
+
+def _td(cell) -> str:
+    """A body cell: HTML, or (HTML, CSS class) for a highlighted one."""
+    text, css = cell if isinstance(cell, tuple) else (cell, "")
+    return f'<td class="{css}">{text}</td>' if css else f"<td>{text}</td>"
+
+
+def _table(caption: str, head: list[str], body: list[list], *, notes: _Notes | None = None, foot: str = "",
+           docs: list[dict] = (), table_id: str | None = None, details: bool = False) -> str:
+    """Assemble one table. ``head`` is a list of header-row HTML strings (each a run of
+    <th> cells), ``body`` rows of cells (see ``_td``); each row's first cell is its header."""
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    thead = "".join(f"<tr>{row}</tr>" for row in head)
+    rows = [f'<tr><th scope="row">{cells[0]}</th>{"".join(_td(c) for c in cells[1:])}</tr>' for cells in body]
+    prov = "".join(f"<br>{html.escape(query.provenance_line(d))}" for d in docs)
+    out = (f'<div class="table-scroll"><table class="bench-table"{ident}><caption>{html.escape(caption)}</caption>'
+           f'<thead>{thead}</thead><tbody>{"".join(rows)}</tbody></table></div>'
+           + (notes.html() if notes else "")
+           + (f'<p class="bench-prov">{foot}{" Measured on" if docs else ""}{prov}</p>' if foot or docs else ""))
+    if details:
+        return f'<details class="bench-details"><summary>{html.escape(caption)}</summary>{out}</details>'
+    return out
+
+
+def _th(text: str, span: int = 1) -> str:
+    return f'<th scope="col"{f" colspan={span}" if span > 1 else ""}>{text}</th>'
+
+
+# ----------------------------------------------------------------------------- the draft's sizes (posts 1-3)
+
+def seed_table(doc: dict, providers=None) -> str:
+    """Median time per provider at each size; a CUDA-graph replay time under it where measured."""
+    records = doc["records"]
+    present = list(dict.fromkeys(r["provider"] for r in records))
+    chosen = present if providers is None else [p for p in providers if p in present]
+    if not chosen:
+        raise ValueError(f"none of {providers} is in the data; present: {present}")
+    notes = _Notes()
+    by = {(r["provider"], r["shape"]["Nq"], r["shape"]["D"]): r for r in records}
+    body = []
+    for n, d in query.distinct(records, "Nq", "D"):
+        cells = [f"{n}×{d}"]
+        for p in chosen:
+            r = by.get((p, n, d))
+            if r is None:
+                cells.append("–")
+            elif r["status"] != "ok":
+                cells.append(notes.mark(r))
+            else:
+                graph = f"<br><small>graph {fmt.ms(r['graph_p50'])}</small>" if r.get("graph_p50") else ""
+                cells.append(fmt.ms(r["p50"]) + graph)
+        body.append(cells)
+    shape = query.shape_caption(records, skip=("Nq", "Nk", "D", "Hkv"))
+    dtypes = ", ".join(x for (x,) in query.distinct(records, "dtype"))
+    foot = (f"Median ({html.escape(query.timing_note(doc))}). \"graph\": the same call replayed in a CUDA graph, "
+            "without launch overhead.")
+    head = [_th("seq × d") + "".join(
+        f'<th scope="col" title="{html.escape(label(p))}">{html.escape(short_label(p))}</th>' for p in chosen)]
+    return _table(f"Median forward time per size, {dtypes}, {shape}", head, body, notes=notes, foot=foot, docs=[doc],
+                  table_id=f"{doc['suite']}-times")
+
+
+# ----------------------------------------------------------------------------- production shapes (post 3)
+
+def production_ratio_table(doc: dict, dtype: str = "float16", direction: str = "fwd", *, details: bool = False) -> str:
+    """Our TFLOP/s per production shape and its ratio to cuDNN's and FA2's, one direction.
+
+    Ratios are of TFLOP/s (higher is ours faster). Where both calls were also replayed as
+    CUDA graphs, one more column gives that ratio. Grouped-query shapes (Hkv < H) are
+    left out: cuDNN and FA2 were not timed on them.
+    """
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
+    records = [r for r in doc["records"] if r["dtype"] == dtype and r["direction"] == direction
+               and r["shape"]["H"] == r["shape"]["Hkv"]]
+    if not records:
+        dtypes = [x for (x,) in query.distinct(doc["records"], "dtype")]
+        raise ValueError(f"no {direction} records for dtype {dtype!r}; dtypes present: {dtypes}")
+    by_case: dict[str, dict] = {}
+    for r in records:
+        by_case.setdefault(r["case"], {})[r["provider"]] = r
+    with_graphs = any(r.get("graph_p50") for r in records if r["provider"] == "flash")
+    notes = _Notes()
+    body = []
+    for case in sorted(by_case, key=lambda c: (-next(iter(by_case[c].values()))["shape"]["D"],
+                                              next(iter(by_case[c].values()))["causal"],
+                                              next(iter(by_case[c].values()))["shape"]["Nq"])):
+        rs = by_case[case]
+        ours, cudnn, fa2 = rs.get("flash"), rs.get("sdpa-cudnn"), rs.get("sdpa-flash")
+        if ours is None:
+            continue
+        s = ours["shape"]
+        good = [x is not None and x["status"] == "ok" for x in (ours, cudnn, fa2)]
+        cells = [f"D={s['D']}{' causal' if ours['causal'] else ''}, N={fmt.size(s['Nq'])}",
+                 f"{ours['tflops']:.0f}" if good[0] else notes.mark(ours)]
+        for other, ok in ((cudnn, good[1]), (fa2, good[2])):
+            if good[0] and ok:
+                cells.append(f"{ours['tflops'] / other['tflops']:.2f}")
+            else:
+                cells.append(notes.mark(other) if other is not None and not ok else "–")
+        if with_graphs:
+            graphs = good[0] and good[1] and ours.get("graph_p50") and cudnn.get("graph_p50")
+            cells.append(f"{cudnn['graph_p50'] / ours['graph_p50']:.2f}" if graphs else "")
+        body.append(cells)
+    word = "Forward" if direction == "fwd" else "Backward"
+    head = [_th("case") + _th("ours, TFLOP/s") + _th("÷ cuDNN") + _th("÷ FA2")
+            + (_th("÷ cuDNN, graphs*") if with_graphs else "")]
+    shape = query.shape_caption(records, skip=("Nq", "Nk", "D", "H", "Hkv"))
+    foot = (f"Ratios of TFLOP/s: above 1, ours is faster. {html.escape(query.timing_note(doc))}. "
+            + ("* Where a call took under 0.3 ms, both were also timed as CUDA-graph replays, which remove host "
+               "launch overhead: the ratio of those times. " if with_graphs else ""))
+    gpu = query.gpu_label(doc)
+    return _table(f"{word}, {dtype}, {shape}, {gpu}: ours against cuDNN and FlashAttention-2", head, body,
+                  notes=notes, foot=foot, docs=[doc], details=details,
+                  table_id=production_table_id(doc, dtype, direction))
+
+
+def production_table_id(doc: dict, dtype: str, direction: str) -> str:
+    """The HTML id of a production table, for links from other pages."""
+    return f"production-{direction}-{dtype}-{query.gpu_label(doc).lower()}"
+
+
+# ----------------------------------------------------------------------------- the ablation (post 4)
+
+def ablation_table(doc: dict) -> str:
+    """Each rung's measured speed-up over the previous rung, with the prediction, per case."""
+    cases = query.ablation_cases(doc)
+    by_case = [{r["provider"]: r for r in query.ablation_rows(doc, d, c)} for d, c in cases]
+    notes = _Notes()
+    body = []
+    for rung in query.ablation_rows(doc, *cases[0]):
+        # The step's name only: the label would set the column's width, and the post lists labels beside names.
+        cells = [f'<code title="{html.escape(rung["label"])}">{html.escape(rung["provider"])}</code>']
+        for rows in by_case:
+            x = rows.get(rung["provider"])
+            if x is not None and x["status"] != "ok":
+                cells.append(notes.mark(x))
+            elif x is None or x["measured_speedup"] is None:
+                cells.append(f"{x['tflops']:.0f} TFLOP/s" if x else "–")
+            else:
+                text = f"{x['measured_speedup']:.2f}×<br><small>predicted {x['predicted_speedup']:.2f}×</small>"
+                missed = abs(x["measured_speedup"] / x["predicted_speedup"] - 1) > 0.1
+                cells.append((text, "miss") if missed else text)
+        body.append(cells)
+    head = [_th("step") + "".join(_th(f"D={d}, {'causal' if c else 'full'}") for d, c in cases)]
+    rungs = [r for r in doc["records"] if r.get("step") is not None]
+    foot = ("Measured speed-up of each step over the step before it (ratio of median times), with the prediction "
+            "written before the run; the first row gives the starting throughput. Highlighted: measurements more "
+            f"than 10% away from the prediction. {html.escape(query.timing_note(doc))}.")
+    common = query.shape_caption(rungs, skip=("Nk", "Hkv", "D", "H"))
+    return _table(f"Each step's speed-up, measured and predicted ({common})",
+                  head, body, notes=notes, foot=foot, docs=[doc], table_id="ablation-steps")
+
+
+def compiler_table(doc: dict, d: int | None = None, causal: bool | None = None) -> str:
+    """What the compiler made of each rung in one case (default: the first the data holds)."""
+    cases = query.ablation_cases(doc)
+    d = cases[0][0] if d is None else d
+    causal = cases[0][1] if causal is None else causal
+    cols = [("regs", "registers"), ("spills", "spills"), ("smem", "shared_bytes"), ("wgmma", "ptx_wgmma"),
+            ("ex2", "ptx_ex2"), ("mul", "ptx_mul_f32"), ("fma", "ptx_fma_f32")]
+    body = []
+    for r in query.ablation_rows(doc, d, causal):
+        rep, cfg = r.get("compiler") or {}, r.get("config") or {}
+        tile = (f"{cfg.get('BLOCK_M')}×{cfg.get('BLOCK_N')}<br><small>{cfg.get('num_warps')}w, "
+                f"{cfg.get('num_stages')}s</small>") if cfg else "–"
+        cells = [f"<code>{html.escape(r['provider'])}</code>", tile]
+        for _, key in cols:
+            v = rep.get(key)
+            cells.append("–" if v is None else f"{v / 1024:.0f} KB" if key == "shared_bytes" else str(v))
+        body.append(cells)
+    head = [_th("step") + _th("tile") + "".join(_th(name) for name, _ in cols)]
+    foot = ("Tile: BLOCK_M×BLOCK_N, warps (w) and pipeline stages (s). Registers per thread (regs), spills and "
+            "shared memory (smem) from the compiled kernel; wgmma, ex2, mul.f32 and fma.f32 are static counts in "
+            "the PTX (code size, not executed instructions).")
+    case = f"D={d}, {'causal' if causal else 'full'}"
+    return _table(f"What the compiler made of each step, {case}", head, body, foot=foot, docs=[doc],
+                  table_id=f"compiler-d{d}-{'causal' if causal else 'full'}")
+
+
+def warpspec_table(doc: dict) -> str:
+    """The descriptor kernel with warp specialisation off and on, beside flash_attention and cuDNN."""
+    notes = _Notes()
+    body = []
+
+    def cell(r):
+        if r is None:
+            return "no record"
+        return f"{r['tflops']:.0f}" if r["status"] == "ok" else notes.mark(r)
+
+    for p in query.warpspec_pairs(doc):
+        t = p["tile"]
+        ran = p["ws"] is not None and p["ws"]["status"] == "ok"
+        refs = " · ".join(f"{name} {value:.0f}" for name, value in (("ours", p["flash"]), ("cuDNN", p["cudnn"]))
+                          if value is not None)
+        case = f"D={p['D']}, {'causal' if p['causal'] else 'full'}" + (f"<br><small>{refs}</small>" if refs else "")
+        body.append([case,
+                     f"{t['BLOCK_M']}×{t['BLOCK_N']}<br><small>{t['num_warps']} warps</small>",
+                     cell(p["plain"]), cell(p["ws"]), ("yes" if p["same_code"] else "no") if ran else "–",
+                     "–" if p["setmaxnreg"] is None else str(p["setmaxnreg"])])
+    head = [_th("case") + _th("tile") + _th("plain") + _th("specialised") + _th("same code?")
+            + _th("<code>setmaxnreg</code>")]
+    foot = (f"Forward TFLOP/s ({html.escape(query.timing_note(doc))}); under each case, <code>flash_attention</code> "
+            "(ours) and cuDNN in the same run. \"Same code\": equal registers, shared memory, "
+            "PTX line count and counts of wgmma, ex2, fma and mul. <code>setmaxnreg</code> is the instruction "
+            "specialised warp groups use to trade registers; none means no split.")
+    return _table("Warp specialisation off and on, per tile", head, body, notes=notes, foot=foot, docs=[doc],
+                  table_id="warpspec")

@@ -1,0 +1,140 @@
+"""The site's look for charts: one Plotly template, in a light and a dark variant.
+
+Every colour a figure uses is a *role* (a provider such as ``"flash"``, or a part of the
+chart such as ``"text"``) with one value per scheme. Figures are built with the light
+values; ``docs/javascripts/charts.js`` swaps each light value for its dark twin when the
+reader picks Material's dark palette, using the map from :func:`dark_recolor`. So the
+two variants can never drift apart, and ``tests/test_blog.py`` checks every role's
+contrast against the page background of its scheme.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+TEMPLATE_NAME = "blog"
+
+# Page backgrounds behind the (transparent) charts: Material's default scheme is white;
+# its slate scheme is hsla(225deg, 15%, 14%), which is #1e2129 in sRGB.
+BACKGROUNDS = {"light": "#ffffff", "dark": "#1e2129"}
+
+LABELS = {
+    "basic": "basic (post 1)",
+    "vectorized": "vectorized (post 2)",
+    "flash": "flash (post 3)",
+    "flash-tf32": "flash, TF32 dots",
+    "eager": "eager PyTorch",
+    "sdpa": "PyTorch SDPA (default)",
+    "sdpa-flash": "SDPA flash (FA2)",
+    "sdpa-cudnn": "SDPA cuDNN",
+    "sdpa-efficient": "SDPA mem-efficient",
+}
+# For table headers, where width is short; the caption says what the columns are.
+SHORT_LABELS = {"flash-tf32": "flash TF32", "eager": "eager", "sdpa": "SDPA", "sdpa-flash": "FA2",
+                "sdpa-cudnn": "cuDNN", "sdpa-efficient": "mem-eff."}
+
+# role -> (light value, dark value). Marks (lines, bars, markers) need 3:1 against their
+# page background, text 4.5:1 (WCAG 2.1, 1.4.11 and 1.4.3). Each value is unique within
+# its scheme, so the light -> dark swap is a one-to-one map.
+MARKS = {
+    "basic": ("#616161", "#b3b3b3"),
+    "vectorized": ("#b35c00", "#ffb74d"),
+    "flash": ("#d81b60", "#f06292"),
+    "flash-tf32": ("#8e24aa", "#ce93d8"),
+    "eager": ("#3f51b5", "#8c9eff"),
+    "sdpa": ("#00796b", "#4db6ac"),
+    "sdpa-flash": ("#2e7d32", "#81c784"),
+    "sdpa-cudnn": ("#5e35b1", "#b39ddb"),
+    "sdpa-efficient": ("#795548", "#bcaaa4"),
+    "reference": ("#424242", "#c7c7c7"),  # reference lines, predictions, the compulsory-bytes ticks
+}
+TEXT = {
+    "text": ("#212121", "#e3e5ea"),
+    "muted": ("#595959", "#a9adb8"),  # secondary labels; still 4.5:1
+}
+# Heat-map cells carry their own black labels, so they keep one value in both schemes:
+# mid-tone fills that stand 3:1 off either background and leave black text 4.5:1.
+CELLS = {
+    "cell-on": "#7986cb",
+    "cell-off": "#858585",
+    "cell-edge": "#d07a00",
+}
+CELL_TEXT = "#000000"
+# Decoration that carries no meaning of its own (grid lines, axis lines): no contrast rule.
+DECOR = {
+    "grid": ("rgba(0,0,0,0.10)", "rgba(255,255,255,0.12)"),
+    "hover": ("#ffffff", "#2b2f3a"),
+}
+
+
+def _pick(scheme: str) -> int:
+    if scheme not in BACKGROUNDS:
+        raise ValueError(f"scheme must be one of {sorted(BACKGROUNDS)}, got {scheme!r}")
+    return 0 if scheme == "light" else 1
+
+
+def color(role: str, scheme: str = "light") -> str:
+    """The colour of ``role`` (a provider name or a chart part) in ``scheme``."""
+    i = _pick(scheme)
+    for table in (MARKS, TEXT, DECOR):
+        if role in table:
+            return table[role][i]
+    if role in CELLS:
+        return CELLS[role]
+    raise ValueError(f"no colour for role {role!r}; known: {sorted({**MARKS, **TEXT, **DECOR, **CELLS})}")
+
+
+def label(provider: str) -> str:
+    """The reader-facing name of a provider; an unknown provider keeps its own name."""
+    if not isinstance(provider, str):
+        raise TypeError(f"provider must be a str, got {type(provider).__name__}")
+    return LABELS.get(provider, provider)
+
+
+def short_label(provider: str) -> str:
+    """A provider's name in a table header: 'eager', 'SDPA', 'flash TF32'."""
+    if not isinstance(provider, str):
+        raise TypeError(f"provider must be a str, got {type(provider).__name__}")
+    return SHORT_LABELS.get(provider, provider)
+
+
+def mark_color(provider: str, scheme: str = "light") -> str:
+    """A provider's trace colour; providers without one of their own share the reference colour."""
+    return color(provider if provider in MARKS else "reference", scheme)
+
+
+def dark_recolor() -> dict[str, str]:
+    """light value -> dark value for every role that changes between the schemes."""
+    return {light: dark for table in (MARKS, TEXT, DECOR) for light, dark in table.values()}
+
+
+def template(scheme: str = "light") -> go.layout.Template:
+    """The one layout every figure shares; the dark variant differs only in colours."""
+    def c(role):
+        return color(role, scheme)
+
+    axis = dict(gridcolor=c("grid"), linecolor=c("grid"), zerolinecolor=c("grid"), automargin=True,
+                title=dict(standoff=8, font=dict(size=12)), tickfont=dict(size=11))
+    return go.layout.Template(layout=dict(
+        font=dict(family="-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif",
+                  size=12, color=c("text")),
+        title=dict(x=0.01, xanchor="left", y=1, yanchor="top", yref="container", pad=dict(t=8),
+                   font=dict(size=15), automargin=True),
+        paper_bgcolor="rgba(0,0,0,0)",  # the page's own background shows through
+        plot_bgcolor="rgba(0,0,0,0)",
+        hovermode="x unified",  # hover compares every series at one x
+        hoverlabel=dict(bgcolor=c("hover"), bordercolor=c("grid"), font=dict(color=c("text"))),
+        # The legend sits under the plot, in rows: above it, it fought the title and panel titles.
+        legend=dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom", yref="container",
+                    font=dict(size=11), bgcolor="rgba(0,0,0,0)"),
+        margin=dict(l=60, r=20, t=70, b=60),
+        xaxis=axis, yaxis=axis,
+        modebar=dict(bgcolor="rgba(0,0,0,0)", color=c("muted"), activecolor=c("text")),
+        updatemenudefaults=dict(bgcolor=c("hover"), bordercolor=c("grid"), font=dict(color=c("text"), size=11)),
+        annotationdefaults=dict(font=dict(color=c("muted"), size=11), showarrow=False),
+        shapedefaults=dict(line=dict(color=c("reference"))),
+    ))
+
+
+pio.templates[TEMPLATE_NAME] = template("light")

@@ -1,0 +1,179 @@
+// Draws the charts that blog/render.py leaves in the page as JSON, without blocking its
+// first paint: plotly.js and this file load with `defer`, charts near the viewport are
+// drawn first and the rest when the browser is idle. Each chart follows Material's
+// palette (light "default" / dark "slate") and adapts to narrow screens.
+(function () {
+  "use strict";
+
+  var NARROW = 500; // px of the chart's own column: below this it takes its phone layout
+  var charts = []; // {container, target, text, dark, config, drawn, state}
+
+  function scheme() {
+    return document.body.getAttribute("data-md-color-scheme") === "slate" ? "dark" : "light";
+  }
+
+  // Every colour in a figure is one of the theme's light values; blog.theme gives the
+  // map to their dark twins, so switching is a replacement of exact JSON strings.
+  function recolor(text, map) {
+    Object.keys(map).forEach(function (light) {
+      text = text.split(JSON.stringify(light)).join(JSON.stringify(map[light]));
+    });
+    return text;
+  }
+
+  // The title of the view the reader picked with the GPU/dtype buttons, if any.
+  function pickedTitle(layout) {
+    var menu = (layout.updatemenus || [])[0];
+    if (!menu) return null;
+    var button = menu.buttons[menu.active || 0];
+    return button && button.args[1] ? button.args[1]["title.text"] : null;
+  }
+
+  // Facets in a grid of `cols` columns (row-major, in the order the figure made them).
+  function reflow(layout, facets, cols) {
+    var rows = Math.ceil(facets.panels / cols);
+    var plotHeight = rows * facets.panel_height;
+    var xgap = cols > 1 ? 0.1 : 0;
+    var ygap = rows > 1 ? 90 / plotHeight : 0; // room for a panel title and the axis below it
+    var w = (1 - xgap * (cols - 1)) / cols;
+    var h = (1 - ygap * (rows - 1)) / rows;
+    for (var i = 0; i < facets.panels; i++) {
+      var r = Math.floor(i / cols), c = i % cols, suffix = i ? String(i + 1) : "";
+      var x = layout["xaxis" + suffix] || {}, y = layout["yaxis" + suffix] || {};
+      x.domain = [c * (w + xgap), c * (w + xgap) + w];
+      y.domain = [1 - r * (h + ygap) - h, 1 - r * (h + ygap)];
+      y.showticklabels = c === 0;
+      // Panels that now start a row show their values, so they get the first panel's axis title too.
+      if (c === 0 && !(y.title && y.title.text) && layout.yaxis && layout.yaxis.title) y.title = layout.yaxis.title;
+      layout["xaxis" + suffix] = x;
+      layout["yaxis" + suffix] = y;
+    }
+    layout.height += (rows - facets.rows) * facets.panel_height;
+  }
+
+  function narrowLayout(layout, width) {
+    var meta = layout.meta || {};
+    layout.title = Object.assign({}, layout.title, { text: meta.short_title || (layout.title || {}).text });
+    layout.title.font = Object.assign({}, layout.title.font, { size: 14 });
+    layout.margin = Object.assign({}, layout.margin, { l: 48, r: 8 });
+    (layout.updatemenus || []).forEach(function (menu) {
+      menu.type = "dropdown"; // a row of buttons would not fit
+      menu.direction = "down";
+    });
+    var facets = meta.facets;
+    if (facets) {
+      // Two columns of panels need about 360 px; below that, one column.
+      var cols = width < 360 ? 1 : Math.min(facets.cols, facets.narrow_cols);
+      if (cols < facets.cols) reflow(layout, facets, cols);
+    }
+    Object.keys(layout).forEach(function (key) {
+      if (/^[xy]axis\d*$/.test(key)) {
+        layout[key].tickfont = Object.assign({}, layout[key].tickfont, { size: 10 });
+        layout[key].title = Object.assign({}, layout[key].title, { font: { size: 11 } });
+      }
+    });
+    // Room under the plot for the legend, which Plotly places in the container.
+    layout.margin.b = Math.max(layout.margin.b || 0, 60);
+    layout.height += 40 + 18 * Math.ceil(legendEntries(layout) / 2);
+  }
+
+  function legendEntries(layout) {
+    return (layout.meta && layout.meta.legend_entries) || 4;
+  }
+
+  function draw(chart) {
+    var width = chart.container.clientWidth;
+    var narrow = width < NARROW;
+    var state = scheme() + ":" + (narrow ? (width < 360 ? "one-column" : "narrow") : "wide");
+    if (chart.state === state) return Promise.resolve();
+    var fig = JSON.parse(scheme() === "dark" ? recolor(chart.text, chart.dark) : chart.text);
+    var old = chart.target.data ? chart.target : null;
+    if (old) {
+      // Keep what the reader chose (GPU/dtype view, hidden series) across a redraw.
+      fig.data.forEach(function (trace, i) {
+        if (old.data[i]) trace.visible = old.data[i].visible;
+      });
+      (fig.layout.updatemenus || []).forEach(function (menu, i) {
+        menu.active = old.layout.updatemenus[i].active;
+      });
+      var picked = pickedTitle(old.layout);
+      if (picked) fig.layout.title = Object.assign({}, fig.layout.title, { text: picked });
+    }
+    if (narrow) narrowLayout(fig.layout, width);
+    var config = Object.assign({}, chart.config, { displayModeBar: narrow ? false : "hover" });
+    chart.state = state;
+    return Plotly.react(chart.target, fig.data, fig.layout, config).then(function () {
+      chart.target.setAttribute("data-theme", scheme());
+      chart.container.setAttribute("data-drawn", "");
+      chart.drawn = true;
+      if (charts.every(function (c) { return c.drawn; })) {
+        document.documentElement.setAttribute("data-charts", "drawn");
+      }
+    });
+  }
+
+  function collect() {
+    charts = Array.prototype.map.call(document.querySelectorAll(".plotly-chart"), function (container) {
+      var payload = JSON.parse(container.querySelector('script[type="application/json"]').textContent);
+      return {
+        container: container,
+        target: container.querySelector(".plotly-graph-div"),
+        text: JSON.stringify(payload.figure),
+        dark: payload.dark,
+        config: payload.config,
+        drawn: false,
+        state: null,
+      };
+    });
+    document.documentElement.setAttribute("data-charts", charts.length ? "pending" : "drawn");
+  }
+
+  // Charts near the viewport first; the rest one at a time when the browser is idle.
+  function drawAll() {
+    var idle = window.requestIdleCallback || function (fn) { return setTimeout(fn, 50); };
+    var queue = charts.slice();
+    function next() {
+      var chart = queue.shift();
+      if (!chart) return;
+      (chart.drawn ? Promise.resolve() : draw(chart)).then(function () { idle(next); });
+    }
+    if ("IntersectionObserver" in window) {
+      var seen = new IntersectionObserver(function (entries) {
+        entries.forEach(function (entry) {
+          if (!entry.isIntersecting) return;
+          seen.unobserve(entry.target);
+          charts.forEach(function (c) { if (c.container === entry.target && !c.drawn) draw(c); });
+        });
+      }, { rootMargin: "300px 0px" });
+      charts.forEach(function (c) { seen.observe(c.container); });
+    }
+    idle(next);
+  }
+
+  function redrawDrawn() {
+    charts.forEach(function (c) { if (c.drawn) draw(c); });
+  }
+
+  function start() {
+    if (!window.Plotly) {
+      window.addEventListener("load", start, { once: true }); // plotly.js not executed yet
+      return;
+    }
+    collect();
+    drawAll();
+  }
+
+  new MutationObserver(redrawDrawn).observe(document.body, {
+    attributes: true, attributeFilter: ["data-md-color-scheme"],
+  });
+  var resizing = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizing);
+    resizing = setTimeout(redrawDrawn, 150); // only charts that cross the narrow width change
+  });
+
+  // Material's instant navigation swaps the page without a reload and announces it on document$.
+  if (window.document$ && typeof window.document$.subscribe === "function") window.document$.subscribe(start);
+  else if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
