@@ -30,6 +30,7 @@ PLACEHOLDER = re.compile(r"<!--\s*chart:\s*([a-z_]+)\s*-->")
 # What an executed post depends on besides its own text: a change here re-executes every
 # post; a change to one post's .py re-executes that post only.
 EXECUTION_INPUTS = ("kernels", "blog", "docs/data")
+NOT_EXECUTION_INPUTS = {"blog/hooks.py"}  # it changes pages after execution only
 EXECUTION_PACKAGES = ("torch", "triton", "plotly", "nbconvert", "mkdocs-jupyter", "ipykernel")
 NOTEBOOK_CACHE = ROOT / ".cache" / "mkdocs-jupyter"
 
@@ -68,8 +69,9 @@ def _inputs_digest() -> str:
     digest = hashlib.sha256()
     for top in EXECUTION_INPUTS:
         for path in sorted((ROOT / top).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(ROOT)).encode())
+            relative = path.relative_to(ROOT).as_posix()
+            if path.is_file() and "__pycache__" not in path.parts and relative not in NOT_EXECUTION_INPUTS:
+                digest.update(relative.encode())
                 digest.update(path.read_bytes())
     for package in EXECUTION_PACKAGES:
         digest.update(f"{package}=={metadata.version(package)}".encode())
@@ -180,7 +182,8 @@ def _fix_ids(soup):
     for el in soup.select('[id^="cell-id="]'):
         el["id"] = "cell-" + el["id"].removeprefix("cell-id=")
     for number, block in enumerate(soup.select("div.highlight")):
-        block.setdefault("id", f"code-{number}")
+        if not block.get("id"):
+            block["id"] = f"code-{number}"
 
 
 def _use_material_permalinks(soup):
