@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import logging
 import os
+import platform
 import posixpath
 import re
 import shutil
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER = re.compile(r"<!--\s*chart:\s*([a-z_]+)\s*-->")
 
 # What an executed post depends on besides its own text: a change here re-executes every
-# post; a change to one post's .py re-executes that post only.
+# post; a change to one post's .py re-executes that post only. The machine is part of it
+# (a post prints where its examples ran), so a cache never travels between machines.
 EXECUTION_INPUTS = ("kernels", "blog", "docs/data")
 NOT_EXECUTION_INPUTS = {"blog/hooks.py"}  # it changes pages after execution only
 EXECUTION_PACKAGES = ("torch", "triton", "plotly", "nbconvert", "mkdocs-jupyter", "ipykernel")
@@ -75,6 +77,8 @@ def _inputs_digest() -> str:
                 digest.update(path.read_bytes())
     for package in EXECUTION_PACKAGES:
         digest.update(f"{package}=={metadata.version(package)}".encode())
+    switches = sorted((k, v) for k, v in os.environ.items() if k.startswith(("KERNELS_", "CUDA_VISIBLE")))
+    digest.update(f"{platform.node()} {sys.version} {switches}".encode())
     return digest.hexdigest()[:16]
 
 
