@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import os
 import platform
@@ -246,6 +247,9 @@ def _exclude_from_search(soup):
 # Search index
 
 
+SEARCH_NOISE = ("In [", "In\u00a0[", "Copied!", "¶")  # prompts (nbconvert writes a no-break space), copy text, permalinks
+
+
 @event_priority(-100)  # after the search plugin has written its index
 def on_post_build(config):
     """Whatever the HTML filters missed, the index must not hold: prompts, copy-button
@@ -253,7 +257,7 @@ def on_post_build(config):
     index = Path(config["site_dir"]) / "search" / "search_index.json"
     if not index.exists():
         return
-    text = index.read_text(encoding="utf-8")
-    for noise in ("In [", "Copied!", "¶"):
-        if noise in text:
-            log.warning("search index holds %r", noise)
+    for doc in json.loads(index.read_text(encoding="utf-8"))["docs"]:
+        for noise in SEARCH_NOISE:
+            if noise in doc["title"] or noise in doc["text"]:
+                log.warning("search index entry %s holds %r", doc["location"], noise)

@@ -249,7 +249,7 @@ def test_nav_shows_the_series_in_order(visited):
 def test_search_index_holds_prose_only():
     index = json.loads((SITE / "search" / "search_index.json").read_text(encoding="utf-8"))
     texts = [doc["title"] + " " + doc["text"] for doc in index["docs"]]
-    for noise in ("In [", "Copied!", "¶", "@triton.jit", "import torch", "tl.load("):
+    for noise in ("In [", "In\u00a0[", "Copied!", "¶", "@triton.jit", "import torch", "tl.load("):
         hits = [t[:80] for t in texts if noise in t]
         assert hits == [], f"search index holds {noise!r}: {hits[:3]}"
 
