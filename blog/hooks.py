@@ -47,8 +47,9 @@ JUPYTER_CONFIG = ROOT / "blog" / "jupyter"
 
 
 def on_config(config):
-    os.environ["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
-        [str(JUPYTER_CONFIG), *filter(None, [os.environ.get("JUPYTER_CONFIG_PATH")])])
+    paths = [p for p in os.environ.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    if str(JUPYTER_CONFIG) not in paths:
+        os.environ["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(JUPYTER_CONFIG), *paths])
     return config
 
 
