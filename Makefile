@@ -1,27 +1,39 @@
 # Two commands do everything on a fresh machine (Python 3.11+, Debian/Ubuntu, no GPU needed):
 #   make serve   build the site (executing every example) and serve it on 127.0.0.1:8000
 #   make test    kernel tests (CPU interpreter), strict site build, browser tests
-PYTHON   ?= python3
-VENV     := .venv
-BIN      := $(VENV)/bin
-STAMP    := $(VENV)/.installed
-JOBS     ?= 2
-CHROMIUM ?= /usr/bin/chromium
+# On a machine without a GPU, `make TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs
+# the CPU build of PyTorch instead of the default index's CUDA build (several GB).
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+JOBS        ?= 2
+CHROMIUM    ?= /usr/bin/chromium
+TORCH_INDEX ?=
+PIP         := $(BIN)/pip install --disable-pip-version-check --progress-bar on
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup chromium test test-kernels build test-site serve clean
+.PHONY: setup chromium test test-kernels build test-site serve plotly-bundle clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -e .
+	@echo "Installing torch==2.13.0 from $(if $(TORCH_INDEX),$(TORCH_INDEX),the default index (CUDA build, several GB; TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build))"
+	$(PIP) "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) -r requirements-dev.txt -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 # Browser tests drive Debian's chromium; playwright never downloads a browser of its own.
+# Installing it takes root (apt-get); without it the browser tests are skipped, saying why.
 chromium:
-	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@if test -x $(CHROMIUM); then :; \
+	elif test "$$(id -u)" = 0; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "No Chromium at $(CHROMIUM), and installing it needs root: run 'sudo make chromium'" \
+		     "(or CHROMIUM=/path/to/chromium). The browser tests will be skipped."; \
+	fi
 
 test-kernels: $(STAMP)
 	$(BIN)/python -m pytest -n $(JOBS) tests --ignore=tests/site
@@ -36,6 +48,16 @@ test: test-kernels test-site
 
 serve: $(STAMP)
 	$(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
+
+# The site ships a partial Plotly bundle (cartesian traces: scatter, bar, heatmap, ...) at
+# the plotly.js version the Python package draws for. Rerun after upgrading plotly; needs npm.
+PLOTLY_DIR := docs/javascripts/plotly
+plotly-bundle: $(STAMP)
+	@version=$$($(BIN)/python -c "import plotly.offline; print(plotly.offline.get_plotlyjs_version())"); \
+	tmp=$$(mktemp -d); \
+	(cd $$tmp && npm pack --silent plotly.js-cartesian-dist-min@$$version >/dev/null && tar xzf *.tgz) && \
+	cp $$tmp/package/plotly-cartesian.min.js $$tmp/package/LICENSE $(PLOTLY_DIR)/ && \
+	rm -rf $$tmp && echo "$(PLOTLY_DIR): plotly.js-cartesian-dist-min $$version"
 
 clean:
 	rm -rf $(VENV) site .cache test-artifacts

@@ -48,6 +48,6 @@
     });
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  // Loaded with `defer`: DOMContentLoaded fires after the charts' own listeners have drawn them.
+  document.addEventListener("DOMContentLoaded", start);
 })();

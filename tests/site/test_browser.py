@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ARTIFACTS, PAGES, SITE
+from conftest import PAGES, SITE
 
 CHART_STATE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
     svg: !!el.querySelector('svg.main-svg'),
@@ -54,10 +54,8 @@ def test_math_is_typeset(page, base_url, name):
 @pytest.mark.parametrize("name", list(PAGES))
 def test_palette_toggle_switches_page_and_charts(page, base_url, name):
     open_page(page, base_url, PAGES[name])
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     scheme = lambda: page.evaluate("document.body.getAttribute('data-md-color-scheme')")  # noqa: E731
     assert scheme() == "default"
-    page.screenshot(path=str(ARTIFACTS / f"{name}-light.png"), full_page=True)
     light_fonts = {c["font"] for c in page.evaluate(CHART_STATE)}
 
     page.locator("form[data-md-component=palette] label:visible").first.click()
@@ -67,7 +65,6 @@ def test_palette_toggle_switches_page_and_charts(page, base_url, name):
     assert {c["font"] for c in dark}.isdisjoint(light_fonts), "charts kept their light-palette text colour"
     bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert bg not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), bg
-    page.screenshot(path=str(ARTIFACTS / f"{name}-dark.png"), full_page=True)
 
     page.locator("form[data-md-component=palette] label:visible").first.click()
     page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'default'")
