@@ -82,7 +82,7 @@ def resolve(source: str, switches: dict) -> str:
                 i = node.orelse[0].lineno - 1
                 keep[i] = True
                 lines[i] = lines[i].replace("elif", "if", 1)
-                kept = range(i + 1, node.end_lineno)
+                kept = range(0)  # already at the right depth
             else:
                 keep[node.body[-1].end_lineno] = False  # the "else:" line
                 kept = range(node.body[-1].end_lineno + 1, node.end_lineno)
