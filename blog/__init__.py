@@ -9,4 +9,6 @@ Imports neither torch nor triton, so the site renders its charts on any machine.
 - ``tables``: HTML tables with captions and notes.
 - ``notebook``: ``show``, ``md``, ``show_source`` for the executed posts.
 - ``home``: the home page's headline chart and sentence.
+- ``explore``: the explorable figures (sliders and buttons over the kernels' own logic).
+- ``hooks``: the MkDocs hooks (loaded by MkDocs, not imported by the rest).
 """

@@ -52,8 +52,15 @@ print("Examples on this page ran on:", kernels.mode_description())
 # `(offs_n < N)[:, None] & (offs_d < D)[None, :]`, broadcast the same way, switches off
 # the padding:
 
+# %% [markdown]
+# Move the slider to change the number of keys $N$ and pick the number of features $D$ from
+# the menu: the block grows to the next power of two only when $N$ or $D$ passes one, and
+# the grey cells show where the mask stops a load. Hover a grey cell to see which element
+# its offset would have read.
+
 # %% tags=["hide-input"]
-show(figures.address_grid(n=6, d=5))
+from blog.explore import addressing  # noqa: E402
+show(addressing.figure())
 
 # %% [markdown]
 # Each row of the grid is one key, stored contiguously, so neighbouring threads read

@@ -84,6 +84,25 @@ print(f"largest difference {(online - direct).abs().max().item():.1e}")
 assert torch.allclose(online, direct, rtol=0, atol=1e-12)
 
 # %% [markdown]
+# The same recurrence, now as one program of the kernel runs it: eight query rows against
+# 32 keys in tiles of eight, scores in log2 units. Move the slider tile by tile and watch
+# $m$ jump where a tile holds a larger score, $\alpha$ drop below 1 exactly there, and the
+# bottom-left panel (the partial output minus the direct softmax) fall to rounding error
+# only after the last tile. The buttons switch the causal mask on; the masked entries then
+# appear in grey in the last, diagonal tile.
+
+# %% tags=["hide-input"]
+from blog.explore import online_softmax  # noqa: E402
+
+show(online_softmax.figure())
+out_err, lse_err = online_softmax.kernel_check(causal=False)
+cout_err, clse_err = online_softmax.kernel_check(causal=True)
+md(
+    f"The figure is computed in float64 by re-running the kernel's loop in NumPy. On the same inputs the Triton "
+    f"kernel itself ({kernels.mode_description()}, fp32) agrees with it to {max(out_err, cout_err):.1e} in the "
+    f"output and {max(lse_err, clse_err):.1e} in the log-sum-exp, with and without the mask.")
+
+# %% [markdown]
 # The kernel does the same with a whole block of `BLOCK_M` rows at once ($m$ and $\ell$
 # become vectors, $a$ a `(BLOCK_M, D)` tile) and two matrix products per key tile:
 # $S = QK_j^\top$ and $a \mathrel{+}= P V_j$, both through `tl.dot`. With fp16 or bf16
@@ -154,6 +173,22 @@ md(
     "lengths it credits a causal kernel with less arithmetic than it performs.")
 
 # %% [markdown]
+# Now pick a tile from the menu (the kernel's own candidates at $D = 128$) and move the slider
+# over $N$. Left: the full pass; right: causal. The text under each grid gives the share of
+# tiles computed without a mask, with one, and skipped. Below the grids, each SM's busy time
+# when all the grids of a batch of heads run at once, in a simple model: programs start in
+# launch order on the first free slot and take time in proportion to the key tiles they visit.
+# Look for the tail (the last, partly filled wave) and for how uneven the causal programs are.
+
+# %% tags=["hide-input"]
+from blog.explore import schedule  # noqa: E402
+
+sm_doc = query.load("production")[0]
+show(schedule.figure(sm_doc["provenance"]["sm_count"]))
+md(f"The SM count, {sm_doc['provenance']['sm_count']}, is the {sm_doc['provenance']['gpu']}'s, "
+          "as recorded by the benchmark.")
+
+# %% [markdown]
 # ## Batch, heads and grouped-query attention
 #
 # The second grid axis enumerates (batch, head) pairs; each program turns its index into
@@ -190,6 +225,12 @@ for causal in (False, True):
     print(f"GQA {Hq}:{Hkv} causal={causal!s:5} shape {tuple(out.shape)}  max |diff| {diff.max():.2e}  "
           f"mean |diff| {diff.mean():.2e}  within 2e-05: {ok}")
     assert ok
+
+# %% [markdown]
+# Press a group size to see which key/value head each of eight query heads reads.
+
+# %% tags=["hide-input"]
+show(schedule.gqa_figure())
 
 # %% [markdown]
 # ## The backward pass
@@ -273,6 +314,14 @@ md(
     "what an atomic-dQ kernel does. Throughput figures below use that convention for every backend, so they "
     f"compare times fairly, but our backward kernels perform {backward / 5:.1f}× the arithmetic the convention "
     "credits them with.")
+
+# The two backward kernels walk the same grid in different directions. Move the slider over
+# the program id: a dK/dV program holds one column of key tiles and walks down the query
+# tiles; a dQ program holds one row and walks along the keys. With the causal mask on, the
+# dK/dV program starts at the diagonal instead of the top.
+
+# %% tags=["hide-input"]
+show(schedule.backward_figure())
 
 # %% [markdown]
 # ## Traffic: per query against per block

@@ -141,6 +141,18 @@ md("From the first step to the fastest, per case: " + "; ".join(parts) + ".")
 show(tables.ablation_table(abl))
 
 
+# %% [markdown]
+# Step through the same ablation one switch at a time with the slider, and pick a case from
+# the menu. The highlighted bar is the step; the diamond is what we predicted for it; the
+# text says whether the measured speed-up lies outside the spread between timing rounds; and
+# the code below is the change the step makes to the kernel, generated from its source.
+
+# %% tags=["hide-input"]
+from blog.explore import ablation_steps, provenance, tile_budget  # noqa: E402
+
+show(ablation_steps.figure(abl, provenance(abl)))
+
+
 # %% tags=["hide-input"]
 def speedups(name):
     """Measured speed-ups of one step over the one before, in all four cases."""
@@ -291,6 +303,24 @@ md(
     f"- **The exponential:** `mul.f32` falls from {mul['split-loops']} to {mul['exp2']} to {mul['exp2-fma']} "
     "instructions in the code across the three softmax steps. Those are the multiplies that the folded and "
     "fused scale remove. The count of `ex2` stays the same: `exp` was already compiled to `ex2` after a multiply.")
+
+# %% [markdown]
+# What a tile costs, and what fits: for each forward candidate, the registers its data needs
+# per thread and the shared memory its buffers need, against the H100's limits (64K registers
+# and 228 KB of shared memory per SM, at most 227 KB per block and 255 registers per thread,
+# 2048 threads per SM: NVIDIA's [Hopper tuning guide](https://docs.nvidia.com/cuda/hopper-tuning-guide/index.html#occupancy)
+# and the [CUDA C++ Programming Guide](https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#features-and-technical-specifications)).
+# Pick a head dim and dtype from the menu. Diamonds mark what the compiler reported for the
+# tiles the ablation compiled.
+
+# %% tags=["hide-input"]
+show(tile_budget.figure(abl, provenance(abl, "Compiler numbers from")))
+budget_tiles = {64: kernels.flash._FWD_TILES[64] + [r.tile for r in ablation.RUNGS if r.tile],
+                128: kernels.flash._FWD_TILES[128] + [r.tile for r in ablation.RUNGS if r.tile]}
+notes = tile_budget.disagreements(abl, {hd: list(dict.fromkeys(ts)) for hd, ts in budget_tiles.items()})
+md("Where the model and the compiler part ways:\n\n" + "\n".join(f"- {n}" for n in notes) if notes else
+          "For every tile the benchmark compiled, the model's shared memory matches the compiler's, and its "
+          "register count stays below the compiler's (which adds addresses and row statistics).")
 
 # %% [markdown]
 # ## The autotuner's pick
