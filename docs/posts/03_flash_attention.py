@@ -479,11 +479,13 @@ for dtype in (torch.float16, torch.bfloat16):
 # partly cancel.
 
 # %% tags=["hide-input"]
-errs = {}
-for key, r in idx.items():
-    other = idx.get(("sdpa-cudnn", *key[1:]))
-    if key[0] == "flash" and key[1] == "fwd" and r["status"] == "ok" and other and other["status"] == "ok":
-        errs.setdefault(key[2], []).append(r["max_err"] / other["max_err"])
+errs = {}  # dtype -> our max error / cuDNN's, per forward case where both ran
+by_case = {}
+for r in query.ok(prod["records"], direction="fwd"):
+    by_case.setdefault(r["case"], {})[r["provider"]] = r
+for rs in by_case.values():
+    if "flash" in rs and "sdpa-cudnn" in rs:
+        errs.setdefault(rs["flash"]["dtype"], []).append(rs["flash"]["max_err"] / rs["sdpa-cudnn"]["max_err"])
 md(
     "On the GPU, the benchmark checks every output against the float64 reference before timing it. Over the "
     "production forward cases, our largest error divided by cuDNN's on the same inputs ranges over "

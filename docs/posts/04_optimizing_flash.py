@@ -77,7 +77,7 @@ md(
 # kernel with the disabled code removed. Nothing is timed through an `if` at run time.
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n    pid_m")
+show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="    pid_m = tl.program_id(0)")
 
 # %% [markdown]
 # The steps, in the order they are switched on. The predictions are speed-ups over the step
