@@ -28,6 +28,7 @@ def finish(fig: go.Figure, title: str, height: int, *, top: int = 70, bottom: in
         title=dict(text=title, x=0.01, y=1, yref="container", yanchor="top", pad=dict(t=10), font=dict(size=14)),
         template="plotly_white", height=height, margin=dict(l=48, r=12, t=top, b=bottom),
         paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", showlegend=False,
+        modebar=dict(orientation="v", bgcolor="rgba(0,0,0,0)"),  # down the right edge, clear of the controls
         font=dict(family="-apple-system, BlinkMacSystemFont, Segoe UI, Roboto, Helvetica, Arial, sans-serif",
                   size=11),
     )
