@@ -191,12 +191,13 @@ def test_explorables_follow_the_dark_palette(browser, base_url):
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     page = ctx.new_page()
     gd = open_figure(page, base_url, "flash", "online softmax of one program")
+    light = data(page, gd, "gd._fullLayout.font.color")
     page.locator("form[data-md-component=palette] label:visible").first.click()
     page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'slate'")
     page.wait_for_timeout(300)
-    gd = page.evaluate(FIND, "online softmax of one program")
-    assert data(page, gd, "gd._fullLayout.paper_bgcolor") == "rgba(0, 0, 0, 0)"
-    shot(page, gd, "online-softmax-dark", 390)
-    gd = page.evaluate(FIND, "Forward tiles and waves")
-    shot(page, gd, "schedule-dark", 390)
+    for phrase, name in (("online softmax of one program", "online-softmax"), ("Forward tiles and waves", "schedule")):
+        gd = page.evaluate(FIND, phrase)
+        assert data(page, gd, "gd._fullLayout.paper_bgcolor").replace(" ", "") == "rgba(0,0,0,0)"
+        assert data(page, gd, "gd._fullLayout.font.color") != light, "the figure kept its light-palette text"
+        shot(page, gd, f"{name}-dark", 390)
     ctx.close()
