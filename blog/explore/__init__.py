@@ -28,7 +28,8 @@ MONO = "SFMono-Regular, Menlo, Consolas, 'Liberation Mono', monospace"
 def finish(fig: go.Figure, title: str, height: int, *, top: int = 70, bottom: int = 40) -> go.Figure:
     """The site's template (fonts, colours, transparent backgrounds) with this figure's size."""
     fig.update_layout(title=dict(text=title, font=dict(size=14)), template=theme.TEMPLATE_NAME, height=height,
-                      margin=dict(l=48, r=12, t=top, b=bottom), showlegend=False, font=dict(size=11))
+                      margin=dict(l=48, r=12, t=top, b=bottom), showlegend=False, font=dict(size=11),
+                      modebar=dict(orientation="v"))  # down the right edge, clear of the controls
     return fig
 
 

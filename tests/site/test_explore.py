@@ -1,0 +1,203 @@
+"""The explorable figures in a real browser: drive each control through Plotly's own DOM
+(slider rail, buttons, dropdowns) and check that what is drawn changes and stays right,
+at 1400 and 390 px wide. Screenshots: test-artifacts/explore-*.png."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import PAGES, ROOT
+
+SHOTS = ROOT / "test-artifacts"
+
+FIND = """(phrase) => {
+    const all = Array.from(document.querySelectorAll('.js-plotly-plot'));
+    const gd = all.find(g => g.layout && g.layout.title && (g.layout.title.text || '').includes(phrase));
+    if (!gd) return null;
+    gd.id = gd.id || ('explore-' + Math.random().toString(36).slice(2));
+    gd.scrollIntoView({block: 'start'});
+    return gd.id;
+}"""
+
+# Viewport coordinates of slider step i on the rail, where a click moves the handle (Plotly
+# spaces the steps evenly along the rail, 8 px in from each end; narrow screens hide labels).
+SLIDER_XY = """([id, i]) => {
+    const gd = document.getElementById(id);
+    gd.querySelector('.slider-container').scrollIntoView({block: 'center'});
+    const rail = gd.querySelector('.slider-rail-rect').getBoundingClientRect();
+    const n = gd._fullLayout.sliders[0].steps.length;
+    return [rail.left + 8 + (rail.width - 16) * i / (n - 1), rail.top + rail.height / 2];
+}"""
+
+
+def open_figure(page, base_url, post, phrase):
+    page.goto(base_url + PAGES[post], wait_until="load")
+    page.wait_for_function("() => window.Plotly && document.querySelectorAll('.js-plotly-plot svg.main-svg').length")
+    gd = page.evaluate(FIND, phrase)
+    assert gd, f"no figure titled {phrase!r} on {post}"
+    page.wait_for_timeout(200)
+    return gd
+
+
+def slide(page, gd, i):
+    x, y = page.evaluate(SLIDER_XY, [gd, i])
+    page.mouse.click(x, y)
+    page.wait_for_function("([id, i]) => document.getElementById(id)._fullLayout.sliders[0].active === i", arg=[gd, i])
+
+
+def press(page, gd, label):
+    """Click a button of the figure's first menu; a dropdown is opened first."""
+    dropdown = page.evaluate("""(id) => {
+        const gd = document.getElementById(id);
+        gd.querySelector('.updatemenu-container').scrollIntoView({block: 'center'});  // clear of the sticky header
+        return gd._fullLayout.updatemenus[0].type === 'dropdown';
+    }""", gd)
+    kind = ".updatemenu-button"
+    if dropdown:
+        page.locator(f'[id="{gd}"] .updatemenu-header-group').first.click()
+        kind = ".updatemenu-dropdown-button"
+    page.locator(f'[id="{gd}"] {kind}', has_text=label).first.click()
+    page.wait_for_timeout(150)
+
+
+def data(page, gd, expr):
+    return page.evaluate(f"(id) => {{ const gd = document.getElementById(id); return {expr}; }}", gd)
+
+
+def fits(page, gd, width):
+    """Every control and the plot itself lie within the viewport's width."""
+    boxes = page.evaluate("""(id) => Array.from(document.getElementById(id).querySelectorAll(
+        '.main-svg, .updatemenu-container, .slider-container')).map(e => {
+            const r = e.getBoundingClientRect(); return [r.left, r.right]; })""", gd)
+    assert boxes and all(left >= -1 and right <= width + 1 for left, right in boxes), boxes
+
+
+@pytest.fixture(params=[(1400, 900), (390, 844)], ids=["wide", "phone"])
+def sized(request, browser):
+    w, h = request.param
+    ctx = browser.new_context(viewport={"width": w, "height": h})
+    pg = ctx.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg, w
+    assert pg.errors == [], pg.errors
+    ctx.close()
+
+
+def shot(page, gd, name, width):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(f'[id="{gd}"]').screenshot(path=str(SHOTS / f"explore-{name}-{width}.png"))
+
+
+def test_online_softmax(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "flash", "online softmax of one program")
+    fits(page, gd, width)
+    diff_max = "Math.max(...gd.data[4].z.flat().map(Math.abs))"
+    assert data(page, gd, diff_max) <= 1e-12  # opens on the last tile: acc / l equals softmax(S) @ V
+    slide(page, gd, 0)
+    assert data(page, gd, diff_max) > 1e-3  # one tile in, the partial result is not the answer yet
+    assert data(page, gd, "gd.data[0].x[0]") == "k0"
+    slide(page, gd, 3)
+    assert data(page, gd, diff_max) <= 1e-12
+    press(page, gd, "causal")
+    assert data(page, gd, "gd.data[7].visible === true && gd.data[0].visible === false")
+    masked = data(page, gd, "gd.data[8].z.flat().filter(v => v === 1).length")
+    assert masked == 8 * 7 // 2  # the diagonal tile: the strict upper triangle is masked
+    assert data(page, gd, "Math.max(...gd.data[11].z.flat().map(Math.abs))") <= 1e-12
+    assert "exp2" in data(page, gd, "gd.data[13].text[0]")
+    shot(page, gd, "online-softmax", width)
+
+
+def test_tile_schedule(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "flash", "Forward tiles and waves")
+    fits(page, gd, width)
+    slide(page, gd, 3)  # N = 2048
+    assert data(page, gd, "[gd.data[0].z.length, gd.data[0].z[0].length]") == [16, 32]  # 128 x 64 tiles
+    press(page, gd, "64×64")
+    vis = data(page, gd, "gd.data.map((t, i) => t.visible ? i : -1).filter(i => i >= 0)")
+    assert len(vis) == 8 and all(i // 8 == vis[0] // 8 for i in vis)
+    z = data(page, gd, f"gd.data[{vis[4]}].z")  # causal grid of the chosen tile
+    assert (len(z), len(z[0])) == (32, 32)
+    assert sum(row.count(0) for row in z) == 32 * 31 // 2  # tiles past the diagonal are skipped
+    text = data(page, gd, f"gd.data[{vis[7]}].text[0]")
+    shares = [float(p.split("%")[0].split()[-1]) for p in text.replace("<br>", " ").split(",")[:3]]
+    assert abs(sum(shares) - 100) <= 1.5, text  # rounded shares of the grid add up
+    shot(page, gd, "schedule", width)
+
+
+def test_backward_order_and_gqa(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "flash", "backward kernels' loop orders")
+    fits(page, gd, width)
+    slide(page, gd, 2)
+    col = data(page, gd, "gd.data[0].text.map(r => r[2])")
+    assert col == [str(i + 1) for i in range(len(col))]  # dK/dV program 2 visits every query tile in order
+    press(page, gd, "causal")
+    col = data(page, gd, "gd.data[2].text.map(r => r[2])")
+    assert col[:8] == [""] * 8 and col[8] == "1"  # starts at the diagonal
+    shot(page, gd, "backward", width)
+    gd = open_figure(page, base_url, "flash", "Grouped-query attention")
+    fits(page, gd, width)
+    press(page, gd, "4")
+    assert data(page, gd, "gd.data[5].text") == ["k/v 0", "k/v 1"]
+    shot(page, gd, "gqa", width)
+
+
+def test_addressing(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "vectorized", "K offsets")
+    fits(page, gd, width)
+    slide(page, gd, 8)  # N = 9: the block grows to 16 rows
+    press(page, gd, "D = 3")
+    i = data(page, gd, "gd.data.findIndex(t => t.visible === true)")
+    text, z = data(page, gd, f"gd.data[{i}].text"), data(page, gd, f"gd.data[{i}].z")
+    assert (len(text), len(text[0])) == (16, 4)
+    assert all(text[r][c] == r * 3 + c for r in range(16) for c in range(4))
+    assert all(z[r][c] == (r < 9 and c < 3) for r in range(16) for c in range(4))
+    shot(page, gd, "addressing", width)
+
+
+def test_tile_budget(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "optimizing", "forward candidates' budget")
+    fits(page, gd, width)
+    measured = data(page, gd, "gd.data[23].y.filter(v => v !== null).length")
+    assert measured >= 1  # D=128 fp16 opens with the compiler's registers beside the model
+    press(page, gd, "D=256, fp32")
+    vis = data(page, gd, "gd.data.map((t, i) => t.visible ? i : -1).filter(i => i >= 0)")
+    assert vis == list(range(50, 60))
+    occupancy = data(page, gd, "gd.data[58].text")
+    assert occupancy[0].startswith("0 ")  # 64x64 fp32 at D=256 needs more than 227 KB
+    shot(page, gd, "tile-budget", width)
+
+
+def test_ablation_steps(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "optimizing", "one switch at a time (")
+    fits(page, gd, width)
+    slide(page, gd, 2)  # step 3: skip tiles past the diagonal
+    colours = data(page, gd, "gd.data[0].marker.color")
+    assert colours.index(max(set(colours), key=colours.count)) != 3 and colours[3] != colours[0]
+    assert "hi\u00a0=\u00a0tl.minimum" in data(page, gd, "gd.layout.annotations[0].text")
+    press(page, gd, "D=128 causal")
+    assert data(page, gd, "gd.data[3].visible === true && gd.data[0].visible === false")
+    assert "predicted 1.90×" in data(page, gd, "gd.data[5].text[0]")
+    shot(page, gd, "ablation", width)
+
+
+def test_explorables_follow_the_dark_palette(browser, base_url):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    gd = open_figure(page, base_url, "flash", "online softmax of one program")
+    light = data(page, gd, "gd._fullLayout.font.color")
+    page.locator("form[data-md-component=palette] label:visible").first.click()
+    page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'slate'")
+    page.wait_for_timeout(300)
+    for phrase, name in (("online softmax of one program", "online-softmax"), ("Forward tiles and waves", "schedule")):
+        gd = page.evaluate(FIND, phrase)
+        assert data(page, gd, "gd._fullLayout.paper_bgcolor").replace(" ", "") == "rgba(0,0,0,0)"
+        assert data(page, gd, "gd._fullLayout.font.color") != light, "the figure kept its light-palette text"
+        shot(page, gd, f"{name}-dark", 390)
+    ctx.close()
