@@ -20,6 +20,10 @@ CHART_STATE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).
 def open_page(page, base_url, path):
     page.goto(base_url + path, wait_until="load")
     page.wait_for_function("() => document.readyState === 'complete'")
+    if page.locator(".plotly-chart").count():
+        # charts.js draws charts near the viewport first and the rest when the browser is idle;
+        # it marks the page once every chart is drawn.
+        page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
     return page
 
 
