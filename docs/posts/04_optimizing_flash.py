@@ -239,7 +239,150 @@ charts.md(
     + ", ".join(f"{ratio / (4 * d):.0%} of the matrix products' time at D={d}" for d in (128, 64))
     + ", if nothing overlaps them. The matmuls are fast, not free, and the softmax sits on the critical path "
     "between them; every instruction taken out of it shows.")
-# TODO(lead): ncu - tensor-pipe and special-function-unit utilisation per step would measure this split.
+
+# %% [markdown]
+# Nsight Compute can measure that split. For every step it reads the hardware counters of one
+# launch: how busy the tensor pipe (where `wgmma` runs) and the XU pipe (the special-function
+# unit, where `ex2` runs) were, as a percentage of their peak rate over the cycles the SMs were
+# active, and how many bytes crossed DRAM, beside the bytes the traffic model says the loads
+# request. By [Nsight Compute's definition](https://docs.nvidia.com/nsight-compute/ProfilingGuide/index.html)
+# the XU pipe also runs int-to-float and float-to-int conversions, so its activity bounds the
+# exponential's share from above.
+
+# %% tags=["hide-input"]
+from plotly.subplots import make_subplots  # noqa: E402
+
+from kernels import benchdata  # noqa: E402
+
+profiles = benchdata.load_suite(charts.DATA_DIR, "profile")
+# Prefer the profile from the GPU the ablation timings came from.
+prof = next((doc for doc in profiles if doc["provenance"]["gpu"] == abl["provenance"]["gpu"]),
+            profiles[0] if profiles else None)
+steps = {(r["causal"], r["provider"]): r for r in (prof or {"records": []})["records"]
+         if r["group"] == "ablation" and r["status"] == "ok"}
+if not steps:
+    charts.md("*Nsight Compute has not profiled these steps yet. Once `scripts/profile.py` has run on the GPU, "
+              "the tensor-pipe and special-function-unit activity and the DRAM bytes of each step appear here.*")
+else:
+    pp = prof["provenance"]
+    same_gpu = pp["gpu"] == abl["provenance"]["gpu"]
+    step_cases = [c for c in (False, True) if any(key[0] == c for key in steps)]
+
+    def profiled(causal):
+        """(step name, record) in ladder order, for the steps ncu profiled."""
+        return [(name, steps[(causal, name)]) for name in ablation.RUNG_NAMES if (causal, name) in steps]
+
+    def timed(causal):
+        """step name -> median time (ms) in the ablation benchmark, when it ran on the profile's GPU."""
+        return {r["provider"]: r["p50"] for r in charts.ablation_rows(abl, 128, causal) if r["status"] == "ok"} \
+            if same_gpu else {}
+
+    fig = make_subplots(rows=3, cols=len(step_cases), shared_xaxes=True, vertical_spacing=0.07,
+                        horizontal_spacing=0.08, subplot_titles=[f"D=128, {'causal' if c else 'full'}"
+                                                                 for c in step_cases])
+    series = [("tensor pipe", "#e91e63"), ("XU pipe (special functions)", "#ff9800"), ("DRAM read + written", "#3f51b5"),
+              ("requested by the loads (model)", "#607d8b"), ("under ncu", "#9e9e9e"), ("timed benchmark", "#009688")]
+    color = dict(series)
+    for col, causal in enumerate(step_cases, 1):
+        rows = profiled(causal)
+        names = [name for name, _ in rows]
+        first = col == 1
+        for label, key in (("tensor pipe", "tensor_pct"), ("XU pipe (special functions)", "xu_pct")):
+            fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label],
+                        y=[r["measured"][key] for _, r in rows], row=1, col=col,
+                        hovertemplate="%{x}: %{y:.0f}% of peak<extra>" + label + "</extra>")
+        label = "DRAM read + written"
+        fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label], row=2, col=col,
+                    y=[(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for _, r in rows],
+                    hovertemplate="%{x}: %{y:.2f} GB<extra>DRAM, measured</extra>")
+        label = "requested by the loads (model)"
+        fig.add_scatter(name=label, legendgroup=label, showlegend=first, x=names, mode="markers", row=2, col=col,
+                        y=[r["model"]["requested_bytes"] / 1e9 for _, r in rows],
+                        marker=dict(symbol="diamond", size=9, color=color[label], line=dict(width=1, color="#fff")),
+                        hovertemplate="%{x}: %{y:.1f} GB<extra>requested (model)</extra>")
+        label = "under ncu"
+        fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label], row=3, col=col,
+                    y=[r["measured"]["duration_ns"] / 1e6 for _, r in rows],
+                    hovertemplate="%{x}: %{y:.2f} ms<extra>one launch under ncu</extra>")
+        bench = timed(causal)
+        if bench:
+            label = "timed benchmark"
+            fig.add_scatter(name=label, legendgroup=label, showlegend=first, x=[n for n in names if n in bench],
+                            y=[bench[n] for n in names if n in bench], mode="markers", row=3, col=col,
+                            marker=dict(symbol="circle", size=8, color=color[label]),
+                            hovertemplate="%{x}: %{y:.2f} ms<extra>benchmark median</extra>")
+    fig.update_yaxes(rangemode="tozero", row=1)
+    fig.update_yaxes(type="log", row=2)  # measured and requested bytes differ by an order of magnitude
+    fig.update_yaxes(rangemode="tozero", row=3)
+    for row, title in ((1, "% of peak"), (2, "GB (log)"), (3, "ms")):
+        fig.update_yaxes(title=title, row=row, col=1)
+    fig.update_xaxes(tickangle=-35, tickfont=dict(size=10))
+    fig.update_layout(barmode="group")
+    fig = charts._finish(fig, prof, f"Each step, profiled (N={next(iter(steps.values()))['shape']['Nq']}, fp16)",
+                         height=820)
+    fig.update_layout(legend=dict(y=1.04))
+    charts.show(fig)
+
+    # The prose reads the same records as the chart.
+    def span(values, scale, unit):
+        lo, hi = min(values) / scale, max(values) / scale
+        return f"{lo:.2f} {unit}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f} {unit}"
+
+    def pct(record, key):
+        return record["measured"][key]
+
+    sm_hz = [pct(r, "sm_hz") for r in steps.values() if pct(r, "sm_hz")]
+    dram_hz = [pct(r, "dram_hz") for r in steps.values() if pct(r, "dram_hz")]
+    clocks = ("Nsight Compute left the clocks to the GPU (`--clock-control none`), as they are in the timed runs"
+              if pp["clock_control"] == "none" else
+              "Nsight Compute locked the clocks to their base values (`--clock-control base`), so the profiled "
+              "launches run slower than the timed ones")
+    if sm_hz:
+        clocks += (f": the SM clock read {span(sm_hz, 1e9, 'GHz')}"
+                   + (f" and the DRAM clock {span(dram_hz, 1e9, 'GHz')}" if dram_hz else "") + " across these launches")
+    lines = [clocks + "."]
+    full = dict(profiled(False))
+    if {"naive", "autotuned"} <= full.keys() and None not in [pct(full[n], "tensor_pct") for n in ("naive", "autotuned")]:
+        a, b = full["naive"], full["autotuned"]
+        lines.append(f"In the full case the tensor pipe ran at {pct(a, 'tensor_pct'):.0f}% of its peak in the first "
+                     f"step and {pct(b, 'tensor_pct'):.0f}% in the last"
+                     + (f"; the XU pipe at {pct(a, 'xu_pct'):.0f}% and {pct(b, 'xu_pct'):.0f}%."
+                        if None not in (pct(a, "xu_pct"), pct(b, "xu_pct")) else "."))
+    if {"split-loops", "exp2"} <= full.keys() and None not in [pct(full[n], "xu_pct") for n in ("split-loops", "exp2")]:
+        a, b = full["split-loops"], full["exp2"]
+        ex2 = {r["provider"]: (r.get("compiler") or {}).get("ptx_ex2") for r in charts.ablation_rows(abl, 128, False)}
+        lines.append(f"Folding the scale into `exp2` moved the XU pipe from {pct(a, 'xu_pct'):.0f}% to "
+                     f"{pct(b, 'xu_pct'):.0f}% and the profiled launch from {pct(a, 'duration_ns') / 1e6:.2f} to "
+                     f"{pct(b, 'duration_ns') / 1e6:.2f} ms"
+                     + ("." if None in (ex2.get("split-loops"), ex2.get("exp2")) else
+                        f", while the count of `ex2` instructions in the code "
+                        + (f"stayed at {ex2['exp2']}" if ex2["split-loops"] == ex2["exp2"] else
+                           f"went from {ex2['split-loops']} to {ex2['exp2']}") + " (the compiler report below)."))
+    causal_steps = dict(profiled(True))
+    if {"big-tiles", "skip-future"} <= causal_steps.keys():
+        a, b = causal_steps["big-tiles"], causal_steps["skip-future"]
+        dram = [pct(r, "dram_read_bytes") + pct(r, "dram_write_bytes") for r in (a, b)]
+        lines.append(f"Skipping the tiles past the diagonal took the causal case's DRAM traffic from "
+                     f"{dram[0] / 1e9:.2f} to {dram[1] / 1e9:.2f} GB, the bytes its loads and stores request from "
+                     f"{a['model']['requested_bytes'] / 1e9:.1f} to {b['model']['requested_bytes'] / 1e9:.1f} GB "
+                     f"(model), and the profiled launch from {pct(a, 'duration_ns') / 1e6:.2f} to "
+                     f"{pct(b, 'duration_ns') / 1e6:.2f} ms.")
+    served = [pct(r, "dram_read_bytes") / r["model"]["requested_read_bytes"] for r in steps.values()]
+    if served:
+        lines.append(f"Across all {len(served)} launches DRAM delivered {min(served):.0%}–{max(served):.0%} of the "
+                     "bytes the loads requested; caches served the rest.")
+    bench_ratios = sorted(pct(r, "duration_ns") / 1e6 / timed(c)[name]
+                          for c in step_cases for name, r in profiled(c) if name in timed(c))
+    if bench_ratios:
+        lines.append(f"A profiled launch took {span(bench_ratios, 1, '×').replace(' ×', '×')} the benchmark's "
+                     "median time for the same step"
+                     + (f" (the profile ran the kernel at commit {pp['git_commit'][:7]}, the benchmark at "
+                        f"{abl['provenance']['git_commit'][:7]})" if pp["git_commit"] != abl["provenance"]["git_commit"]
+                        else "") + ".")
+    elif not same_gpu:
+        lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
+                     "the chart therefore shows no benchmark times beside the profiled ones.")
+    charts.md(" ".join(lines))
 
 # %% [markdown]
 # ## What the compiler report showed
