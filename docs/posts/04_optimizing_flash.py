@@ -74,7 +74,7 @@ charts.md(
 # kernel with the disabled code removed. Nothing is timed through an `if` at run time.
 
 # %% tags=["hide-input"]
-charts.show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n    pid_m")
+charts.show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n")
 
 # %% [markdown]
 # The steps, in the order they are switched on. The predictions are speed-ups over the step
