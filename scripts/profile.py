@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL_FILTER = "regex:^_flash_fwd_kernel"  # ncu --kernel-name: the forward kernel, not SDPA's or a copy's
-KERNEL_NAME = re.compile(r"^_flash_fwd_kernel")
+KERNEL_FILTER = "regex:_flash_fwd_kernel"  # ncu --kernel-name: the forward kernel, not SDPA's or a copy's
+KERNEL_NAME = re.compile(r"_flash_fwd_kernel")
 LOWP_TOL = 5e-3  # fp16 output error allowed, relative to max |reference| (as scripts/benchmark.py)
 
 # What the page needs, each from the first of its candidate metrics that this ncu knows, with the
@@ -228,7 +228,7 @@ def parse_raw_csv(text: str) -> list[dict]:
     if start is None:
         raise ProfileError("no ncu raw CSV header (a line starting with \"ID\") in: " + text.strip()[:300])
     rows = list(csv.reader(io.StringIO("\n".join(lines[start:]))))
-    header, body = rows[0], rows[1:]
+    header, body = rows[0], [row for row in rows[1:] if any(cell.strip() for cell in row)]
     for required in ("ID", "Kernel Name", "Grid Size", "Block Size"):
         if required not in header:
             raise ProfileError(f"ncu raw CSV has no {required!r} column; columns: {header[:12]}")
@@ -236,13 +236,22 @@ def parse_raw_csv(text: str) -> list[dict]:
     units = [""] * len(header)
     if body and not body[0][col["ID"]].strip():
         units, body = body[0] + [""] * (len(header) - len(body[0])), body[1:]
-    metric_cols = [(i, name) for i, name in enumerate(header) if "__" in name]
+    # A metric column is named after the metric; should a version put its unit in the header
+    # ("dram__bytes_read.sum [byte]"), the unit is taken from there when the units row has none.
+    metric_cols = []
+    for i, name in enumerate(header):
+        m = re.fullmatch(r"\s*(\S+__\S+?)\s*(?:[\[(]([^\])]*)[\])])?\s*", name)
+        if m:
+            metric_cols.append((i, m.group(1), units[i].strip() or (m.group(2) or "")))
     out = []
     for row in body:
         if len(row) != len(header):
             raise ProfileError(f"ncu raw CSV row has {len(row)} cells for {len(header)} columns: {row[:6]}")
-        metrics = {name: to_base(parse_number(row[i]), units[i]) for i, name in metric_cols}
-        out.append({"id": int(parse_number(row[col["ID"]])), "kernel": row[col["Kernel Name"]],
+        launch_id = parse_number(row[col["ID"]])
+        if launch_id is None:
+            raise ProfileError(f"ncu raw CSV row without a launch ID: {row[:6]}")
+        metrics = {name: to_base(parse_number(row[i]), unit) for i, name, unit in metric_cols}
+        out.append({"id": int(launch_id), "kernel": row[col["Kernel Name"]],
                     "grid": _ints(row[col["Grid Size"]]), "block": _ints(row[col["Block Size"]]),
                     "metrics": metrics})
     return sorted(out, key=lambda r: r["id"])
@@ -272,7 +281,7 @@ def pair_rows(launched: list[dict], rows: list[dict]) -> list[tuple[dict, dict]]
     if len(launched) != len(rows):
         raise ProfileError(f"the child profiled {len(launched)} launches but ncu reports {len(rows)}")
     for entry, row in zip(launched, rows):
-        if not KERNEL_NAME.match(row["kernel"]):
+        if not KERNEL_NAME.search(row["kernel"]):
             raise ProfileError(f"ncu row {row['id']} is kernel {row['kernel']!r}, not the flash forward kernel")
         want_grid, want_block = tuple(entry["grid"]), tuple(entry["block"])
         if row["grid"] != want_grid or row["block"] != want_block:
@@ -369,6 +378,9 @@ def run_child(spec_path: str) -> int:
             if not err <= tol:  # NaN fails too
                 entry.update(status="wrong", reason=f"max abs error {err:.3g} > tolerance {tol:.3g}")
             elif device == "cuda":
+                # ncu saves and restores device memory around each replay pass: hand the allocator's
+                # cached blocks (the reference's score matrix among them) back first.
+                torch.cuda.empty_cache()
                 torch.cuda.profiler.start()
                 try:
                     launch()

@@ -87,10 +87,18 @@ def test_prefixed_units_are_converted_to_base_units():
     assert row["metrics"]["sm__cycles_elapsed.avg.per_second"] == (pytest.approx(1.76e9), "hz")
 
 
+def test_units_in_the_header_and_blank_lines_are_understood():
+    text = ('"ID","Kernel Name","Block Size","Grid Size","gpu__time_duration.sum [usecond]"\n'
+            '"0","_flash_fwd_kernel","(256, 1, 1)","(32, 64, 1)","1,051.23"\n\n')
+    (row,) = profile.parse_raw_csv(text)
+    assert row["metrics"] == {"gpu__time_duration.sum": (pytest.approx(1051230.0), "nsecond")}
+
+
 @pytest.mark.parametrize("text, match", [
     ("==ERROR== ERR_NVGPUCTRPERM - The user does not have permission", "no ncu raw CSV header"),
     ('"ID","Kernel Name","Grid Size"\n"0","k","(1, 1, 1)"\n', "Block Size"),
     (RAW_CSV.rstrip() + ',"extra"\n', "cells for"),
+    ('"ID","Kernel Name","Grid Size","Block Size"\n"x","k","(1, 1, 1)","(32, 1, 1)"\n', "without a launch ID"),
 ])
 def test_raw_csv_that_cannot_be_read_fails_loudly(text, match):
     with pytest.raises(profile.ProfileError, match=match):
