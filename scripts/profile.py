@@ -623,11 +623,22 @@ def write_doc(path: Path, doc: dict) -> Path:
     return path
 
 
+def summary_line(record: dict) -> str:
+    """One record as the run's log prints it."""
+    if record["status"] != "ok":
+        return f"{record['case']} {record['provider']}: {record['status']}: {record['reason']}"
+    m = record["measured"]
+    dram = (m["dram_read_bytes"] or 0) + (m["dram_write_bytes"] or 0)
+    return (f"{record['case']} {record['provider']}: {m['duration_ns'] / 1e6:.3f} ms, DRAM {dram / 1e9:.3f} GB, "
+            f"tensor pipe {m['tensor_pct']}%, XU pipe {m['xu_pct']}%, SM clock {m['sm_hz']} Hz")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         return run_child(args.child)
-    settings = Settings(out=Path(args.out or ROOT / "docs" / "data"), raw_dir=Path(args.raw_dir) if args.raw_dir else None, ncu=args.ncu,
+    settings = Settings(out=Path(args.out or ROOT / "docs" / "data"),
+                        raw_dir=Path(args.raw_dir) if args.raw_dir else None, ncu=args.ncu,
                         clock_control=args.clock_control, budget_s=args.budget_s, quick=args.quick,
                         warmup=args.warmup, commit=args.commit, chip=args.chip, interpret=args.interpret)
     if settings.interpret:
@@ -671,9 +682,10 @@ def main(argv=None) -> int:
 
         kept, dropped, checked = query_metrics(ncu, settings.chip or (None if settings.interpret else _chip()), log)
         print(f"# metrics: {len(kept)} collected, dropped (unknown to this ncu): {dropped or 'none'}", flush=True)
+        kept_log = log_path if settings.raw_dir else "a temporary folder (pass --raw-dir to keep it)"
         missing = [q for q in ESSENTIAL if metric_sources(kept)[q] is None]
         if missing:
-            sys.exit(f"profile.py: this ncu offers no metric for {missing}; see {log_path if settings.raw_dir else 'ncu.log (pass --raw-dir)'}")
+            sys.exit(f"profile.py: this ncu offers no metric for {missing}; its output is in {kept_log}")
         prov = provenance(settings, ncu_version, kept, dropped, checked)
         records = []
         for i, cases in enumerate(groups):
@@ -681,14 +693,10 @@ def main(argv=None) -> int:
             share = 0.5 if i < len(groups) - 1 else 1.0
             records += profile_group(cases, kept, settings, ncu, work, (deadline - time.time()) * share, log)
         for r in records:
-            m = r.get("measured") or {}
-            shown = (f"{m['duration_ns'] / 1e6:.3f} ms, DRAM {((m['dram_read_bytes'] or 0) + (m['dram_write_bytes'] or 0)) / 1e9:.3f} GB, "
-                     f"tensor {m['tensor_pct']}%, XU {m['xu_pct']}%") if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
-            print(f"{r['case']} {r['provider']}: {shown}", flush=True)
+            print(summary_line(r), flush=True)
         ok = sum(r["status"] == "ok" for r in records)
         if ok == 0:
-            sys.exit(f"profile.py: no case was profiled; nothing written. ncu's output is in "
-                     f"{log_path if settings.raw_dir else 'a temporary folder (pass --raw-dir to keep it)'}")
+            sys.exit(f"profile.py: no case was profiled; nothing written. ncu's output is in {kept_log}")
         from kernels import benchdata
 
         doc = {"schema": benchdata.SCHEMA_VERSION, "suite": "profile", "provenance": prov, "records": records}

@@ -322,7 +322,8 @@ else:
     # Prefer the profile from the GPU the production timings above came from.
     prof = next((doc for doc in profiles if doc["provenance"]["gpu"] == prod_gpu), profiles[0])
     pp = prof["provenance"]
-    measured = sorted((r for r in prof["records"] if r["group"] == "flash" and r["status"] == "ok"),
+    measured = sorted((r for r in prof["records"] if r["group"] == "flash" and r["status"] == "ok"
+                       and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])),
                       key=lambda r: (-r["shape"]["D"], r["shape"]["Nq"], r["causal"]))
     gb = lambda x: "–" if x is None else f"{x / 1e9:.2f} GB"  # noqa: E731
     head = ("<tr><th>case</th><th>tile</th><th>requested (model)</th><th>compulsory (model)</th>"

@@ -259,7 +259,8 @@ profiles = benchdata.load_suite(charts.DATA_DIR, "profile")
 prof = next((doc for doc in profiles if doc["provenance"]["gpu"] == abl["provenance"]["gpu"]),
             profiles[0] if profiles else None)
 steps = {(r["causal"], r["provider"]): r for r in (prof or {"records": []})["records"]
-         if r["group"] == "ablation" and r["status"] == "ok"}
+         if r["group"] == "ablation" and r["status"] == "ok"
+         and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])}
 if not steps:
     charts.md("*Nsight Compute has not profiled these steps yet. Once `scripts/profile.py` has run on the GPU, "
               "the tensor-pipe and special-function-unit activity and the DRAM bytes of each step appear here.*")
@@ -267,22 +268,21 @@ else:
     pp = prof["provenance"]
     same_gpu = pp["gpu"] == abl["provenance"]["gpu"]
     step_cases = [c for c in (False, True) if any(key[0] == c for key in steps)]
+    prof_shape = next(iter(steps.values()))["shape"]
 
     def profiled(causal):
         """(step name, record) in ladder order, for the steps ncu profiled."""
         return [(name, steps[(causal, name)]) for name in ablation.RUNG_NAMES if (causal, name) in steps]
 
-    def timed(causal):
-        """step name -> median time (ms) in the ablation benchmark, when it ran on the profile's GPU."""
-        return {r["provider"]: r["p50"] for r in charts.ablation_rows(abl, 128, causal) if r["status"] == "ok"} \
-            if same_gpu else {}
+    # Step name -> median time (ms) in the ablation benchmark, for a benchmark run on the profile's GPU.
+    timed = {c: {r["provider"]: r["p50"] for r in charts.ablation_rows(abl, prof_shape["D"], c) if r["status"] == "ok"}
+             if same_gpu else {} for c in step_cases}
 
     fig = make_subplots(rows=3, cols=len(step_cases), shared_xaxes=True, vertical_spacing=0.07,
-                        horizontal_spacing=0.08, subplot_titles=[f"D=128, {'causal' if c else 'full'}"
+                        horizontal_spacing=0.08, subplot_titles=[f"D={prof_shape['D']}, {'causal' if c else 'full'}"
                                                                  for c in step_cases])
-    series = [("tensor pipe", "#e91e63"), ("XU pipe (special functions)", "#ff9800"), ("DRAM read + written", "#3f51b5"),
-              ("requested by the loads (model)", "#607d8b"), ("under ncu", "#9e9e9e"), ("timed benchmark", "#009688")]
-    color = dict(series)
+    color = {"tensor pipe": "#e91e63", "XU pipe (special functions)": "#ff9800", "DRAM read + written": "#3f51b5",
+             "requested (model)": "#607d8b", "under ncu": "#9e9e9e", "timed benchmark": "#009688"}
     for col, causal in enumerate(step_cases, 1):
         rows = profiled(causal)
         names = [name for name, _ in rows]
@@ -295,16 +295,16 @@ else:
         fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label], row=2, col=col,
                     y=[(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for _, r in rows],
                     hovertemplate="%{x}: %{y:.2f} GB<extra>DRAM, measured</extra>")
-        label = "requested by the loads (model)"
+        label = "requested (model)"
         fig.add_scatter(name=label, legendgroup=label, showlegend=first, x=names, mode="markers", row=2, col=col,
                         y=[r["model"]["requested_bytes"] / 1e9 for _, r in rows],
                         marker=dict(symbol="diamond", size=9, color=color[label], line=dict(width=1, color="#fff")),
-                        hovertemplate="%{x}: %{y:.1f} GB<extra>requested (model)</extra>")
+                        hovertemplate="%{x}: %{y:.1f} GB<extra>requested by loads and stores (model)</extra>")
         label = "under ncu"
         fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label], row=3, col=col,
                     y=[r["measured"]["duration_ns"] / 1e6 for _, r in rows],
                     hovertemplate="%{x}: %{y:.2f} ms<extra>one launch under ncu</extra>")
-        bench = timed(causal)
+        bench = timed[causal]
         if bench:
             label = "timed benchmark"
             fig.add_scatter(name=label, legendgroup=label, showlegend=first, x=[n for n in names if n in bench],
@@ -318,67 +318,67 @@ else:
         fig.update_yaxes(title=title, row=row, col=1)
     fig.update_xaxes(tickangle=-35, tickfont=dict(size=10))
     fig.update_layout(barmode="group")
-    fig = charts._finish(fig, prof, f"Each step, profiled (N={next(iter(steps.values()))['shape']['Nq']}, fp16)",
-                         height=820)
+    fig = charts._finish(fig, prof, f"Each step, profiled (N={prof_shape['Nq']}, fp16)", height=820)
     fig.update_layout(legend=dict(y=1.04))
     charts.show(fig)
 
     # The prose reads the same records as the chart.
-    def span(values, scale, unit):
-        lo, hi = min(values) / scale, max(values) / scale
-        return f"{lo:.2f} {unit}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f} {unit}"
+    def span(values, fmt, unit=""):
+        lo, hi = format(min(values), fmt), format(max(values), fmt)
+        return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
 
-    def pct(record, key):
-        return record["measured"][key]
+    def get(name, key, causal=False):
+        """A measured value of one step, or None if that step or value is missing."""
+        record = steps.get((causal, name))
+        return None if record is None else record["measured"][key]
 
-    sm_hz = [pct(r, "sm_hz") for r in steps.values() if pct(r, "sm_hz")]
-    dram_hz = [pct(r, "dram_hz") for r in steps.values() if pct(r, "dram_hz")]
+    sm_ghz = [r["measured"]["sm_hz"] / 1e9 for r in steps.values() if r["measured"]["sm_hz"]]
+    dram_ghz = [r["measured"]["dram_hz"] / 1e9 for r in steps.values() if r["measured"]["dram_hz"]]
     clocks = ("Nsight Compute left the clocks to the GPU (`--clock-control none`), as they are in the timed runs"
               if pp["clock_control"] == "none" else
               "Nsight Compute locked the clocks to their base values (`--clock-control base`), so the profiled "
               "launches run slower than the timed ones")
-    if sm_hz:
-        clocks += (f": the SM clock read {span(sm_hz, 1e9, 'GHz')}"
-                   + (f" and the DRAM clock {span(dram_hz, 1e9, 'GHz')}" if dram_hz else "") + " across these launches")
+    if sm_ghz:
+        clocks += (f": the SM clock read {span(sm_ghz, '.2f', ' GHz')}"
+                   + (f" and the DRAM clock {span(dram_ghz, '.2f', ' GHz')}" if dram_ghz else "")
+                   + " across these launches")
     lines = [clocks + "."]
-    full = dict(profiled(False))
-    if {"naive", "autotuned"} <= full.keys() and None not in [pct(full[n], "tensor_pct") for n in ("naive", "autotuned")]:
-        a, b = full["naive"], full["autotuned"]
-        lines.append(f"In the full case the tensor pipe ran at {pct(a, 'tensor_pct'):.0f}% of its peak in the first "
-                     f"step and {pct(b, 'tensor_pct'):.0f}% in the last"
-                     + (f"; the XU pipe at {pct(a, 'xu_pct'):.0f}% and {pct(b, 'xu_pct'):.0f}%."
-                        if None not in (pct(a, "xu_pct"), pct(b, "xu_pct")) else "."))
-    if {"split-loops", "exp2"} <= full.keys() and None not in [pct(full[n], "xu_pct") for n in ("split-loops", "exp2")]:
-        a, b = full["split-loops"], full["exp2"]
-        ex2 = {r["provider"]: (r.get("compiler") or {}).get("ptx_ex2") for r in charts.ablation_rows(abl, 128, False)}
-        lines.append(f"Folding the scale into `exp2` moved the XU pipe from {pct(a, 'xu_pct'):.0f}% to "
-                     f"{pct(b, 'xu_pct'):.0f}% and the profiled launch from {pct(a, 'duration_ns') / 1e6:.2f} to "
-                     f"{pct(b, 'duration_ns') / 1e6:.2f} ms"
-                     + ("." if None in (ex2.get("split-loops"), ex2.get("exp2")) else
-                        f", while the count of `ex2` instructions in the code "
-                        + (f"stayed at {ex2['exp2']}" if ex2["split-loops"] == ex2["exp2"] else
-                           f"went from {ex2['split-loops']} to {ex2['exp2']}") + " (the compiler report below)."))
-    causal_steps = dict(profiled(True))
-    if {"big-tiles", "skip-future"} <= causal_steps.keys():
-        a, b = causal_steps["big-tiles"], causal_steps["skip-future"]
-        dram = [pct(r, "dram_read_bytes") + pct(r, "dram_write_bytes") for r in (a, b)]
-        lines.append(f"Skipping the tiles past the diagonal took the causal case's DRAM traffic from "
-                     f"{dram[0] / 1e9:.2f} to {dram[1] / 1e9:.2f} GB, the bytes its loads and stores request from "
-                     f"{a['model']['requested_bytes'] / 1e9:.1f} to {b['model']['requested_bytes'] / 1e9:.1f} GB "
-                     f"(model), and the profiled launch from {pct(a, 'duration_ns') / 1e6:.2f} to "
-                     f"{pct(b, 'duration_ns') / 1e6:.2f} ms.")
-    served = [pct(r, "dram_read_bytes") / r["model"]["requested_read_bytes"] for r in steps.values()]
-    if served:
-        lines.append(f"Across all {len(served)} launches DRAM delivered {min(served):.0%}–{max(served):.0%} of the "
-                     "bytes the loads requested; caches served the rest.")
-    bench_ratios = sorted(pct(r, "duration_ns") / 1e6 / timed(c)[name]
-                          for c in step_cases for name, r in profiled(c) if name in timed(c))
+    tensor = [get("naive", "tensor_pct"), get("autotuned", "tensor_pct")]
+    xu = [get("naive", "xu_pct"), get("autotuned", "xu_pct")]
+    if None not in tensor:
+        lines.append(f"In the full case the tensor pipe ran at {tensor[0]:.0f}% of its peak in the first step and "
+                     f"{tensor[1]:.0f}% in the last"
+                     + (f"; the XU pipe at {xu[0]:.0f}% and {xu[1]:.0f}%." if None not in xu else "."))
+    xu = [get("split-loops", "xu_pct"), get("exp2", "xu_pct")]
+    if None not in xu:
+        ms = [get(name, "duration_ns") / 1e6 for name in ("split-loops", "exp2")]
+        ex2 = {r["provider"]: (r.get("compiler") or {}).get("ptx_ex2")
+               for r in charts.ablation_rows(abl, prof_shape["D"], False)}
+        ex2 = [ex2.get("split-loops"), ex2.get("exp2")]
+        lines.append(f"Folding the scale into `exp2` moved the XU pipe from {xu[0]:.0f}% to {xu[1]:.0f}% and the "
+                     f"profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms"
+                     + ("." if None in ex2 else
+                        ", while the count of `ex2` instructions in the code "
+                        + (f"stayed at {ex2[1]}" if ex2[0] == ex2[1] else f"went from {ex2[0]} to {ex2[1]}")
+                        + " (the compiler report below)."))
+    pair = [steps.get((True, name)) for name in ("big-tiles", "skip-future")]
+    if None not in pair:
+        dram = [(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for r in pair]
+        requested = [r["model"]["requested_bytes"] / 1e9 for r in pair]
+        ms = [r["measured"]["duration_ns"] / 1e6 for r in pair]
+        lines.append(f"Skipping the tiles past the diagonal took the causal case's DRAM traffic from {dram[0]:.2f} to "
+                     f"{dram[1]:.2f} GB, the bytes its loads and stores request from {requested[0]:.1f} to "
+                     f"{requested[1]:.1f} GB (model), and the profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms.")
+    served = [r["measured"]["dram_read_bytes"] / r["model"]["requested_read_bytes"] for r in steps.values()]
+    lines.append(f"Across all {len(served)} launches DRAM delivered {span(served, '.0%')} of the bytes the loads "
+                 "requested; caches served the rest.")
+    bench_ratios = [r["measured"]["duration_ns"] / 1e6 / timed[c][name]
+                    for c in step_cases for name, r in profiled(c) if name in timed[c]]
     if bench_ratios:
-        lines.append(f"A profiled launch took {span(bench_ratios, 1, '×').replace(' ×', '×')} the benchmark's "
-                     "median time for the same step"
-                     + (f" (the profile ran the kernel at commit {pp['git_commit'][:7]}, the benchmark at "
-                        f"{abl['provenance']['git_commit'][:7]})" if pp["git_commit"] != abl["provenance"]["git_commit"]
-                        else "") + ".")
+        commits = (pp["git_commit"][:7], abl["provenance"]["git_commit"][:7])
+        lines.append(f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the "
+                     "same step" + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at "
+                                    f"{commits[1]})" if commits[0] != commits[1] else "") + ".")
     elif not same_gpu:
         lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
                      "the chart therefore shows no benchmark times beside the profiled ones.")
