@@ -469,7 +469,9 @@ def _chip() -> str | None:
 
 
 def query_metrics(ncu: str, chip: str | None, log) -> tuple[list[str], list[str], bool]:
-    """(kept, dropped, checked): REQUESTED_METRICS filtered by what ncu lists for this chip."""
+    """(kept, dropped, checked): REQUESTED_METRICS filtered by what ncu lists for this chip. The
+    full names with suffixes are asked for first; a listing that would drop an essential metric is
+    not trusted (its format may differ from the one parsed here), and base names are asked next."""
     chip_args = ["--chip", chip] if chip else []
     bases = sorted({m.split(".")[0] for m in REQUESTED_METRICS})
     attempts = [[ncu, "--query-metrics", "--query-metrics-mode", "suffix", "--metrics", ",".join(bases), *chip_args],
@@ -480,7 +482,8 @@ def query_metrics(ncu: str, chip: str | None, log) -> tuple[list[str], list[str]
         listed = parse_metric_listing(out) if rc == 0 else set()
         if listed:
             kept, dropped = select_metrics(REQUESTED_METRICS, listed)
-            return kept, dropped, True
+            if all(metric_sources(kept)[q] is not None for q in ESSENTIAL):
+                return kept, dropped, True
     print("# ncu could not list its metrics; profiling with the core set only", flush=True)
     return list(CORE_METRICS), [m for m in REQUESTED_METRICS if m not in CORE_METRICS], False
 

@@ -146,6 +146,20 @@ def test_selection_keeps_listed_names_and_drops_the_rest():
         profile.select_metrics(wanted, set())
 
 
+def test_query_distrusts_a_listing_without_the_essential_metrics(monkeypatch):
+    # The suffix listing names only gpu__time_duration.max: a format this parser misread, or an
+    # ncu without the DRAM counters. The base-name listing is asked next.
+    replies = iter([(0, "Device GH100\ngpu__time_duration.max    duration\n"), (0, BASE_LISTING)])
+    monkeypatch.setattr(profile, "_run", lambda cmd, timeout, env=None: next(replies))
+    kept, dropped, checked = profile.query_metrics("ncu", "gh100", lambda text: None)
+    assert checked and {"dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum"} <= set(kept)
+    assert "lts__t_bytes.sum" in dropped
+    replies = iter([(1, "==ERROR== unknown option"), (1, "==ERROR== unknown option")])
+    monkeypatch.setattr(profile, "_run", lambda cmd, timeout, env=None: next(replies))
+    kept, dropped, checked = profile.query_metrics("ncu", None, lambda text: None)
+    assert not checked and kept == list(profile.CORE_METRICS)
+
+
 def test_each_quantity_reads_its_first_available_metric():
     kept = [m for m in profile.REQUESTED_METRICS if "gmma" not in m]
     sources = profile.metric_sources(kept)
