@@ -488,12 +488,12 @@ def query_metrics(ncu: str, chip: str | None, log) -> tuple[list[str], list[str]
     return list(CORE_METRICS), [m for m in REQUESTED_METRICS if m not in CORE_METRICS], False
 
 
-def run_ncu(cases: list[Case], metrics: list[str], settings: Settings, ncu: str, work: Path, timeout: float,
-            log) -> tuple[int, str, list[str], Path]:
-    """Run ``cases`` in one child under ncu: (exit code, output, metrics used, report path). If ncu
-    rejects a metric despite the listing, retry once without the metrics its errors name."""
-    group = cases[0].group
-    manifest, spec, report = work / f"{group}.manifest.jsonl", work / f"{group}.spec.json", work / group
+def run_ncu(run: str, cases: list[Case], metrics: list[str], settings: Settings, ncu: str, work: Path,
+            timeout: float, log) -> tuple[int, str, list[str], Path]:
+    """Run ``cases`` in one child under ncu: (exit code, output, metrics used, report path); ``run``
+    names its files in ``work``. If ncu rejects a metric despite the listing, retry once without
+    the metrics its errors name."""
+    manifest, spec, report = work / f"{run}.manifest.jsonl", work / f"{run}.spec.json", work / run
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "LC_ALL": "C"}
     deadline = time.time() + timeout
@@ -504,18 +504,18 @@ def run_ncu(cases: list[Case], metrics: list[str], settings: Settings, ncu: str,
         cmd = ncu_command(ncu, metrics, settings.clock_control, len(cases), report,
                           [sys.executable, str(Path(__file__).resolve()), "--child", str(spec)])
         left = deadline - time.time()
-        print(f"# {group}: {len(cases)} launches under ncu (allowed {left:.0f} s)", flush=True)
+        print(f"# {run}: {len(cases)} launches under ncu (allowed {left:.0f} s)", flush=True)
         t0 = time.time()
         rc, out = _run(cmd, left, env=env)
         log(f"$ {' '.join(cmd)}\n{out}")
-        print(f"# {group}: ncu exited {rc} after {time.time() - t0:.0f} s", flush=True)
+        print(f"# {run}: ncu exited {rc} after {time.time() - t0:.0f} s", flush=True)
         errors = [line for line in out.splitlines() if "==ERROR==" in line]
         if rc == 0 or attempt == 1 or not any("metric" in line.lower() for line in errors) \
                 or deadline - time.time() < 60:
             return rc, out, metrics, report.with_name(report.name + ".ncu-rep")
         named = [m for m in metrics if any(m.split(".")[0] in line for line in errors)]
         metrics = [m for m in metrics if m not in named] if named else list(CORE_METRICS)
-        print(f"# {group}: ncu refused metrics ({errors[0][:160]}); retrying with {len(metrics)}", flush=True)
+        print(f"# {run}: ncu refused metrics ({errors[0][:160]}); retrying with {len(metrics)}", flush=True)
     raise AssertionError("unreachable")
 
 
@@ -531,13 +531,13 @@ def import_rows(ncu: str, report: Path, log) -> list[dict]:
     return parse_raw_csv(text)
 
 
-def profile_group(cases: list[Case], metrics: list[str], settings: Settings, ncu: str, work: Path,
+def profile_group(run: str, cases: list[Case], metrics: list[str], settings: Settings, ncu: str, work: Path,
                   timeout: float, log) -> list[dict]:
     """Profile ``cases`` in one ncu run; one record per case (failures recorded, never raised)."""
     if timeout < 30:
         return [error_record(c, "error", "not profiled: the time budget ran out") for c in cases]
-    rc, out, metrics, report = run_ncu(cases, metrics, settings, ncu, work, timeout, log)
-    manifest = work / f"{cases[0].group}.manifest.jsonl"
+    rc, out, metrics, report = run_ncu(run, cases, metrics, settings, ncu, work, timeout, log)
+    manifest = work / f"{run}.manifest.jsonl"
     entries = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.exists() else []
     by_case = {(e["case"], e["provider"]): e for e in entries}
     launched = [e for e in entries if e["profiled"]]
@@ -652,14 +652,20 @@ def main(argv=None) -> int:
     deadline = t_start + settings.budget_s
     from kernels.ablation import RUNG_NAMES
 
-    groups = [flash_cases(settings.quick, settings.interpret),
-              ablation_cases(settings.quick, RUNG_NAMES, settings.interpret)]
+    # One ncu run per group: ncu writes its report when the child exits, so a run killed at the
+    # deadline loses its own launches only. The Triton cache on disk carries compiled kernels and
+    # autotuning results from one run to the next.
+    steps = ablation_cases(settings.quick, RUNG_NAMES, settings.interpret)
+    groups = {"flash": flash_cases(settings.quick, settings.interpret),
+              "ablation-full": [c for c in steps if not c.causal], "ablation-causal": [c for c in steps if c.causal]}
+    groups = {run: cases for run, cases in groups.items() if cases}
     if args.list:
-        for cases in groups:
+        for cases in groups.values():
             for c in cases:
                 print(f"{c.group:9} {c.provider:12} {c.name}")
         print("\n" + " ".join(ncu_command(settings.ncu or "ncu", REQUESTED_METRICS, settings.clock_control,
-                                          len(groups[1]), Path("REPORT"), ["python", __file__, "--child", "SPEC"])))
+                                          max(map(len, groups.values())), Path("REPORT"),
+                                          ["python", __file__, "--child", "SPEC"])))
         return 0
 
     import torch
@@ -691,10 +697,10 @@ def main(argv=None) -> int:
             sys.exit(f"profile.py: this ncu offers no metric for {missing}; its output is in {kept_log}")
         prov = provenance(settings, ncu_version, kept, dropped, checked)
         records = []
-        for i, cases in enumerate(groups):
-            # The first group may use half of what is left, so a hang there leaves time for the second.
-            share = 0.5 if i < len(groups) - 1 else 1.0
-            records += profile_group(cases, kept, settings, ncu, work, (deadline - time.time()) * share, log)
+        for i, (run, cases) in enumerate(groups.items()):
+            # A run may take 1.5 times an even share of what is left, so one that hangs leaves time for the rest.
+            share = min(1.0, 1.5 / (len(groups) - i))
+            records += profile_group(run, cases, kept, settings, ncu, work, (deadline - time.time()) * share, log)
         for r in records:
             print(summary_line(r), flush=True)
         ok = sum(r["status"] == "ok" for r in records)
