@@ -9,7 +9,7 @@
 Needs torch, triton, the standard library and the ``ncu`` command line profiler. Per
 profiled launch it records DRAM and L2 bytes, tensor-pipe and special-function (XU)
 pipe utilisation, achieved occupancy, duration and the SM and DRAM clocks, beside the
-bytes the traffic model (`kernels.traffic`) says the kernel requests.
+bytes the traffic model (`perfdata.traffic`) says the kernel requests.
 
 How: the script re-invokes itself with ``--child`` under ``ncu``. The child warms each
 case up (compilation, autotuning), checks its output against float64, and launches it
@@ -293,7 +293,7 @@ def pair_rows(launched: list[dict], rows: list[dict]) -> list[tuple[dict, dict]]
 def model_bytes(case: Case, config: dict, skip_future: bool) -> dict:
     """The traffic model's bytes for the tile that ran. Steps that do not skip the tiles past the
     diagonal load every K/V tile even when causal, so the model counts them as full."""
-    from kernels import traffic
+    from perfdata import traffic
 
     t = traffic.flash(case.N, case.N, case.D, elem_bytes=2, heads=case.B * case.H,
                       causal=case.causal and skip_future, block_m=config["BLOCK_M"], block_n=config["BLOCK_N"])
@@ -612,7 +612,7 @@ def provenance(settings: Settings, ncu_version: str, kept, dropped, checked: boo
 def write_doc(path: Path, doc: dict) -> Path:
     """Validate and write atomically. If ``path`` already holds more ok records than ``doc``, the new
     data goes beside it as ``*.json.new`` instead: a worse run never replaces a better one."""
-    from kernels import benchdata
+    from perfdata import schema as benchdata
 
     ok = sum(r["status"] == "ok" for r in doc["records"])
     if path.exists():
@@ -706,7 +706,7 @@ def main(argv=None) -> int:
         ok = sum(r["status"] == "ok" for r in records)
         if ok == 0:
             sys.exit(f"profile.py: no case was profiled; nothing written. ncu's output is in {kept_log}")
-        from kernels import benchdata
+        from perfdata import schema as benchdata
 
         doc = {"schema": benchdata.SCHEMA_VERSION, "suite": "profile", "provenance": prov, "records": records}
         gpu = "cpu-interpreter" if settings.interpret else benchdata.slug(prov["gpu"])

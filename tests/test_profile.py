@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import benchdata
+from perfdata import schema as benchdata
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "profile.py"
@@ -222,7 +222,7 @@ def test_records_carry_model_and_measurement():
     kept = [m for m in profile.REQUESTED_METRICS if "gmma" not in m]
     rec = profile.ok_record(case, entry, rows[0], profile.metric_sources(kept), kept)
     assert rec["measured"]["dram_read_bytes"] == 553648128.0 and rec["measured"]["tensor_pct"] is None
-    from kernels import traffic
+    from perfdata import traffic
     assert rec["model"]["requested_bytes"] == traffic.flash(4096, 4096, 128, elem_bytes=2, heads=64).bytes_total
     causal = profile.Case("ablation", "naive", 4, 16, 4096, 128, True)
     no_skip = profile.ok_record(causal, {**entry, "skip_future": False}, rows[0], profile.metric_sources(kept), kept)
