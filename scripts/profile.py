@@ -57,6 +57,9 @@ QUANTITIES = {
     "l1_bytes": (("l1tex__t_bytes.sum",), "byte"),
     "shared_wavefronts": (("l1tex__data_pipe_lsu_wavefronts_mem_shared.sum",), None),
     "tensor_pct": (("sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active",
+                    # Hopper (ncu 2025+): cycles the tensor pipe was busy; the gmma *instruction* count
+                    # below is no utilisation (one wgmma keeps the pipe busy for many cycles).
+                    "sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_active",
                     "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active",
                     "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"), "%"),
     "xu_pct": (("sm__pipe_xu_cycles_active.avg.pct_of_peak_sustained_active",

@@ -256,148 +256,101 @@ md(
     "between them; every instruction taken out of it shows.")
 
 # %% [markdown]
-# Nsight Compute can measure that split. For every step it reads the hardware counters of one
-# launch: how busy the tensor pipe (where `wgmma` runs) and the XU pipe (the special-function
-# unit, where `ex2` runs) were, as a percentage of their peak rate over the cycles the SMs were
-# active, and how many bytes crossed DRAM, beside the bytes the traffic model says the loads
-# request. By [Nsight Compute's definition](https://docs.nvidia.com/nsight-compute/ProfilingGuide/index.html)
+# Nsight Compute can measure part of that split. For every step it reads the hardware
+# counters of one launch: how busy the XU pipe (the special-function unit, where `ex2` runs)
+# was, as a percentage of its peak rate over the cycles the SMs were active, and how many
+# bytes crossed DRAM, beside the bytes the traffic model says the loads request. By
+# [Nsight Compute's definition](https://docs.nvidia.com/nsight-compute/ProfilingGuide/index.html)
 # the XU pipe also runs int-to-float and float-to-int conversions, so its activity bounds the
 # exponential's share from above.
 
 # %% tags=["hide-input"]
-from plotly.subplots import make_subplots  # noqa: E402
+prof = query.same_gpu_doc(query.load("profile"), abl["provenance"]["gpu"])
+pp = prof["provenance"]
+steps = query.profile_steps(prof)
+same_gpu = pp["gpu"] == abl["provenance"]["gpu"]
+step_cases = sorted({c for c, _ in steps})
+prof_shape = next(iter(steps.values()))["shape"]
 
-from kernels import benchdata  # noqa: E402
 
-profiles = benchdata.load_suite(charts.DATA_DIR, "profile")
-# Prefer the profile from the GPU the ablation timings came from.
-prof = next((doc for doc in profiles if doc["provenance"]["gpu"] == abl["provenance"]["gpu"]),
-            profiles[0] if profiles else None)
-steps = {(r["causal"], r["provider"]): r for r in (prof or {"records": []})["records"]
-         if r["group"] == "ablation" and r["status"] == "ok"
-         and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])}
-if not steps:
-    md("*Nsight Compute has not profiled these steps yet. Once `scripts/profile.py` has run on the GPU, "
-              "the tensor-pipe and special-function-unit activity and the DRAM bytes of each step appear here.*")
-else:
-    pp = prof["provenance"]
-    same_gpu = pp["gpu"] == abl["provenance"]["gpu"]
-    step_cases = [c for c in (False, True) if any(key[0] == c for key in steps)]
-    prof_shape = next(iter(steps.values()))["shape"]
+def profiled(causal):
+    """(step name, record) in ladder order, for the steps ncu profiled."""
+    return [(name, steps[(causal, name)]) for name in ablation.RUNG_NAMES if (causal, name) in steps]
 
-    def profiled(causal):
-        """(step name, record) in ladder order, for the steps ncu profiled."""
-        return [(name, steps[(causal, name)]) for name in ablation.RUNG_NAMES if (causal, name) in steps]
 
-    # Step name -> median time (ms) in the ablation benchmark, for a benchmark run on the profile's GPU.
-    timed = {c: {r["provider"]: r["p50"] for r in charts.ablation_rows(abl, prof_shape["D"], c) if r["status"] == "ok"}
-             if same_gpu else {} for c in step_cases}
+# Step name -> median time (ms) in the ablation benchmark, for a benchmark run on the profile's GPU.
+timed = {c: {r["provider"]: r["p50"] for r in query.ablation_rows(abl, prof_shape["D"], c) if r["status"] == "ok"}
+         if same_gpu else {} for c in step_cases}
+show(figures.ablation_profile(prof, abl))
 
-    fig = make_subplots(rows=3, cols=len(step_cases), shared_xaxes=True, vertical_spacing=0.07,
-                        horizontal_spacing=0.08, subplot_titles=[f"D={prof_shape['D']}, {'causal' if c else 'full'}"
-                                                                 for c in step_cases])
-    color = {"tensor pipe": "#e91e63", "XU pipe (special functions)": "#ff9800", "DRAM read + written": "#3f51b5",
-             "requested (model)": "#607d8b", "under ncu": "#9e9e9e", "timed benchmark": "#009688"}
-    for col, causal in enumerate(step_cases, 1):
-        rows = profiled(causal)
-        names = [name for name, _ in rows]
-        first = col == 1
-        for label, key in (("tensor pipe", "tensor_pct"), ("XU pipe (special functions)", "xu_pct")):
-            fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label],
-                        y=[r["measured"][key] for _, r in rows], row=1, col=col,
-                        hovertemplate="%{x}: %{y:.0f}% of peak<extra>" + label + "</extra>")
-        label = "DRAM read + written"
-        fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label], row=2, col=col,
-                    y=[(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for _, r in rows],
-                    hovertemplate="%{x}: %{y:.2f} GB<extra>DRAM, measured</extra>")
-        label = "requested (model)"
-        fig.add_scatter(name=label, legendgroup=label, showlegend=first, x=names, mode="markers", row=2, col=col,
-                        y=[r["model"]["requested_bytes"] / 1e9 for _, r in rows],
-                        marker=dict(symbol="diamond", size=9, color=color[label], line=dict(width=1, color="#fff")),
-                        hovertemplate="%{x}: %{y:.1f} GB<extra>requested by loads and stores (model)</extra>")
-        label = "under ncu"
-        fig.add_bar(name=label, legendgroup=label, showlegend=first, x=names, marker_color=color[label], row=3, col=col,
-                    y=[r["measured"]["duration_ns"] / 1e6 for _, r in rows],
-                    hovertemplate="%{x}: %{y:.2f} ms<extra>one launch under ncu</extra>")
-        bench = timed[causal]
-        if bench:
-            label = "timed benchmark"
-            fig.add_scatter(name=label, legendgroup=label, showlegend=first, x=[n for n in names if n in bench],
-                            y=[bench[n] for n in names if n in bench], mode="markers", row=3, col=col,
-                            marker=dict(symbol="circle", size=8, color=color[label]),
-                            hovertemplate="%{x}: %{y:.2f} ms<extra>benchmark median</extra>")
-    fig.update_yaxes(rangemode="tozero", row=1)
-    fig.update_yaxes(type="log", row=2)  # measured and requested bytes differ by an order of magnitude
-    fig.update_yaxes(rangemode="tozero", row=3)
-    for row, title in ((1, "% of peak"), (2, "GB (log)"), (3, "ms")):
-        fig.update_yaxes(title=title, row=row, col=1)
-    fig.update_xaxes(tickangle=-35, tickfont=dict(size=10))
-    fig.update_layout(barmode="group")
-    fig = charts._finish(fig, prof, f"Each step, profiled (N={prof_shape['Nq']}, fp16)", height=820)
-    fig.update_layout(legend=dict(y=1.04))
-    show(fig)
 
-    # The prose reads the same records as the chart.
-    def span(values, fmt, unit=""):
-        lo, hi = format(min(values), fmt), format(max(values), fmt)
-        return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
+def span(values, fmt, unit=""):
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
 
-    def get(name, key, causal=False):
-        """A measured value of one step, or None if that step or value is missing."""
-        record = steps.get((causal, name))
-        return None if record is None else record["measured"][key]
 
-    sm_ghz = [r["measured"]["sm_hz"] / 1e9 for r in steps.values() if r["measured"]["sm_hz"]]
-    dram_ghz = [r["measured"]["dram_hz"] / 1e9 for r in steps.values() if r["measured"]["dram_hz"]]
-    clocks = ("Nsight Compute left the clocks to the GPU (`--clock-control none`), as they are in the timed runs"
-              if pp["clock_control"] == "none" else
-              "Nsight Compute locked the clocks to their base values (`--clock-control base`), so the profiled "
-              "launches run slower than the timed ones")
-    if sm_ghz:
-        clocks += (f": the SM clock read {span(sm_ghz, '.2f', ' GHz')}"
-                   + (f" and the DRAM clock {span(dram_ghz, '.2f', ' GHz')}" if dram_ghz else "")
-                   + " across these launches")
-    lines = [clocks + "."]
-    tensor = [get("naive", "tensor_pct"), get("autotuned", "tensor_pct")]
-    xu = [get("naive", "xu_pct"), get("autotuned", "xu_pct")]
-    if None not in tensor:
-        lines.append(f"In the full case the tensor pipe ran at {tensor[0]:.0f}% of its peak in the first step and "
-                     f"{tensor[1]:.0f}% in the last"
-                     + (f"; the XU pipe at {xu[0]:.0f}% and {xu[1]:.0f}%." if None not in xu else "."))
-    xu = [get("split-loops", "xu_pct"), get("exp2", "xu_pct")]
-    if None not in xu:
-        ms = [get(name, "duration_ns") / 1e6 for name in ("split-loops", "exp2")]
-        ex2 = {r["provider"]: (r.get("compiler") or {}).get("ptx_ex2")
-               for r in charts.ablation_rows(abl, prof_shape["D"], False)}
-        ex2 = [ex2.get("split-loops"), ex2.get("exp2")]
-        lines.append(f"Folding the scale into `exp2` moved the XU pipe from {xu[0]:.0f}% to {xu[1]:.0f}% and the "
-                     f"profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms"
-                     + ("." if None in ex2 else
-                        ", while the count of `ex2` instructions in the code "
-                        + (f"stayed at {ex2[1]}" if ex2[0] == ex2[1] else f"went from {ex2[0]} to {ex2[1]}")
-                        + " (the compiler report below)."))
-    pair = [steps.get((True, name)) for name in ("big-tiles", "skip-future")]
-    if None not in pair:
-        dram = [(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for r in pair]
-        requested = [r["model"]["requested_bytes"] / 1e9 for r in pair]
-        ms = [r["measured"]["duration_ns"] / 1e6 for r in pair]
-        lines.append(f"Skipping the tiles past the diagonal took the causal case's DRAM traffic from {dram[0]:.2f} to "
-                     f"{dram[1]:.2f} GB, the bytes its loads and stores request from {requested[0]:.1f} to "
-                     f"{requested[1]:.1f} GB (model), and the profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms.")
-    served = [r["measured"]["dram_read_bytes"] / r["model"]["requested_read_bytes"] for r in steps.values()]
-    lines.append(f"Across all {len(served)} launches DRAM delivered {span(served, '.0%')} of the bytes the loads "
-                 "requested; caches served the rest.")
-    bench_ratios = [r["measured"]["duration_ns"] / 1e6 / timed[c][name]
-                    for c in step_cases for name, r in profiled(c) if name in timed[c]]
-    if bench_ratios:
-        commits = (pp["git_commit"][:7], abl["provenance"]["git_commit"][:7])
-        lines.append(f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the "
-                     "same step" + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at "
-                                    f"{commits[1]})" if commits[0] != commits[1] else "") + ".")
-    elif not same_gpu:
-        lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
-                     "the chart therefore shows no benchmark times beside the profiled ones.")
-    md(" ".join(lines))
+def get(name, key, causal=False):
+    """A measured value of one step, or None if that step or value is missing."""
+    record = steps.get((causal, name))
+    return None if record is None else record["measured"][key]
+
+
+sm_ghz = [r["measured"]["sm_hz"] / 1e9 for r in steps.values() if r["measured"]["sm_hz"]]
+dram_ghz = [r["measured"]["dram_hz"] / 1e9 for r in steps.values() if r["measured"]["dram_hz"]]
+clocks = ("Nsight Compute left the clocks to the GPU (`--clock-control none`), as they are in the timed runs"
+          if pp["clock_control"] == "none" else
+          "Nsight Compute locked the clocks to their base values (`--clock-control base`), so the profiled "
+          "launches run slower than the timed ones")
+if sm_ghz:
+    clocks += (f": the SM clock read {span(sm_ghz, '.2f', ' GHz')}"
+               + (f" and the DRAM clock {span(dram_ghz, '.2f', ' GHz')}" if dram_ghz else "")
+               + " across these launches")
+lines = [clocks + "."]
+if all(r["measured"]["tensor_pct"] is None for r in steps.values()):
+    lines.append(f"The tensor pipe's busy-cycle counter (`{pp['metric_sources']['tensor_pct']}`, the one this "
+                 f"Nsight Compute {pp['ncu']} lists for Hopper) returned no value for these launches, so the chart "
+                 "shows no tensor-pipe bars; the achieved TFLOP/s against the measured matmul rate, above, is this "
+                 "page's measure of tensor-core use.")
+tensor = [get("naive", "tensor_pct"), get("autotuned", "tensor_pct")]
+xu = [get("naive", "xu_pct"), get("autotuned", "xu_pct")]
+if None not in tensor:
+    lines.append(f"In the full case the tensor pipe ran at {tensor[0]:.0f}% of its peak in the first step and "
+                 f"{tensor[1]:.0f}% in the last"
+                 + (f"; the XU pipe at {xu[0]:.0f}% and {xu[1]:.0f}%." if None not in xu else "."))
+xu = [get("split-loops", "xu_pct"), get("exp2", "xu_pct")]
+if None not in xu:
+    ms = [get(name, "duration_ns") / 1e6 for name in ("split-loops", "exp2")]
+    ex2 = {r["provider"]: (r.get("compiler") or {}).get("ptx_ex2")
+           for r in query.ablation_rows(abl, prof_shape["D"], False)}
+    ex2 = [ex2.get("split-loops"), ex2.get("exp2")]
+    lines.append(f"Folding the scale into `exp2` moved the XU pipe from {xu[0]:.0f}% to {xu[1]:.0f}% and the "
+                 f"profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms"
+                 + ("." if None in ex2 else
+                    ", while the count of `ex2` instructions in the code "
+                    + (f"stayed at {ex2[1]}" if ex2[0] == ex2[1] else f"went from {ex2[0]} to {ex2[1]}")
+                    + " (the compiler report below)."))
+pair = [steps.get((True, name)) for name in ("big-tiles", "skip-future")]
+if None not in pair:
+    dram = [(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for r in pair]
+    requested = [r["model"]["requested_bytes"] / 1e9 for r in pair]
+    ms = [r["measured"]["duration_ns"] / 1e6 for r in pair]
+    lines.append(f"Skipping the tiles past the diagonal took the causal case's DRAM traffic from {dram[0]:.2f} to "
+                 f"{dram[1]:.2f} GB, the bytes its loads and stores request from {requested[0]:.1f} to "
+                 f"{requested[1]:.1f} GB (model), and the profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms.")
+served = [r["measured"]["dram_read_bytes"] / r["model"]["requested_read_bytes"] for r in steps.values()]
+lines.append(f"Across all {len(served)} launches DRAM delivered {span(served, '.0%')} of the bytes the loads "
+             "requested; caches served the rest.")
+bench_ratios = [r["measured"]["duration_ns"] / 1e6 / timed[c][name]
+                for c in step_cases for name, r in profiled(c) if name in timed[c]]
+if bench_ratios:
+    commits = (pp["git_commit"][:7], abl["provenance"]["git_commit"][:7])
+    lines.append(f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the "
+                 "same step" + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at "
+                                f"{commits[1]})" if commits[0] != commits[1] else "") + ".")
+elif not same_gpu:
+    lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
+                 "the chart therefore shows no benchmark times beside the profiled ones.")
+md(" ".join(lines))
 
 # %% [markdown]
 # ## What the compiler report showed
