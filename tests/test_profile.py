@@ -163,7 +163,7 @@ def test_query_distrusts_a_listing_without_the_essential_metrics(monkeypatch):
 def test_each_quantity_reads_its_first_available_metric():
     kept = [m for m in profile.REQUESTED_METRICS if "gmma" not in m]
     sources = profile.metric_sources(kept)
-    assert sources["tensor_pct"] == "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active"
+    assert sources["tensor_pct"] == "sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_active"
     assert sources["xu_pct"] == "sm__pipe_xu_cycles_active.avg.pct_of_peak_sustained_active"
     assert profile.metric_sources(profile.REQUESTED_METRICS)["tensor_pct"].startswith("sm__pipe_tensor_op_gmma")
     assert profile.metric_sources([])["duration_ns"] is None
@@ -352,7 +352,7 @@ def test_pipeline_with_a_stand_in_ncu(fake_ncu, tmp_path):
     prov = doc["provenance"]
     assert prov["clock_control"] == "none" and prov["ncu"] == "2025.3.1.0"
     assert any("gmma" in m for m in prov["metrics_dropped"])
-    assert prov["metric_sources"]["tensor_pct"] == "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active"
+    assert prov["metric_sources"]["tensor_pct"] == "sm__pipe_tensor_cycles_active_realtime.avg.pct_of_peak_sustained_active"
     naive = next(r for r in records if r["provider"] == "naive")
     assert naive["config"]["BLOCK_M"] == 64 and naive["grid"] == [1, 2, 1] and naive["step"] == 0
     assert all(r["max_err"] <= r["tol"] for r in records)
