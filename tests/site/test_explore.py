@@ -10,9 +10,12 @@ from conftest import PAGES, ROOT
 
 SHOTS = ROOT / "test-artifacts"
 
+# By the container's accessible name, which holds the full title: on a phone charts.js draws
+# a figure's short title instead.
 FIND = """(phrase) => {
-    const all = Array.from(document.querySelectorAll('.js-plotly-plot'));
-    const gd = all.find(g => g.layout && g.layout.title && (g.layout.title.text || '').includes(phrase));
+    const all = Array.from(document.querySelectorAll('.plotly-chart[aria-label]'));
+    const box = all.find(c => c.getAttribute('aria-label').includes(phrase));
+    const gd = box && box.querySelector('.js-plotly-plot');
     if (!gd) return null;
     gd.id = gd.id || ('explore-' + Math.random().toString(36).slice(2));
     gd.scrollIntoView({block: 'start'});
@@ -32,7 +35,9 @@ SLIDER_XY = """([id, i]) => {
 
 def open_figure(page, base_url, post, phrase):
     page.goto(base_url + PAGES[post], wait_until="load")
-    page.wait_for_function("() => window.Plotly && document.querySelectorAll('.js-plotly-plot svg.main-svg').length")
+    # charts.js draws the charts near the viewport first and the rest when the browser is idle;
+    # it marks the page once every chart is drawn.
+    page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
     gd = page.evaluate(FIND, phrase)
     assert gd, f"no figure titled {phrase!r} on {post}"
     page.wait_for_timeout(200)
