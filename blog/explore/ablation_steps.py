@@ -151,7 +151,8 @@ def _diff_html(diff: list[tuple[str, str]], width: int = 50) -> str:
         indent = len(code) - len(code.lstrip())
         for part in textwrap.wrap(code.strip(), width=width, break_on_hyphens=False,
                                   initial_indent=f"{mark} " + " " * indent, subsequent_indent="  " + " " * (indent + 4)):
-            text = html.escape(part).replace(" ", NBSP)  # keeps the indentation in SVG text
+            # quote=False: Plotly decodes &lt; &gt; &amp; but would print &quot; as it stands.
+            text = html.escape(part, quote=False).replace(" ", NBSP)  # NBSP keeps the indentation in SVG text
             rows.append(f"<span{style}>{text}</span>")
     return "<br>".join(rows) if rows else "(no change to the kernel text)"
 
@@ -207,7 +208,7 @@ def figure(doc: dict, provenance: str) -> go.Figure:
             else:
                 lo, hi = _noise(prev, r)
                 verdict = "inside the round-to-round spread" if lo <= 1 <= hi else "outside the round-to-round spread"
-                text = (f"<b>{html.escape(r['label'])}</b><br>predicted {r['predicted_speedup']:.2f}×, "
+                text = (f"<b>{html.escape(r['label'], quote=False)}</b><br>predicted {r['predicted_speedup']:.2f}×, "
                         f"measured {r['measured_speedup']:.2f}×<br>(rounds {lo:.2f}–{hi:.2f}×: {verdict})")
             out[ci * 3] = {"marker.color": colours}
             out[ci * 3 + 1] = dict(y=pred)

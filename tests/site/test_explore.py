@@ -192,6 +192,45 @@ def test_ablation_steps(sized, base_url):
     shot(page, gd, "ablation", width)
 
 
+# Every text element of every chart with controls, in every state the controls reach (each
+# menu button, and under it each slider step), must lie inside the chart's own SVG: text past
+# its right edge is cut off, which is what a long code or diff line did on a phone.
+TEXT_OUTSIDE = """async () => {
+    const out = [];
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        const layout = gd._fullLayout;
+        const menu = (layout.updatemenus || [])[0], slider = (layout.sliders || [])[0];
+        if (!menu && !slider) continue;
+        const name = gd.closest('.plotly-chart').getAttribute('aria-label').slice(0, 40);
+        const svg = gd.querySelector('.main-svg').getBoundingClientRect();
+        for (const [m, button] of (menu ? menu.buttons : [null]).entries()) {
+            if (button) await Plotly[button.method](gd, ...button.args);
+            for (const [s, step] of (slider ? slider.steps : [null]).entries()) {
+                if (step) await Plotly[step.method](gd, ...step.args);
+                for (const text of gd.querySelectorAll('text')) {
+                    const box = text.getBoundingClientRect();
+                    if (box.width && (box.left < svg.left - 1 || box.right > svg.right + 1)) {
+                        out.push(`${name}: menu ${m}, step ${s}: "${text.textContent.slice(0, 40)}" spans `
+                                 + `${Math.round(box.left - svg.left)}..${Math.round(box.right - svg.left)} px `
+                                 + `of ${Math.round(svg.width)}`);
+                    }
+                }
+            }
+        }
+    }
+    return out;
+}"""
+
+
+@pytest.mark.parametrize("post", ["vectorized", "flash", "optimizing"])
+def test_explorable_text_stays_inside_the_chart(sized, base_url, post):
+    page, width = sized
+    page.goto(base_url + PAGES[post], wait_until="load")
+    page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
+    outside = page.evaluate(TEXT_OUTSIDE)
+    assert outside == [], outside[:10]
+
+
 def test_explorables_follow_the_dark_palette(browser, base_url):
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     page = ctx.new_page()
