@@ -63,7 +63,7 @@ def figure() -> go.Figure:
         fig.data[i].update(attrs)
     menu = [dict(label=f"D = {d} (BLOCK_D = {next_pow2(d)})", method="restyle",
                  args=[{"visible": [j == i for j in range(len(D_VALUES))]}]) for i, d in enumerate(D_VALUES)]
-    fig.update_layout(sliders=[slider(steps, prefix="N (keys) = ", active=first, y=-0.04, pad_t=10)],
+    fig.update_layout(sliders=[slider(steps, prefix="N (keys) = ", active=first, y=-0.1, pad_t=10)],
                       updatemenus=[buttons(menu, x=0, y=1.09, active=D_VALUES.index(5), dropdown=True)])
     fig.update_yaxes(autorange="reversed", )
     fig.update_xaxes(side="top")

@@ -266,4 +266,4 @@ def figure() -> go.Figure:
         ann.font = dict(size=11)
     return finish(fig, "The online softmax of one program", 1180,
                   subtitle=f"rows {PID_M * BLOCK_M}–{(PID_M + 1) * BLOCK_M - 1} of a {N}×{N} attention, "
-                           f"key tiles of {BLOCK_N}", top=115, bottom=110)
+                           f"key tiles of {BLOCK_N}", top=128, bottom=110)

@@ -229,7 +229,7 @@ def figure(sms: int, *, head_dim: int = 128, heads: int = 64) -> go.Figure:
     fig.update_yaxes(matches="y3", row=2, col=2)
     return finish(fig, f"Forward tiles and waves, D={head_dim}, {heads} (batch × head)s", 940,
                   subtitle="blue unmasked, orange masked, grey skipped",
-                  short_title=f"Forward tiles and waves, D={head_dim}", top=110, bottom=95)
+                  short_title=f"Forward tiles and waves, D={head_dim}", top=124, bottom=95)
 
 
 def _tick_step(tiles: int) -> int:

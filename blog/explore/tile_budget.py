@@ -240,7 +240,7 @@ def figure(doc: dict, provenance: str) -> go.Figure:
         if ann.text in ("registers per thread", "shared memory per program (KB)", "programs per SM and what limits them"):
             ann.font = dict(size=11)
     fig = finish(fig, "The forward candidates' budget", 1020, subtitle="model (bars), compiler (diamonds)",
-                 top=170, bottom=90)
+                 top=180, bottom=90)
     # Above the plot, under the dropdown: the template's legend sits at the container's bottom,
     # where this figure keeps its provenance lines.
     fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=1.025, yanchor="bottom", yref="paper",
