@@ -13,10 +13,12 @@
   }
 
   // Every colour in a figure is one of the theme's light values; blog.theme gives the
-  // map to their dark twins, so switching is a replacement of exact JSON strings.
+  // map to their dark twins, so switching is a replacement of exact JSON strings, and of
+  // the inline styles of Plotly's text markup (`<span style="color:#2e7d32">`).
   function recolor(text, map) {
     Object.keys(map).forEach(function (light) {
       text = text.split(JSON.stringify(light)).join(JSON.stringify(map[light]));
+      text = text.split("color:" + light).join("color:" + map[light]);
     });
     return text;
   }

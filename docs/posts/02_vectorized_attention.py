@@ -315,7 +315,7 @@ for n, d in sorted(records):
     else:
         compiled, unreported = "—", True
     rows.append(f"| {n} × {d} | {tile} | {warps} | {need} / {budget} | {verdict} | {compiled} |")
-md("\n".join(rows) + ("\n\n—: the benchmark kept no compiler report for this size." if unreported else ""))
+md("\n".join(rows) + ("\n\n— in the last column: the benchmark kept no compiler report for that size." if unreported else ""))
 
 # %% [markdown]
 # Past the budget the compiler must spill: it parks values in local memory, which lives

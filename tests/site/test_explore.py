@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from blog import theme
 from conftest import PAGES, ROOT
 
 SHOTS = ROOT / "test-artifacts"
@@ -244,4 +245,21 @@ def test_explorables_follow_the_dark_palette(browser, base_url):
         assert data(page, gd, "gd._fullLayout.paper_bgcolor").replace(" ", "") == "rgba(0,0,0,0)"
         assert data(page, gd, "gd._fullLayout.font.color") != light, "the figure kept its light-palette text"
         shot(page, gd, f"{name}-dark", 390)
+    ctx.close()
+
+
+def test_inline_text_colours_follow_the_dark_palette(browser, base_url):
+    """The ablation's diff colours its lines with inline styles inside the annotation text;
+    in the dark scheme they take the dark twins too (the light ones fall below 4.5:1 there)."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    gd = open_figure(page, base_url, "optimizing", "one switch at a time (")
+    page.locator("form[data-md-component=palette] label:visible").first.click()
+    page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'slate'")
+    page.wait_for_function("(id) => document.getElementById(id).getAttribute('data-theme') === 'dark'", arg=gd)
+    slide(page, gd, 4)  # a step that both removes and adds lines
+    text = data(page, gd, "gd.layout.annotations[0].text")
+    for role in ("flash", "sdpa-flash"):  # the diff's pink and green
+        assert f"color:{theme.mark_color(role, 'dark')}" in text
+        assert f"color:{theme.mark_color(role, 'light')}" not in text
     ctx.close()
