@@ -345,9 +345,13 @@ def ablation_ladder(doc: dict) -> go.Figure:
 
 # ----------------------------------------------------------------------------- explanatory figures
 
-def _diagram(fig: go.Figure, title: str, short_title: str, height: int) -> go.Figure:
+def _diagram(fig: go.Figure, title: str, short_title: str, height: int, *, subtitle: str | None = None) -> go.Figure:
+    """A diagram's layout. Its colour key goes in ``subtitle``, a line of its own under the
+    title: on one line with the title it ran under the modebar."""
     fig.update_layout(template=TEMPLATE_NAME, title_text=title, height=height, hovermode="closest",
                       meta={"short_title": short_title})
+    if subtitle:
+        fig.update_layout(title_subtitle=dict(text=subtitle, font=dict(size=11)), margin=dict(t=90))
     return fig
 
 
@@ -377,7 +381,9 @@ def causal_tiles(n: int = 512, block_m: int = 128, block_n: int = 64) -> go.Figu
     for name, value in (("n", n), ("block_m", block_m), ("block_n", block_n)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    kinds = ["skipped", "diagonal, masked", "full, no mask"]
+    # Cell labels are short enough for a cell on a phone (about 37 px); the hover says more.
+    kinds = ["skipped", "masked", "full"]
+    hover = ["skipped (past the diagonal)", "on the diagonal: computed, masked", "computed without a mask"]
     z = []
     for i in range(-(-n // block_m)):
         lo_row, hi_row = i * block_m, min(n, (i + 1) * block_m) - 1
@@ -385,14 +391,15 @@ def causal_tiles(n: int = 512, block_m: int = 128, block_n: int = 64) -> go.Figu
                   for j in range(-(-n // block_n))])
     fig = go.Figure(go.Heatmap(
         z=z, text=[[kinds[k] for k in row] for row in z], texttemplate="%{text}",
+        customdata=[[hover[k] for k in row] for row in z],
         textfont=dict(size=9, color=CELL_TEXT),
         showscale=False, xgap=2, ygap=2, zmin=0, zmax=2,
         colorscale=[[0, CELLS["cell-off"]], [0.5, CELLS["cell-edge"]], [1, CELLS["cell-on"]]],
-        hovertemplate="query tile %{y}, key tile %{x}: %{text}<extra></extra>"))
+        hovertemplate="query tile %{y}, key tile %{x}: %{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title=f"query tile (BLOCK_M={block_m})")
     fig.update_xaxes(title=f"key tile (BLOCK_N={block_n})")
-    return _diagram(fig, f"Causal, N={n}: blue computed without masks, orange masked, grey skipped",
-                    f"Causal tiles, N={n}", 380)
+    return _diagram(fig, f"Causal tiles, N={n}", f"Causal tiles, N={n}", 400,
+                    subtitle="blue computed without masks, orange masked, grey skipped")
 
 
 def ablation_profile(prof: dict, abl: dict) -> go.Figure:

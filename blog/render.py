@@ -18,7 +18,9 @@ import plotly.io as pio
 
 from . import theme
 
-CONFIG = {"displaylogo": False, "responsive": True}
+# Box and lasso select do nothing on this site (no page code reads a selection), and the two
+# buttons pushed the modebar under chart titles.
+CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 
 
 def plain_text(markup: str) -> str:
@@ -29,13 +31,15 @@ def plain_text(markup: str) -> str:
 
 
 def figure_title(fig: go.Figure) -> str:
-    """The figure's title as plain text; every figure on the site must have one."""
+    """The figure's title, and its subtitle if any, as plain text; every figure on the site
+    must have a title."""
     if not isinstance(fig, go.Figure):
         raise TypeError(f"expected a plotly Figure, got {type(fig).__name__}")
     title = plain_text(fig.layout.title.text or "")
     if not title:
         raise ValueError("a figure needs a title: it is the chart's accessible name")
-    return title
+    subtitle = plain_text(fig.layout.title.subtitle.text or "")
+    return f"{title} — {subtitle}" if subtitle else title
 
 
 def figure_html(fig: go.Figure) -> str:

@@ -388,7 +388,7 @@ def test_notebook_helpers_outside_a_notebook(capsys):
     notebook.show(figures.causal_tiles())
     notebook.show(tables.seed_table(seed()))
     out = capsys.readouterr().out
-    assert out.startswith("[chart] Causal, N=512") and "[table] Median forward time" in out
+    assert out.startswith("[chart] Causal tiles, N=512") and "[table] Median forward time" in out
     with pytest.raises(TypeError, match="plotly Figure or an HTML string"):
         notebook.show(42)
     with pytest.raises(ValueError, match="is not in the source"):

@@ -25,11 +25,22 @@ CONTROL = dict(bgcolor="rgba(127,127,127,0.16)", bordercolor="rgba(127,127,127,0
 MONO = "SFMono-Regular, Menlo, Consolas, 'Liberation Mono', monospace"
 
 
-def finish(fig: go.Figure, title: str, height: int, *, top: int = 70, bottom: int = 40) -> go.Figure:
-    """The site's template (fonts, colours, transparent backgrounds) with this figure's size."""
+def finish(fig: go.Figure, title: str, height: int, *, subtitle: str | None = None, short_title: str | None = None,
+           top: int = 70, bottom: int = 40) -> go.Figure:
+    """The site's template (fonts, colours, transparent backgrounds) with this figure's size.
+
+    ``title`` is one line: Plotly anchors a multi-line title by its first line's baseline,
+    which pushes the first line above the chart. A second line goes in ``subtitle``, which
+    Plotly lays out below the title. ``short_title`` replaces the title on a phone.
+    """
+    if "<br" in title:
+        raise ValueError(f"finish: the title must be one line (put the rest in subtitle): {title!r}")
     fig.update_layout(title=dict(text=title, font=dict(size=14)), template=theme.TEMPLATE_NAME, height=height,
                       margin=dict(l=48, r=12, t=top, b=bottom), showlegend=False, font=dict(size=11),
-                      modebar=dict(orientation="v"))  # down the right edge, clear of the controls
+                      modebar=dict(orientation="v"),  # down the right edge, clear of the controls
+                      meta={"short_title": short_title or title})
+    if subtitle:
+        fig.update_layout(title_subtitle=dict(text=subtitle, font=dict(size=11)))
     return fig
 
 
@@ -69,8 +80,10 @@ def slider(steps: list[dict], *, prefix: str, active: int = 0, y: float = 1.0, p
     """A Plotly slider over precomputed steps, drawn in the shared control style."""
     if not steps:
         raise ValueError("slider: no steps")
+    # pad r: Plotly centres each step's label on its tick, so the last label reaches half its
+    # width past the rail's end; the padding keeps it inside the chart on a phone.
     return dict(active=active, steps=steps, x=0, len=1, y=y, yanchor="top", xanchor="left",
-                pad=dict(t=pad_t, b=0), currentvalue=dict(prefix=prefix, font=dict(size=12)),
+                pad=dict(t=pad_t, b=0, r=24), currentvalue=dict(prefix=prefix, font=dict(size=12)),
                 font=dict(size=10), ticklen=3, **CONTROL)
 
 

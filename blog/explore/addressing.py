@@ -63,13 +63,14 @@ def figure() -> go.Figure:
         fig.data[i].update(attrs)
     menu = [dict(label=f"D = {d} (BLOCK_D = {next_pow2(d)})", method="restyle",
                  args=[{"visible": [j == i for j in range(len(D_VALUES))]}]) for i, d in enumerate(D_VALUES)]
-    fig.update_layout(sliders=[slider(steps, prefix="N (keys) = ", active=first, y=-0.04, pad_t=10)],
+    fig.update_layout(sliders=[slider(steps, prefix="N (keys) = ", active=first, y=-0.1, pad_t=10)],
                       updatemenus=[buttons(menu, x=0, y=1.09, active=D_VALUES.index(5), dropdown=True)])
     fig.update_yaxes(autorange="reversed", )
     fig.update_xaxes(side="top")
-    fig.add_annotation(text=f"grey: masked (never loaded); offsets for a contiguous (N, D) matrix, stride_kn = D",
+    # Two lines: one would run past the right edge of a phone.
+    fig.add_annotation(text="grey: masked (never loaded);<br>offsets for a contiguous (N, D) matrix, stride_kn = D",
+                       align="left",
                        xref="paper", yref="paper", x=0, y=0, yshift=-8, yanchor="top", xanchor="left",
                        showarrow=False, font=dict(size=10, color=GREY))
-    return finish(fig, "K offsets = offs_n[:, None] × D + offs_d[None, :]<br>"
-                       "<span style='font-size:11px'>rows: offs_n (keys), columns: offs_d (features)</span>",
-                  600, top=125, bottom=110)
+    return finish(fig, "K offsets = offs_n[:, None] × D + offs_d[None, :]",
+                  600, subtitle="rows: offs_n (keys), columns: offs_d (features)", top=125, bottom=120)

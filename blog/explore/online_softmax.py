@@ -264,5 +264,6 @@ def figure() -> go.Figure:
     fig.update_yaxes(visible=False, range=[-1, 0], row=4, col=1)
     for ann in fig.layout.annotations:
         ann.font = dict(size=11)
-    return finish(fig, f"The online softmax of one program:<br>rows {PID_M * BLOCK_M}–{(PID_M + 1) * BLOCK_M - 1} "
-                       f"of a {N}×{N} attention, key tiles of {BLOCK_N}", 1180, top=115, bottom=110)
+    return finish(fig, "The online softmax of one program", 1180,
+                  subtitle=f"rows {PID_M * BLOCK_M}–{(PID_M + 1) * BLOCK_M - 1} of a {N}×{N} attention, "
+                           f"key tiles of {BLOCK_N}", top=128, bottom=110)

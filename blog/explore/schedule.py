@@ -227,8 +227,14 @@ def figure(sms: int, *, head_dim: int = 128, heads: int = 64) -> go.Figure:
         fig.update_xaxes(visible=False, range=[0, 1], row=3, col=col)
         fig.update_yaxes(visible=False, range=[-1, 0], row=3, col=col)
     fig.update_yaxes(matches="y3", row=2, col=2)
-    return finish(fig, f"Forward tiles and waves, D={head_dim}, {heads} (batch × head)s:<br>"
-                       "blue unmasked, orange masked, grey skipped", 940, top=110, bottom=95)
+    return finish(fig, f"Forward tiles and waves, D={head_dim}, {heads} (batch × head)s", 940,
+                  subtitle="blue unmasked, orange masked, grey skipped",
+                  short_title=f"Forward tiles and waves, D={head_dim}", top=124, bottom=95)
+
+
+def _tick_step(tiles: int) -> int:
+    """A whole-number tick step that puts at most 8 ticks on an axis of ``tiles`` tiles."""
+    return max(1, math.ceil(tiles / 8))
 
 
 def backward_figure(n: int = 512, head_dim: int = 128) -> go.Figure:
@@ -289,14 +295,18 @@ def backward_figure(n: int = 512, head_dim: int = 128) -> go.Figure:
               for label, causal in (("full", False), ("causal", True))]
     fig.update_layout(sliders=[slider(steps, prefix="program id ", y=-0.06, pad_t=8)],
                       updatemenus=[buttons(switch, x=0, y=1.06)])
-    for row in (1, 2):
-        fig.update_yaxes(autorange="reversed", title=dict(text="query tile", font=dict(size=10)), tickformat="d",
-                         showgrid=False, row=row, col=1)
-        fig.update_xaxes(title=dict(text="key tile", font=dict(size=10)), tickformat="d", showgrid=False, row=row, col=1)
+    # Whole-number ticks: left to itself Plotly ticks a 4-tile axis every 0.5, and "d" rounds
+    # those to "0, 1, 1, 2, 2".
+    for row, (tiles_q, tiles_k) in ((1, (rows_q, cols_k)), (2, (rows_q2, cols_k2))):
+        fig.update_yaxes(autorange="reversed", title=dict(text="query tile", font=dict(size=10)),
+                         tickmode="linear", tick0=0, dtick=_tick_step(tiles_q), showgrid=False, row=row, col=1)
+        fig.update_xaxes(title=dict(text="key tile", font=dict(size=10)), tickmode="linear", tick0=0,
+                         dtick=_tick_step(tiles_k), showgrid=False, row=row, col=1)
     for ann in fig.layout.annotations:
         ann.font = dict(size=11)
-    return finish(fig, f"The backward kernels' loop orders, N={n}, D={head_dim}:<br>numbers give the order; "
-                       "blue unmasked, orange masked", 760, top=120, bottom=110)
+    return finish(fig, f"The backward kernels' loop orders, N={n}, D={head_dim}", 760,
+                  subtitle="numbers give the order; blue unmasked, orange masked",
+                  short_title=f"Backward loop orders, N={n}, D={head_dim}", top=120, bottom=110)
 
 
 def gqa_figure(heads: int = 8) -> go.Figure:
@@ -326,4 +336,4 @@ def gqa_figure(heads: int = 8) -> go.Figure:
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.add_annotation(text="GROUP:", xref="paper", yref="paper", x=0.11, y=1.02, yshift=14, xanchor="right",
                        yanchor="bottom", showarrow=False, font=dict(size=11))
-    return finish(fig, "Grouped-query attention:<br>query head h reads k/v head h // GROUP", 400, top=110)
+    return finish(fig, "Grouped-query attention", 400, subtitle="query head h reads k/v head h // GROUP", top=110)

@@ -239,7 +239,10 @@ def figure(doc: dict, provenance: str) -> go.Figure:
     for ann in fig.layout.annotations:
         if ann.text in ("registers per thread", "shared memory per program (KB)", "programs per SM and what limits them"):
             ann.font = dict(size=11)
-    fig = finish(fig, "The forward candidates' budget:<br>model (bars), compiler (diamonds)", 1020, top=170, bottom=90)
-    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=1.025, yanchor="bottom",
+    fig = finish(fig, "The forward candidates' budget", 1020, subtitle="model (bars), compiler (diamonds)",
+                 top=180, bottom=90)
+    # Above the plot, under the dropdown: the template's legend sits at the container's bottom,
+    # where this figure keeps its provenance lines.
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=1.025, yanchor="bottom", yref="paper",
                                                    font=dict(size=10)))
     return fig

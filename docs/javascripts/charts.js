@@ -13,10 +13,12 @@
   }
 
   // Every colour in a figure is one of the theme's light values; blog.theme gives the
-  // map to their dark twins, so switching is a replacement of exact JSON strings.
+  // map to their dark twins, so switching is a replacement of exact JSON strings, and of
+  // the inline styles of Plotly's text markup (`<span style="color:#2e7d32">`).
   function recolor(text, map) {
     Object.keys(map).forEach(function (light) {
       text = text.split(JSON.stringify(light)).join(JSON.stringify(map[light]));
+      text = text.split("color:" + light).join("color:" + map[light]);
     });
     return text;
   }
@@ -72,13 +74,19 @@
         layout[key].title = Object.assign({}, layout[key].title, { font: { size: 11 } });
       }
     });
-    // Room under the plot for the legend, which Plotly places in the container.
-    layout.margin.b = Math.max(layout.margin.b || 0, 60);
-    layout.height += 40 + 18 * Math.ceil(legendEntries(layout) / 2);
+    // Room under the plot for the template's legend, which sits at the container's bottom and
+    // wraps into more rows on a phone. Figures without a legend, or with one placed elsewhere,
+    // keep their height.
+    var legend = layout.legend || {};
+    if (layout.showlegend !== false && legend.yref !== "paper") {
+      layout.margin.b = Math.max(layout.margin.b || 0, 60);
+      layout.height += 40 + 18 * Math.ceil(legendEntries(layout) / 2);
+    }
   }
 
   function legendEntries(layout) {
-    return (layout.meta && layout.meta.legend_entries) || 4;
+    var entries = layout.meta && layout.meta.legend_entries;
+    return typeof entries === "number" ? entries : 4;
   }
 
   function draw(chart) {

@@ -85,6 +85,10 @@ def visited(browser, base_url):
             ctx, pg = new_page(browser, viewport)
             pg.goto(base_url + PAGES[name], wait_until="load")
             pg.wait_for_load_state("networkidle")  # late requests (search worker, index) count too
+            # charts.js draws charts near the viewport first and the rest when idle: checks of
+            # charts must see every one of them.
+            if pg.locator(".plotly-chart").count():
+                pg.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
             pg.mouse.move(0, 0)
             opened[name, viewport] = ctx, pg
         return opened[name, viewport][1]

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import pytest
 
+from blog import theme
 from conftest import PAGES, ROOT
 
 SHOTS = ROOT / "test-artifacts"
 
+# By the container's accessible name, which holds the full title: on a phone charts.js draws
+# a figure's short title instead.
 FIND = """(phrase) => {
-    const all = Array.from(document.querySelectorAll('.js-plotly-plot'));
-    const gd = all.find(g => g.layout && g.layout.title && (g.layout.title.text || '').includes(phrase));
+    const all = Array.from(document.querySelectorAll('.plotly-chart[aria-label]'));
+    const box = all.find(c => c.getAttribute('aria-label').includes(phrase));
+    const gd = box && box.querySelector('.js-plotly-plot');
     if (!gd) return null;
     gd.id = gd.id || ('explore-' + Math.random().toString(36).slice(2));
     gd.scrollIntoView({block: 'start'});
@@ -32,7 +36,9 @@ SLIDER_XY = """([id, i]) => {
 
 def open_figure(page, base_url, post, phrase):
     page.goto(base_url + PAGES[post], wait_until="load")
-    page.wait_for_function("() => window.Plotly && document.querySelectorAll('.js-plotly-plot svg.main-svg').length")
+    # charts.js draws the charts near the viewport first and the rest when the browser is idle;
+    # it marks the page once every chart is drawn.
+    page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
     gd = page.evaluate(FIND, phrase)
     assert gd, f"no figure titled {phrase!r} on {post}"
     page.wait_for_timeout(200)
@@ -187,6 +193,45 @@ def test_ablation_steps(sized, base_url):
     shot(page, gd, "ablation", width)
 
 
+# Every text element of every chart with controls, in every state the controls reach (each
+# menu button, and under it each slider step), must lie inside the chart's own SVG: text past
+# its right edge is cut off, which is what a long code or diff line did on a phone.
+TEXT_OUTSIDE = """async () => {
+    const out = [];
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        const layout = gd._fullLayout;
+        const menu = (layout.updatemenus || [])[0], slider = (layout.sliders || [])[0];
+        if (!menu && !slider) continue;
+        const name = gd.closest('.plotly-chart').getAttribute('aria-label').slice(0, 40);
+        const svg = gd.querySelector('.main-svg').getBoundingClientRect();
+        for (const [m, button] of (menu ? menu.buttons : [null]).entries()) {
+            if (button) await Plotly[button.method](gd, ...button.args);
+            for (const [s, step] of (slider ? slider.steps : [null]).entries()) {
+                if (step) await Plotly[step.method](gd, ...step.args);
+                for (const text of gd.querySelectorAll('text')) {
+                    const box = text.getBoundingClientRect();
+                    if (box.width && (box.left < svg.left - 1 || box.right > svg.right + 1)) {
+                        out.push(`${name}: menu ${m}, step ${s}: "${text.textContent.slice(0, 40)}" spans `
+                                 + `${Math.round(box.left - svg.left)}..${Math.round(box.right - svg.left)} px `
+                                 + `of ${Math.round(svg.width)}`);
+                    }
+                }
+            }
+        }
+    }
+    return out;
+}"""
+
+
+@pytest.mark.parametrize("post", ["vectorized", "flash", "optimizing"])
+def test_explorable_text_stays_inside_the_chart(sized, base_url, post):
+    page, width = sized
+    page.goto(base_url + PAGES[post], wait_until="load")
+    page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
+    outside = page.evaluate(TEXT_OUTSIDE)
+    assert outside == [], outside[:10]
+
+
 def test_explorables_follow_the_dark_palette(browser, base_url):
     ctx = browser.new_context(viewport={"width": 390, "height": 844})
     page = ctx.new_page()
@@ -200,4 +245,21 @@ def test_explorables_follow_the_dark_palette(browser, base_url):
         assert data(page, gd, "gd._fullLayout.paper_bgcolor").replace(" ", "") == "rgba(0,0,0,0)"
         assert data(page, gd, "gd._fullLayout.font.color") != light, "the figure kept its light-palette text"
         shot(page, gd, f"{name}-dark", 390)
+    ctx.close()
+
+
+def test_inline_text_colours_follow_the_dark_palette(browser, base_url):
+    """The ablation's diff colours its lines with inline styles inside the annotation text;
+    in the dark scheme they take the dark twins too (the light ones fall below 4.5:1 there)."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    gd = open_figure(page, base_url, "optimizing", "one switch at a time (")
+    page.locator("form[data-md-component=palette] label:visible").first.click()
+    page.wait_for_function("document.body.getAttribute('data-md-color-scheme') === 'slate'")
+    page.wait_for_function("(id) => document.getElementById(id).getAttribute('data-theme') === 'dark'", arg=gd)
+    slide(page, gd, 4)  # a step that both removes and adds lines
+    text = data(page, gd, "gd.layout.annotations[0].text")
+    for role in ("flash", "sdpa-flash"):  # the diff's pink and green
+        assert f"color:{theme.mark_color(role, 'dark')}" in text
+        assert f"color:{theme.mark_color(role, 'light')}" not in text
     ctx.close()

@@ -20,6 +20,8 @@ MAX_POST_BYTES = 3_000_000
 def open_page(page, base_url, path):
     page.goto(base_url + path, wait_until="load")
     page.wait_for_load_state("networkidle")
+    if page.locator(".plotly-chart").count():  # charts.js draws far charts when idle; it marks the page when done
+        page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
     return page
 
 
