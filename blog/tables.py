@@ -247,3 +247,29 @@ def warpspec_table(doc: dict) -> str:
             "specialised warp groups use to trade registers; none means no split.")
     return _table("Warp specialisation off and on, per tile", head, body, notes=notes, foot=foot, docs=[doc],
                   table_id="warpspec")
+
+
+def profile_table(prof: dict) -> str:
+    """Bytes of each profiled flash forward launch: the traffic model beside Nsight Compute's counters."""
+    measured = sorted((r for r in prof["records"] if r["group"] == "flash" and r["status"] == "ok"
+                       and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])),
+                      key=lambda r: (-r["shape"]["D"], r["shape"]["Nq"], r["causal"]))
+    if not measured:
+        raise ValueError("the profile holds no measured flash launch")
+    gb = lambda x: "–" if x is None else f"{x / 1e9:.2f}"  # noqa: E731
+    head = [_th("case") + _th("tile") + _th("requested (model)") + _th("DRAM") + _th("L2") + _th("DRAM ÷ compulsory")]
+    body = []
+    for r in measured:
+        m, mod, s, c = r["measured"], r["model"], r["shape"], r["config"]
+        dram = m["dram_read_bytes"] + m["dram_write_bytes"]
+        body.append([f"D={s['D']} H={s['H']} N={s['Nq']}{', causal' if r['causal'] else ''}",
+                     f"{c['BLOCK_M']}×{c['BLOCK_N']}",
+                     gb(mod["requested_bytes"]), gb(dram), gb(m["l2_bytes"]), f"{dram / mod['compulsory_bytes']:.2f}×"])
+    p, s = prof["provenance"], measured[0]["shape"]
+    clocks = ("clocks left to the GPU (--clock-control none)" if p["clock_control"] == "none"
+              else "clocks locked to base by ncu")
+    foot = (f"GB per forward launch, {measured[0]['dtype']}, B={s['B']}; DRAM = bytes read + written, L2 = bytes requested from L2; model bytes for the "
+            f"tile the autotuner picked; compulsory = Q, K, V read and O written once. Nsight Compute {p['ncu']}, "
+            f"one profiled launch per case after warm-up, {clocks}.")
+    return _table("Bytes moved by the forward kernel: the model beside Nsight Compute", head, body, foot=html.escape(foot),
+                  docs=[prof])

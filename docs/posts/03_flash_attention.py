@@ -368,27 +368,7 @@ pp = prof["provenance"]
 measured = sorted((r for r in prof["records"] if r["group"] == "flash" and r["status"] == "ok"
                    and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])),
                   key=lambda r: (-r["shape"]["D"], r["shape"]["Nq"], r["causal"]))
-gb = lambda x: "–" if x is None else f"{x / 1e9:.2f} GB"  # noqa: E731
-head = ("<tr><th>case</th><th>tile</th><th>requested (model)</th><th>compulsory (model)</th>"
-        "<th>DRAM read + written</th><th>L2 traffic</th><th>DRAM ÷ compulsory</th></tr>")
-body = []
-for r in measured:
-    m, mod, s, c = r["measured"], r["model"], r["shape"], r["config"]
-    dram = m["dram_read_bytes"] + m["dram_write_bytes"]
-    body.append(f"<tr><td>D={s['D']}, H={s['H']}, N={s['Nq']}{', causal' if r['causal'] else ''}</td>"
-                f"<td>{c['BLOCK_M']}×{c['BLOCK_N']}</td><td>{gb(mod['requested_bytes'])}</td>"
-                f"<td>{gb(mod['compulsory_bytes'])}</td><td>{gb(dram)}</td><td>{gb(m['l2_bytes'])}</td>"
-                f"<td>{dram / mod['compulsory_bytes']:.2f}×</td></tr>")
-sm_hz = [r["measured"]["sm_hz"] for r in measured if r["measured"]["sm_hz"]]
-clocks = (f"SM clock {min(sm_hz) / 1e9:.2f}–{max(sm_hz) / 1e9:.2f} GHz as ncu reported it, "
-          if sm_hz else "") + ("clocks not locked (<code>--clock-control none</code>)"
-                                if pp["clock_control"] == "none" else "clocks locked to base by ncu")
-show(f'<div class="table-scroll"><table class="bench-table"><caption>Bytes moved by the forward kernel: '
-     f'the traffic model beside Nsight Compute\'s counters</caption>{head}{"".join(body)}</table></div>'
-            f'<p class="bench-prov">fp16, B={measured[0]["shape"]["B"]}, forward, one profiled launch per case '
-            f'after warm-up; model bytes for the tile the autotuner picked. Nsight Compute {pp["ncu"]}, {clocks}. '
-            f'Measured on {query.provenance_line(prof)}</p>' if measured else
-            "<p>No flash launch was profiled successfully.</p>")
+show(tables.profile_table(prof))
 focus = next((r for r in measured if r["shape"]["Nq"] == n and r["shape"]["D"] == d and not r["causal"]), None)
 if focus is not None:
     m, mod = focus["measured"], focus["model"]
