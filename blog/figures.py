@@ -400,3 +400,56 @@ def causal_tiles(n: int = 512, block_m: int = 128, block_n: int = 64) -> go.Figu
     fig.update_xaxes(title=f"key tile (BLOCK_N={block_n})")
     return _diagram(fig, f"Causal tiles, N={n}", f"Causal tiles, N={n}", 400,
                     subtitle="blue computed without masks, orange masked, grey skipped")
+
+
+def ablation_profile(prof: dict, abl: dict) -> go.Figure:
+    """Per ablation step, from Nsight Compute: pipe activity (% of peak), DRAM bytes beside the
+    model's requested bytes, and the profiled duration beside the benchmark's median (same GPU)."""
+    steps = query.profile_steps(prof)
+    if not steps:
+        raise ValueError("the profile holds no measured ablation step")
+    order = [r["provider"] for r in sorted(steps.values(), key=lambda r: r["step"])]
+    names = list(dict.fromkeys(order))
+    cases = sorted({c for c, _ in steps})
+    shape = next(iter(steps.values()))["shape"]
+    same_gpu = prof["provenance"]["gpu"] == abl["provenance"]["gpu"]
+    pipes = [(key, text) for key, text in (("tensor_pct", "tensor pipe"), ("xu_pct", "XU pipe (special functions)"))
+             if any(r["measured"][key] is not None for r in steps.values())]
+    titles = [f"D={shape['D']}, {'causal' if c else 'full'}" for c in cases]
+    fig = make_subplots(rows=3, cols=len(cases), shared_xaxes=True, vertical_spacing=0.08, horizontal_spacing=0.08,
+                        subplot_titles=titles)
+    roles = {"tensor pipe": "flash", "XU pipe (special functions)": "vectorized", "DRAM read + written": "eager",
+             "requested (model)": "reference", "under ncu": "basic", "timed benchmark": "sdpa"}
+    for col, causal in enumerate(cases, 1):
+        rows = [(n, steps[(causal, n)]) for n in names if (causal, n) in steps]
+        x = [n for n, _ in rows]
+        first = col == 1
+
+        def add(kind, name, y, row, hover, **kw):
+            getattr(fig, kind)(name=name, legendgroup=name, showlegend=first, x=kw.pop("x", x), y=y, row=row,
+                               col=col, hovertemplate=hover + "<extra>" + name + "</extra>", **kw)
+
+        for key, text in pipes:
+            add("add_bar", text, [r["measured"][key] for _, r in rows], 1, "%{x}: %{y:.0f}% of peak",
+                marker_color=mark_color(roles[text]))
+        add("add_bar", "DRAM read + written", [(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"])
+                                               / 1e9 for _, r in rows], 2, "%{x}: %{y:.2f} GB",
+            marker_color=mark_color("eager"))
+        add("add_scatter", "requested (model)", [r["model"]["requested_bytes"] / 1e9 for _, r in rows], 2,
+            "%{x}: %{y:.1f} GB", mode="markers", marker=dict(symbol="diamond", size=9, color=mark_color("reference")))
+        add("add_bar", "under ncu", [r["measured"]["duration_ns"] / 1e6 for _, r in rows], 3, "%{x}: %{y:.2f} ms",
+            marker_color=mark_color("basic"))
+        if same_gpu:
+            timed = {r["provider"]: r["p50"] for r in query.ablation_rows(abl, shape["D"], causal) if r["status"] == "ok"}
+            add("add_scatter", "timed benchmark", [timed[n] for n in x if n in timed], 3, "%{x}: %{y:.2f} ms",
+                x=[n for n in x if n in timed], mode="markers", marker=dict(size=8, color=mark_color("sdpa")))
+    fig.update_yaxes(rangemode="tozero", row=1)
+    fig.update_yaxes(type="log", row=2)  # requested and DRAM bytes differ by an order of magnitude
+    fig.update_yaxes(rangemode="tozero", row=3)
+    for row, title in ((1, "% of peak"), (2, "GB (log)"), (3, "ms")):
+        fig.update_yaxes(title=title, row=row, col=1)
+    fig.update_xaxes(title="step", row=3)
+    fig.update_layout(barmode="group")
+    dtype = next(iter(steps.values()))["dtype"]
+    return _finish(fig, [prof], f"Each step under Nsight Compute: {dtype}, B={shape['B']}, H={shape['H']}, "
+                   f"N={shape['Nq']}", short_title="Each step, profiled", height=820)

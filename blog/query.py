@@ -20,8 +20,8 @@ RECORD_FIELDS = ("provider", "direction", "dtype", "causal", "case", "status", "
 
 def load(suite: str, data_dir: Path | None = None) -> list[dict]:
     """Validated documents for ``suite``, one per GPU; a clear error if there are none."""
-    if suite not in schema.SUITES:
-        raise ValueError(f"suite must be one of {schema.SUITES}, got {suite!r}")
+    if suite not in (*schema.SUITES, schema.PROFILE_SUITE):
+        raise ValueError(f"suite must be one of {(*schema.SUITES, schema.PROFILE_SUITE)}, got {suite!r}")
     folder = Path(data_dir) if data_dir is not None else DATA_DIR
     docs = schema.load_suite(folder, suite)
     if not docs:
@@ -208,3 +208,15 @@ def warpspec_pairs(doc: dict) -> list[dict]:
                             same_code=same, setmaxnreg=((ws or {}).get("compiler") or {}).get("ptx_setmaxnreg"),
                             flash=refs["flash"], cudnn=refs["sdpa-cudnn"]))
     return sorted(out, key=lambda x: (-x["D"], x["causal"], _tile_key(x["tile"])))
+
+
+def profile_steps(prof: dict) -> dict:
+    """(causal, step name) -> the profile record of each ablation step Nsight Compute measured."""
+    return {(r["causal"], r["provider"]): r for r in prof["records"]
+            if r["group"] == "ablation" and r["status"] == "ok"
+            and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])}
+
+
+def same_gpu_doc(docs: list[dict], gpu: str) -> dict:
+    """The document measured on ``gpu`` if there is one, else the first."""
+    return next((d for d in docs if d["provenance"]["gpu"] == gpu), docs[0])

@@ -48,6 +48,8 @@ def _fail(path, msg):
 def validate(doc: dict, path: str = "<data>") -> dict:
     if not isinstance(doc, dict):
         _fail(path, "top level must be an object")
+    if doc.get("suite") == PROFILE_SUITE:
+        return validate_profile(doc, path)
     if doc.get("schema") != SCHEMA_VERSION:
         _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
     if doc.get("suite") not in SUITES:
@@ -89,6 +91,70 @@ def validate(doc: dict, path: str = "<data>") -> dict:
                 _fail(path, f"{where}: p20 <= p50 <= p80 violated")
         elif not rec.get("reason"):
             _fail(path, f"{where}: status {rec['status']} needs a reason")
+    return doc
+
+
+# The profile suite (scripts/profile.py): Nsight Compute counters per kernel launch, not timings,
+# so it has a validator of its own. Each ok record carries ``measured`` (the quantities below,
+# a number or None when this ncu had no metric for it) and ``model`` (the traffic model's bytes).
+PROFILE_SUITE = "profile"
+PROFILE_PROVENANCE_KEYS = {
+    **{k: t for k, t in PROVENANCE_KEYS.items() if k != "ceilings"},
+    "ncu": str, "clock_control": str, "metric_sources": dict, "metrics_dropped": list,
+}
+PROFILE_RECORD_KEYS = {k: t for k, t in RECORD_KEYS.items() if k != "unit"} | {"group": str}
+PROFILE_MEASURED_KEYS = ("duration_ns", "dram_read_bytes", "dram_write_bytes", "l2_bytes", "tensor_pct", "xu_pct",
+                         "occupancy_pct", "sm_hz", "dram_hz")
+PROFILE_MODEL_KEYS = ("requested_bytes", "compulsory_bytes", "flops")
+
+
+def validate_profile(doc: dict, path: str = "<data>") -> dict:
+    """Check a profile-suite document; raise BenchDataError naming the first problem."""
+    if doc.get("schema") != SCHEMA_VERSION:
+        _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
+    prov = doc.get("provenance")
+    if not isinstance(prov, dict):
+        _fail(path, "missing provenance block")
+    for key, typ in PROFILE_PROVENANCE_KEYS.items():
+        if not isinstance(prov.get(key), typ):
+            _fail(path, f"provenance.{key} missing or not {typ.__name__}")
+    if prov["clock_control"] not in ("none", "base"):
+        _fail(path, f"provenance.clock_control must be 'none' or 'base', got {prov['clock_control']!r}")
+    records = doc.get("records")
+    if not isinstance(records, list) or not records:
+        _fail(path, "records must be a non-empty list")
+    for i, rec in enumerate(records):
+        where = f"records[{i}]"
+        if not isinstance(rec, dict):
+            _fail(path, f"{where} is not an object")
+        for key, typ in PROFILE_RECORD_KEYS.items():
+            if not isinstance(rec.get(key), typ):
+                _fail(path, f"{where}.{key} missing or not {typ.__name__}")
+        if rec["suite"] != PROFILE_SUITE:
+            _fail(path, f"{where}.suite {rec['suite']!r} differs from the file's")
+        if rec["status"] not in STATUSES:
+            _fail(path, f"{where}.status {rec['status']!r} not in {STATUSES}")
+        for key in SHAPE_KEYS:
+            if not isinstance(rec["shape"].get(key), int) or rec["shape"][key] < 0:
+                _fail(path, f"{where}.shape.{key} missing or not a non-negative int")
+        if rec["status"] != "ok":
+            if not rec.get("reason"):
+                _fail(path, f"{where}: status {rec['status']} needs a reason")
+            continue
+        measured, model = rec.get("measured"), rec.get("model")
+        if not isinstance(measured, dict) or not isinstance(model, dict):
+            _fail(path, f"{where}: an ok record needs 'measured' and 'model' objects")
+        for key in PROFILE_MEASURED_KEYS:
+            if key not in measured:
+                _fail(path, f"{where}.measured.{key} missing (null when not collected)")
+            val = measured[key]
+            if val is not None and not (isinstance(val, (int, float)) and math.isfinite(val) and val >= 0):
+                _fail(path, f"{where}.measured.{key} must be a non-negative number or null, got {val!r}")
+        if not measured["duration_ns"]:
+            _fail(path, f"{where}: an ok record needs a positive measured.duration_ns")
+        for key in PROFILE_MODEL_KEYS:
+            if not (isinstance(model.get(key), int) and model[key] > 0):
+                _fail(path, f"{where}.model.{key} must be a positive int")
     return doc
 
 

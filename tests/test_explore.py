@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+pytest.importorskip("plotly", reason="the site's packages need plotly (the GPU box has none)")
+
 from blog.explore import ablation_steps, addressing, online_softmax, schedule, tile_budget
 from kernels import flash
 

@@ -147,7 +147,6 @@ seed = query.load("seed")[0]
 copy_gbps = seed["provenance"]["ceilings"]["copy_gbps"]
 basic_ms = query.median(seed, "basic", Nq=nq, D=d)
 implied_gbps = t.bytes_total / (basic_ms * 1e-3) / 1e9
-# TODO(lead): ncu - measured DRAM and L2 bytes of this kernel would replace the bound below.
 md(
     f"On the {seed['provenance']['gpu']} the kernel took {fmt.ms(basic_ms)} at this size, so it moved its "
     f"requested bytes at {implied_gbps:.0f} GB/s: {implied_gbps / copy_gbps:.0%} of the {copy_gbps:.0f} GB/s that "

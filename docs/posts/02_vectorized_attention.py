@@ -276,7 +276,6 @@ md(
     f"By N={n_last} it is down to {vec_f[n_last]:.2f}× of the roof, as its tile outgrows the register budget "
     f"(below). The basic kernel never gets above {max(basic_f.values()):.2f}× of its roof at any N: neither "
     "bandwidth nor arithmetic limits it, which points at the latency of its one-key-at-a-time walk.")
-# TODO(lead): ncu - measured DRAM and L2 bytes per size would say which cache served the re-reads, and how many.
 
 # %% [markdown]
 # ## Where the design stops

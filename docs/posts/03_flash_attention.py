@@ -350,7 +350,6 @@ rec = query.ok(prod["records"], provider="flash", direction="fwd", dtype="float1
 rec = [r for r in rec if r["shape"]["H"] == r["shape"]["Hkv"]][0]
 heads = rec["shape"]["B"] * rec["shape"]["H"]
 implied = traffic.flash(n, n, d, elem_bytes=2, heads=heads).bytes_total / (rec["p50"] * 1e-3) / 1e9
-# TODO(lead): ncu - measured DRAM and L2 bytes for this case go here, and the sentence follows them.
 md(
     f"The {prod_gpu}'s ridge point, its measured fp16 matrix-multiply rate over its measured copy bandwidth, is "
     f"about **{ridge:.0f} FLOPs per byte**. Counted against *requested* bytes the tiled kernel sits at "
@@ -362,6 +361,62 @@ md(
     f"moved at {implied:.0f} GB/s, {implied / ceil['copy_gbps']:.2f}× the measured copy bandwidth"
     + (f". At least {1 - ceil['copy_gbps'] / implied:.0%} of them therefore came from a cache, not DRAM."
        if implied > ceil["copy_gbps"] else ", so the timing alone cannot rule out that DRAM is the limit."))
+
+# %% tags=["hide-input"]
+prof = query.same_gpu_doc(query.load("profile"), prod_gpu)  # the GPU the timings above came from
+pp = prof["provenance"]
+measured = sorted((r for r in prof["records"] if r["group"] == "flash" and r["status"] == "ok"
+                   and None not in (r["measured"]["dram_read_bytes"], r["measured"]["dram_write_bytes"])),
+                  key=lambda r: (-r["shape"]["D"], r["shape"]["Nq"], r["causal"]))
+gb = lambda x: "–" if x is None else f"{x / 1e9:.2f} GB"  # noqa: E731
+head = ("<tr><th>case</th><th>tile</th><th>requested (model)</th><th>compulsory (model)</th>"
+        "<th>DRAM read + written</th><th>L2 traffic</th><th>DRAM ÷ compulsory</th></tr>")
+body = []
+for r in measured:
+    m, mod, s, c = r["measured"], r["model"], r["shape"], r["config"]
+    dram = m["dram_read_bytes"] + m["dram_write_bytes"]
+    body.append(f"<tr><td>D={s['D']}, H={s['H']}, N={s['Nq']}{', causal' if r['causal'] else ''}</td>"
+                f"<td>{c['BLOCK_M']}×{c['BLOCK_N']}</td><td>{gb(mod['requested_bytes'])}</td>"
+                f"<td>{gb(mod['compulsory_bytes'])}</td><td>{gb(dram)}</td><td>{gb(m['l2_bytes'])}</td>"
+                f"<td>{dram / mod['compulsory_bytes']:.2f}×</td></tr>")
+sm_hz = [r["measured"]["sm_hz"] for r in measured if r["measured"]["sm_hz"]]
+clocks = (f"SM clock {min(sm_hz) / 1e9:.2f}–{max(sm_hz) / 1e9:.2f} GHz as ncu reported it, "
+          if sm_hz else "") + ("clocks not locked (<code>--clock-control none</code>)"
+                                if pp["clock_control"] == "none" else "clocks locked to base by ncu")
+show(f'<div class="table-scroll"><table class="bench-table"><caption>Bytes moved by the forward kernel: '
+     f'the traffic model beside Nsight Compute\'s counters</caption>{head}{"".join(body)}</table></div>'
+            f'<p class="bench-prov">fp16, B={measured[0]["shape"]["B"]}, forward, one profiled launch per case '
+            f'after warm-up; model bytes for the tile the autotuner picked. Nsight Compute {pp["ncu"]}, {clocks}. '
+            f'Measured on {query.provenance_line(prof)}</p>' if measured else
+            "<p>No flash launch was profiled successfully.</p>")
+focus = next((r for r in measured if r["shape"]["Nq"] == n and r["shape"]["D"] == d and not r["causal"]), None)
+if focus is not None:
+    m, mod = focus["measured"], focus["model"]
+    dram = m["dram_read_bytes"] + m["dram_write_bytes"]
+    from_cache = 1 - m["dram_read_bytes"] / mod["requested_read_bytes"]
+    text = (f"Nsight Compute measures what the timing could not. In the case above (N={n}, D={d}, "
+            f"B={focus['shape']['B']}, H={focus['shape']['H']}) the loads asked for, by the model's count, "
+            f"{mod['requested_read_bytes'] / 1e9:.2f} GB and DRAM delivered {m['dram_read_bytes'] / 1e9:.2f} GB of "
+            "it, so " + (f"**{from_cache:.0%} of the requested bytes came from a cache** (L1 or L2), not from "
+                         "DRAM. " if from_cache > 0 else "no cache saved any DRAM reads. ")
+            + f"In all, DRAM moved {dram / 1e9:.2f} GB, {dram / mod['compulsory_bytes']:.2f}× the compulsory "
+            "bytes" + (f", and the L2 cache handled {m['l2_bytes'] / 1e9:.2f} GB of requests"
+                       if m["l2_bytes"] is not None else "") + ".")
+    if pp["gpu"] == prod_gpu:
+        rate = dram / (m["duration_ns"] * 1e-9) / 1e9
+        text += (f" Over the profiled launch ({fmt.ms(m['duration_ns'] / 1e6)}; the timed benchmark's "
+                 f"median was {fmt.ms(rec['p50'])}) that is {rate:.0f} GB/s, "
+                 f"{rate / ceil['copy_gbps']:.0%} of the copy bandwidth measured on the same GPU. ")
+        text += ("A kernel limited by DRAM would run close to that bandwidth; this one did not."
+                 if rate < 0.5 * ceil["copy_gbps"] else
+                 "That is close enough to the copy bandwidth that DRAM may be one of the limits here.")
+    if m["tensor_pct"] is not None:
+        text += (f" Its tensor pipe ran at {m['tensor_pct']:.0f}% of its peak rate over the cycles the SMs were "
+                 "active; post 4 follows that number through each optimization step.")
+    if pp["git_commit"] != prod["provenance"]["git_commit"]:
+        text += (f" (The profile ran the kernel at commit {pp['git_commit'][:7]}, the timings above at "
+                 f"{prod['provenance']['git_commit'][:7]}.)")
+    md(text)
 
 # %% [markdown]
 # The model above is FlashAttention's I/O argument made concrete. The FlashAttention paper

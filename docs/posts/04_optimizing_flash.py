@@ -77,7 +77,7 @@ md(
 # kernel with the disabled code removed. Nothing is timed through an `if` at run time.
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="    pid_m = tl.program_id(0)")
+show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n")
 
 # %% [markdown]
 # The steps, in the order they are switched on. The predictions are speed-ups over the step
@@ -254,7 +254,103 @@ md(
     + ", ".join(f"{ratio / (4 * d):.0%} of the matrix products' time at D={d}" for d in (128, 64))
     + ", if nothing overlaps them. The matmuls are fast, not free, and the softmax sits on the critical path "
     "between them; every instruction taken out of it shows.")
-# TODO(lead): ncu - tensor-pipe and special-function-unit utilisation per step would measure this split.
+
+# %% [markdown]
+# Nsight Compute can measure part of that split. For every step it reads the hardware
+# counters of one launch: how busy the XU pipe (the special-function unit, where `ex2` runs)
+# was, as a percentage of its peak rate over the cycles the SMs were active, and how many
+# bytes crossed DRAM, beside the bytes the traffic model says the loads request. By
+# [Nsight Compute's definition](https://docs.nvidia.com/nsight-compute/ProfilingGuide/index.html)
+# the XU pipe also runs int-to-float and float-to-int conversions, so its activity bounds the
+# exponential's share from above.
+
+# %% tags=["hide-input"]
+prof = query.same_gpu_doc(query.load("profile"), abl["provenance"]["gpu"])
+pp = prof["provenance"]
+steps = query.profile_steps(prof)
+same_gpu = pp["gpu"] == abl["provenance"]["gpu"]
+step_cases = sorted({c for c, _ in steps})
+prof_shape = next(iter(steps.values()))["shape"]
+
+
+def profiled(causal):
+    """(step name, record) in ladder order, for the steps ncu profiled."""
+    return [(name, steps[(causal, name)]) for name in ablation.RUNG_NAMES if (causal, name) in steps]
+
+
+# Step name -> median time (ms) in the ablation benchmark, for a benchmark run on the profile's GPU.
+timed = {c: {r["provider"]: r["p50"] for r in query.ablation_rows(abl, prof_shape["D"], c) if r["status"] == "ok"}
+         if same_gpu else {} for c in step_cases}
+show(figures.ablation_profile(prof, abl))
+
+
+def span(values, fmt, unit=""):
+    lo, hi = format(min(values), fmt), format(max(values), fmt)
+    return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
+
+
+def get(name, key, causal=False):
+    """A measured value of one step, or None if that step or value is missing."""
+    record = steps.get((causal, name))
+    return None if record is None else record["measured"][key]
+
+
+sm_ghz = [r["measured"]["sm_hz"] / 1e9 for r in steps.values() if r["measured"]["sm_hz"]]
+dram_ghz = [r["measured"]["dram_hz"] / 1e9 for r in steps.values() if r["measured"]["dram_hz"]]
+clocks = ("Nsight Compute left the clocks to the GPU (`--clock-control none`), as they are in the timed runs"
+          if pp["clock_control"] == "none" else
+          "Nsight Compute locked the clocks to their base values (`--clock-control base`), so the profiled "
+          "launches run slower than the timed ones")
+if sm_ghz:
+    clocks += (f": the SM clock read {span(sm_ghz, '.2f', ' GHz')}"
+               + (f" and the DRAM clock {span(dram_ghz, '.2f', ' GHz')}" if dram_ghz else "")
+               + " across these launches")
+lines = [clocks + "."]
+if all(r["measured"]["tensor_pct"] is None for r in steps.values()):
+    lines.append(f"The tensor pipe's busy-cycle counter (`{pp['metric_sources']['tensor_pct']}`, the one this "
+                 f"Nsight Compute {pp['ncu']} lists for Hopper) returned no value for these launches, so the chart "
+                 "shows no tensor-pipe bars; the achieved TFLOP/s against the measured matmul rate, above, is this "
+                 "page's measure of tensor-core use.")
+tensor = [get("naive", "tensor_pct"), get("autotuned", "tensor_pct")]
+xu = [get("naive", "xu_pct"), get("autotuned", "xu_pct")]
+if None not in tensor:
+    lines.append(f"In the full case the tensor pipe ran at {tensor[0]:.0f}% of its peak in the first step and "
+                 f"{tensor[1]:.0f}% in the last"
+                 + (f"; the XU pipe at {xu[0]:.0f}% and {xu[1]:.0f}%." if None not in xu else "."))
+xu = [get("split-loops", "xu_pct"), get("exp2", "xu_pct")]
+if None not in xu:
+    ms = [get(name, "duration_ns") / 1e6 for name in ("split-loops", "exp2")]
+    ex2 = {r["provider"]: (r.get("compiler") or {}).get("ptx_ex2")
+           for r in query.ablation_rows(abl, prof_shape["D"], False)}
+    ex2 = [ex2.get("split-loops"), ex2.get("exp2")]
+    lines.append(f"Folding the scale into `exp2` moved the XU pipe from {xu[0]:.0f}% to {xu[1]:.0f}% and the "
+                 f"profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms"
+                 + ("." if None in ex2 else
+                    ", while the count of `ex2` instructions in the code "
+                    + (f"stayed at {ex2[1]}" if ex2[0] == ex2[1] else f"went from {ex2[0]} to {ex2[1]}")
+                    + " (the compiler report below)."))
+pair = [steps.get((True, name)) for name in ("big-tiles", "skip-future")]
+if None not in pair:
+    dram = [(r["measured"]["dram_read_bytes"] + r["measured"]["dram_write_bytes"]) / 1e9 for r in pair]
+    requested = [r["model"]["requested_bytes"] / 1e9 for r in pair]
+    ms = [r["measured"]["duration_ns"] / 1e6 for r in pair]
+    lines.append(f"Skipping the tiles past the diagonal took the causal case's DRAM traffic from {dram[0]:.2f} to "
+                 f"{dram[1]:.2f} GB, the bytes its loads and stores request from {requested[0]:.1f} to "
+                 f"{requested[1]:.1f} GB (model), and the profiled launch from {ms[0]:.2f} to {ms[1]:.2f} ms.")
+served = [r["measured"]["dram_read_bytes"] / r["model"]["requested_read_bytes"] for r in steps.values()]
+lines.append(f"Across all {len(served)} launches DRAM delivered {span(served, '.0%')} of the bytes the loads "
+             "requested; caches served the rest.")
+bench_ratios = [r["measured"]["duration_ns"] / 1e6 / timed[c][name]
+                for c in step_cases for name, r in profiled(c) if name in timed[c]]
+if bench_ratios:
+    commits = (pp["git_commit"][:7], abl["provenance"]["git_commit"][:7])
+    lines.append(f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the "
+                 "same step" + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at "
+                                f"{commits[1]})" if commits[0] != commits[1] else "") + ".")
+elif not same_gpu:
+    lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
+                 "the chart therefore shows no benchmark times beside the profiled ones.")
+md(" ".join(lines))
 
 # %% [markdown]
 # ## What the compiler report showed
