@@ -45,10 +45,22 @@ def open_figure(page, base_url, post, phrase):
     return gd
 
 
+# Plotly moves a slider's handle at once but runs the step's command (restyle, update) on the
+# next animation frame: wait for the event the command emits, not only for the handle.
+ARM = """(id) => {
+    const gd = document.getElementById(id);
+    gd.dataset.stepDone = '';
+    for (const e of ['plotly_restyle', 'plotly_update', 'plotly_relayout']) gd.once(e, () => { gd.dataset.stepDone = '1'; });
+}"""
+
+
 def slide(page, gd, i):
+    page.evaluate(ARM, gd)
     x, y = page.evaluate(SLIDER_XY, [gd, i])
     page.mouse.click(x, y)
-    page.wait_for_function("([id, i]) => document.getElementById(id)._fullLayout.sliders[0].active === i", arg=[gd, i])
+    page.wait_for_function("([id, i]) => { const gd = document.getElementById(id);"
+                           " return gd._fullLayout.sliders[0].active === i && gd.dataset.stepDone === '1'; }",
+                           arg=[gd, i])
 
 
 def press(page, gd, label):
