@@ -45,6 +45,29 @@ def _fail(path, msg):
     raise BenchDataError(f"{path}: {msg}")
 
 
+def _records(doc: dict, path, keys: dict, suite: str):
+    """(where, record) for each record, after the checks every suite shares: a non-empty list of
+    objects with ``keys`` of the right types, this file's suite, a known status, a valid shape."""
+    records = doc.get("records")
+    if not isinstance(records, list) or not records:
+        _fail(path, "records must be a non-empty list")
+    for i, rec in enumerate(records):
+        where = f"records[{i}]"
+        if not isinstance(rec, dict):
+            _fail(path, f"{where} is not an object")
+        for key, typ in keys.items():
+            if not isinstance(rec.get(key), typ):
+                _fail(path, f"{where}.{key} missing or not {typ.__name__}")
+        if rec["suite"] != suite:
+            _fail(path, f"{where}.suite {rec['suite']!r} differs from the file's")
+        if rec["status"] not in STATUSES:
+            _fail(path, f"{where}.status {rec['status']!r} not in {STATUSES}")
+        for key in SHAPE_KEYS:
+            if not isinstance(rec["shape"].get(key), int) or rec["shape"][key] < 0:
+                _fail(path, f"{where}.shape.{key} missing or not a non-negative int")
+        yield where, rec
+
+
 def validate(doc: dict, path: str = "<data>") -> dict:
     if not isinstance(doc, dict):
         _fail(path, "top level must be an object")
@@ -64,25 +87,9 @@ def validate(doc: dict, path: str = "<data>") -> dict:
         val = prov["ceilings"].get(key)
         if val is not None and not (isinstance(val, (int, float)) and val > 0):
             _fail(path, f"provenance.ceilings.{key} must be a positive number or null")
-    records = doc.get("records")
-    if not isinstance(records, list) or not records:
-        _fail(path, "records must be a non-empty list")
-    for i, rec in enumerate(records):
-        where = f"records[{i}]"
-        if not isinstance(rec, dict):
-            _fail(path, f"{where} is not an object")
-        for key, typ in RECORD_KEYS.items():
-            if not isinstance(rec.get(key), typ):
-                _fail(path, f"{where}.{key} missing or not {typ.__name__}")
-        if rec["suite"] != doc["suite"]:
-            _fail(path, f"{where}.suite {rec['suite']!r} differs from the file's")
-        if rec["status"] not in STATUSES:
-            _fail(path, f"{where}.status {rec['status']!r} not in {STATUSES}")
+    for where, rec in _records(doc, path, RECORD_KEYS, doc["suite"]):
         if rec["direction"] not in ("fwd", "bwd"):
             _fail(path, f"{where}.direction must be fwd or bwd")
-        for key in SHAPE_KEYS:
-            if not isinstance(rec["shape"].get(key), int) or rec["shape"][key] < 0:
-                _fail(path, f"{where}.shape.{key} missing or not a non-negative int")
         if rec["status"] == "ok":
             vals = [rec.get(k) for k in TIMING_KEYS]
             if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in vals):
@@ -120,23 +127,7 @@ def validate_profile(doc: dict, path: str = "<data>") -> dict:
             _fail(path, f"provenance.{key} missing or not {typ.__name__}")
     if prov["clock_control"] not in ("none", "base"):
         _fail(path, f"provenance.clock_control must be 'none' or 'base', got {prov['clock_control']!r}")
-    records = doc.get("records")
-    if not isinstance(records, list) or not records:
-        _fail(path, "records must be a non-empty list")
-    for i, rec in enumerate(records):
-        where = f"records[{i}]"
-        if not isinstance(rec, dict):
-            _fail(path, f"{where} is not an object")
-        for key, typ in PROFILE_RECORD_KEYS.items():
-            if not isinstance(rec.get(key), typ):
-                _fail(path, f"{where}.{key} missing or not {typ.__name__}")
-        if rec["suite"] != PROFILE_SUITE:
-            _fail(path, f"{where}.suite {rec['suite']!r} differs from the file's")
-        if rec["status"] not in STATUSES:
-            _fail(path, f"{where}.status {rec['status']!r} not in {STATUSES}")
-        for key in SHAPE_KEYS:
-            if not isinstance(rec["shape"].get(key), int) or rec["shape"][key] < 0:
-                _fail(path, f"{where}.shape.{key} missing or not a non-negative int")
+    for where, rec in _records(doc, path, PROFILE_RECORD_KEYS, PROFILE_SUITE):
         if rec["status"] != "ok":
             if not rec.get("reason"):
                 _fail(path, f"{where}: status {rec['status']} needs a reason")
