@@ -1,0 +1,330 @@
+"""Post 5: a warp-specialised FlashAttention forward for Hopper, in Gluon.
+
+The pointer kernel in ``flash.py`` leaves scheduling to the compiler. Here it is written
+out (FlashAttention-3's plan, https://arxiv.org/abs/2407.08608, section 3):
+
+- a *producer* warp copies K and V tiles into a ring of shared-memory stages with TMA
+  (the bulk tensor copy engine), one mbarrier per stage saying "full" and one saying
+  "empty";
+- two *consumer* warpgroups (4 warps each) own 64 query rows apiece and run the
+  matmuls on the tensor cores with ``wgmma`` (``warpgroup_mma``) and the online
+  softmax in registers. Their instruction streams are independent, so while one runs
+  its softmax the other's matmuls can occupy the tensor cores;
+- registers move from the producer (which needs almost none) to the consumers.
+
+Both consumers read the same K/V stage, so each stage is released only after both have
+arrived on its "empty" barrier. Gluon (``triton.experimental.gluon``) exposes warps,
+barriers and asynchronous copies directly; see Triton's Gluon tutorials
+(https://github.com/triton-lang/triton/tree/main/python/tutorials/gluon).
+
+Scope: sm90 GPUs, fp16/bf16, head dim 64 or 128, contiguous (B, H, N, D) inputs,
+grouped-query attention, causal (top-left, as ``flash.py``) or not, any lengths.
+``hopper_problem(...)`` says why an input is outside it; ``flash_attention`` falls back
+to the pointer kernel there. Gluon kernels do not run in Triton's CPU interpreter.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+from ._runtime import INTERPRET, check_attention_inputs, new_output
+
+try:  # Gluon's Hopper API (Triton >= 3.5); absent or different elsewhere.
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    GLUON_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the installed Triton
+    GLUON_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+LOG2E = 1.4426950408889634
+ROWS_PER_WARPGROUP = 64  # wgmma's M is 64 per warpgroup: 4 warps x 16 rows
+HEAD_DIMS = (64, 128)
+# (BLOCK_N, STAGES) per head dim: two K/V stages of 128 keys at D = 128 are 128 KB of the
+# 227 KB of shared memory an SM offers a block, plus 32 KB for the two Q tiles.
+TILES = {64: (128, 3), 128: (128, 2)}
+# Registers per thread: the producer warp needs a handful, the consumers take the rest.
+PRODUCER_REGS = 24
+CONSUMER_REGS = 240
+MAXNREG = 168  # launch cap: (4 + 4 + 4 padded producer warps) * 32 threads * 168 <= 65536
+
+
+if GLUON_IMPORT_ERROR is None:
+    _M = gl.constexpr(ROWS_PER_WARPGROUP)  # kernels read globals only as constexprs
+
+    @gluon.jit
+    def _consume(
+        q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
+        acc, l_i, m_i, rows, t_lo, t_hi, N_K, qk_scale,
+        MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr,
+        BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        for t in range(t_lo, t_hi):
+            stage = t % STAGES
+            phase = (t // STAGES) & 1  # each stage is refilled every STAGES tiles
+            mbarrier.wait(k_ready.index(stage), phase)
+            k_tile = k_bufs.index(stage)  # (BLOCK_N, HEAD_DIM) in shared memory
+            # S = Q K^T on the tensor cores; K^T is a transposed *view* that wgmma reads directly.
+            qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
+                               use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))  # (M, BLOCK_N) fp32, unscaled
+            if MASKED:
+                cols = t * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+                keep = gl.expand_dims(cols < N_K, 0)
+                if IS_CAUSAL:
+                    keep = keep & (gl.expand_dims(rows, 1) >= gl.expand_dims(cols, 0))
+                # -inf: those keys get a weight of exactly exp2(-inf) = 0. Keys past N_K are the
+                # next head's rows (or TMA's zero fill), never data of this head.
+                s = gl.where(keep, qk * qk_scale, float("-inf"))
+                m_new = gl.maximum(m_i, gl.max(s, 1))
+                p = gl.exp2(s - gl.expand_dims(m_new, 1))
+            else:
+                # qk_scale > 0: the scaled row max is the row max scaled, and the scale and the
+                # subtraction ride in one FMA per score.
+                m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+                p = gl.exp2(qk * qk_scale - gl.expand_dims(m_new, 1))
+            alpha = gl.exp2(m_i - m_new)  # rescales what was summed under the old max
+            l_i = l_i * alpha + gl.sum(p, 1)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+            # P goes to the second matmul from registers (wgmma's A operand may live there).
+            p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+            mbarrier.wait(v_ready.index(stage), phase)
+            acc = warpgroup_mma(p_op, v_bufs.index(stage), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            mbarrier.arrive(kv_empty.index(stage), count=1)  # this consumer is done with the stage
+            m_i = m_new
+        return acc, l_i, m_i
+
+    @gluon.jit
+    def _consumer(
+        q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+        o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
+        WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
+        # wgmma's accumulator layouts: 4 warps stacked along the rows, 16 rows each.
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_DIM, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+        pid_m = gl.program_id(0)
+        bh = gl.program_id(1).to(gl.int64)  # int64: b * stride_ob passes 2**31 on large tensors
+        b = bh // H
+        h = bh % H
+        m0 = pid_m * (2 * M) + WARPGROUP * M  # this warpgroup's first query row
+        rows = m0 + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))
+
+        m_i = gl.full([M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))  # running max, log2 units
+        l_i = gl.zeros([M], gl.float32, gl.SliceLayout(1, s_layout))  # running sum of exp2(s - m_i)
+        acc = gl.zeros([M, HEAD_DIM], gl.float32, o_layout)  # running, unnormalised output
+
+        # Tiles [0, t_full) need no mask; [t_full, t_hi) are the diagonal (causal) and the
+        # ragged last tile; [t_hi, t_all) are loaded for the other warpgroup only.
+        t_full = N_K // BLOCK_N
+        hi = N_K
+        hi_all = N_K
+        if IS_CAUSAL:
+            t_full = gl.minimum(t_full, m0 // BLOCK_N)  # keys before m0 are visible to every row here
+            hi = gl.minimum(N_K, m0 + M)
+            hi_all = gl.minimum(N_K, pid_m * (2 * M) + 2 * M)
+        t_hi = gl.cdiv(hi, BLOCK_N)
+        t_all = gl.cdiv(hi_all, BLOCK_N)
+
+        q_smem = q_bufs.index(WARPGROUP)
+        mbarrier.wait(q_bar, 0)
+        acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
+                                 0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES,
+                                 s_layout, p_layout, o_layout)
+        acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
+                                 t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
+                                 s_layout, p_layout, o_layout)
+        for t in range(t_hi, t_all):
+            # Causal: the other warpgroup's rows reach further; release the stages it still needs.
+            stage = t % STAGES
+            phase = (t // STAGES) & 1
+            mbarrier.wait(k_ready.index(stage), phase)
+            mbarrier.wait(v_ready.index(stage), phase)
+            mbarrier.arrive(kv_empty.index(stage), count=1)
+
+        out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
+        o_rows = m0 + gl.arange(0, M, layout=gl.SliceLayout(1, o_layout))
+        o_cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+        o_ptrs = (o_ptr + b * stride_ob + h * stride_oh
+                  + gl.expand_dims(o_rows, 1) * stride_on + gl.expand_dims(o_cols, 0))
+        # Rows past N_Q were computed from the next head's queries (or zeros): never stored.
+        gl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=gl.expand_dims(o_rows < N_Q, 1))
+        # log2-sum-exp2 per row, the convention of flash.py's backward.
+        gl.store(lse_ptr + bh * N_Q + rows, m_i + gl.log2(l_i), mask=rows < N_Q)
+
+    @gluon.jit
+    def _producer(
+        q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+        H, GROUP, N_Q, N_K,
+        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        pid_m = gl.program_id(0)
+        bh = gl.program_id(1)
+        b = bh // H
+        hk = (bh % H) // GROUP  # grouped-query attention: GROUP query heads share one k/v head
+        # The descriptors view q as (B*H*N_Q, D) and k, v as (B*H_KV*N_K, D); the launcher
+        # checks those row counts fit TMA's int32 coordinates.
+        q_row = bh * N_Q + pid_m * (2 * M)
+        kv_row = (b * (H // GROUP) + hk) * N_K
+
+        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_bufs.index(0))
+        tma.async_copy_global_to_shared(q_desc, [q_row + M, 0], q_bar, q_bufs.index(1))
+
+        hi = N_K
+        if IS_CAUSAL:
+            hi = gl.minimum(N_K, pid_m * (2 * M) + 2 * M)
+        for t in range(gl.cdiv(hi, BLOCK_N)):
+            stage = t % STAGES
+            phase = (t // STAGES) & 1
+            # A fresh mbarrier counts as having completed the phase before phase 0, so the
+            # first pass over the ring does not wait.
+            mbarrier.wait(kv_empty.index(stage), phase ^ 1)
+            # K and V land on separate barriers: the consumers start S = QK^T before V arrives.
+            mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage),
+                                            k_bufs.index(stage))
+            mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage),
+                                            v_bufs.index(stage))
+
+    @gluon.jit
+    def _hopper_fwd_kernel(
+        q_desc, k_desc, v_desc, o_ptr, lse_ptr,
+        stride_ob, stride_oh, stride_on,
+        H, GROUP, N_Q, N_K, qk_scale,
+        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
+        gl.static_assert(q_desc.block_type.shape[0] == M, "a Q tile is one warpgroup's 64 rows")
+        gl.static_assert(k_desc.block_type.shape[0] == BLOCK_N, "K tiles are BLOCK_N rows")
+        gl.static_assert(HEAD_DIM % 16 == 0, "wgmma's K step is 16 for 16-bit inputs")
+        dtype: gl.constexpr = q_desc.dtype
+
+        q_bufs = gl.allocate_shared_memory(dtype, [2, M, HEAD_DIM], q_desc.layout)  # one Q tile per consumer
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(kv_empty.index(i), count=2)  # both consumers must let go of a stage
+        fence_async_shared()  # make the initialised barriers visible to the copy engine
+
+        gl.warp_specialize([
+            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
+                         0, IS_CAUSAL, BLOCK_N, STAGES)),
+            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
+                         1, IS_CAUSAL, BLOCK_N, STAGES)),
+            (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ----------------------------------------------------------------------------- launch
+
+TORCH_TO_GL = {}
+if GLUON_IMPORT_ERROR is None:
+    TORCH_TO_GL = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+
+
+@functools.cache
+def _device_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def hopper_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, precision: str = "ieee") -> str | None:
+    """Why the Gluon kernel cannot take these inputs, or None if it can. Inputs are (B, H, N, D)."""
+    if GLUON_IMPORT_ERROR is not None:
+        return f"this Triton has no Gluon Hopper API ({GLUON_IMPORT_ERROR})"
+    if INTERPRET:
+        return "Gluon kernels do not run in Triton's CPU interpreter"
+    if q.device.type != "cuda":
+        return "inputs are not on a CUDA device"
+    if _device_capability(q.device.index or 0) != (9, 0):
+        return f"the GPU is sm{''.join(map(str, _device_capability(q.device.index or 0)))}, not sm90 (Hopper)"
+    if q.dtype not in TORCH_TO_GL:
+        return f"dtype {q.dtype} (the kernel takes float16 or bfloat16)"
+    if q.shape[-1] not in HEAD_DIMS:
+        return f"head dim {q.shape[-1]} (the kernel takes {HEAD_DIMS})"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4 or not t.is_contiguous():
+            return f"{name} is not a contiguous (B, H, N, D) tensor"
+        if t.data_ptr() % 16:
+            return f"{name} is not 16-byte aligned (TMA needs it)"
+    if q.shape[0] * q.shape[1] * q.shape[2] + 2 * ROWS_PER_WARPGROUP >= 2**31 or k.shape[0] * k.shape[1] * k.shape[2] >= 2**31:
+        return "more than 2**31 rows: TMA coordinates are int32"
+    return None
+
+
+def _descriptor(t2d: torch.Tensor, rows: int):
+    block = [rows, t2d.shape[1]]
+    layout = gl.NVMMASharedLayout.get_default_for(block, TORCH_TO_GL[t2d.dtype])
+    return TensorDescriptor.from_tensor(t2d, block, layout)
+
+
+def hopper_forward(q4, k4, v4, causal: bool, scale: float):
+    """Launch the Gluon forward on (B, H, N, D) inputs that ``hopper_problem`` accepts;
+    returns (o4, lse in log2 units, compiled kernel)."""
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    block_n, stages = TILES[D]
+    o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
+    lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
+    q_desc = _descriptor(q4.view(B * H * NQ, D), ROWS_PER_WARPGROUP)
+    k_desc = _descriptor(k4.view(B * H_KV * NK, D), block_n)
+    v_desc = _descriptor(v4.view(B * H_KV * NK, D), block_n)
+    grid = (triton.cdiv(NQ, 2 * ROWS_PER_WARPGROUP), B * H)
+    compiled = _hopper_fwd_kernel[grid](
+        q_desc, k_desc, v_desc, o4, lse, *o4.stride()[:3],
+        H, H // H_KV, NQ, NK, scale * LOG2E,
+        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS,
+        num_warps=4, maxnreg=MAXNREG,
+    )
+    return o4, lse, compiled
+
+
+def hopper_attention(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """The Gluon forward alone (no autograd): q (B, H, Nq, D), k and v (B, Hkv, Nk, D).
+
+    Raises ValueError when the inputs are outside the kernel's scope (``hopper_problem``);
+    ``flash_attention`` picks this kernel itself where it applies.
+    """
+    scale = check_attention_inputs("hopper_attention", q, k, v, causal, scale, allow_gqa=True)
+    if scale <= 0:
+        raise ValueError(f"hopper_attention: scale must be > 0 (the fused softmax needs it), got {scale}")
+    if q.dim() != 4:
+        raise ValueError(f"hopper_attention: q must be (B, H, N, D), got {tuple(q.shape)}")
+    problem = hopper_problem(q, k, v)
+    if problem is not None:
+        raise ValueError(f"hopper_attention: {problem}")
+    return hopper_forward(q, k, v, causal, scale)[0]

@@ -1,0 +1,85 @@
+"""Compile the Gluon Hopper kernel for sm_90 on any machine, GPU or not, and print what the
+compiler reports: registers, spills, shared memory, and (with --sass) the instruction mix.
+
+    TRITON_INTERPRET=0 python scripts/compile_hopper.py [--sass]
+
+Needs the Triton that the GPU box runs (3.6); no GPU and no CUDA driver (Triton ships ptxas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import tempfile
+
+
+def compile_variant(head_dim: int, causal: bool, dtype: str):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.experimental.gluon import language as gl
+
+    from kernels import hopper
+
+    block_n, stages = hopper.TILES[head_dim]
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16}[dtype]
+
+    def desc(rows):
+        layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], gl_dtype)
+        return f"tensordesc<{dtype}[{rows}, {head_dim}],{layout!r}>".replace("NVMMASharedLayout(", "NVMMASharedLayout(")
+
+    fn = hopper._hopper_fwd_kernel
+    names = [p.name for p in fn.params]
+    runtime = {"q_desc": desc(hopper.ROWS_PER_WARPGROUP), "k_desc": desc(block_n), "v_desc": desc(block_n),
+               "o_ptr": f"*{dtype}", "lse_ptr": "*fp32", "stride_ob": "i32", "stride_oh": "i32",
+               "stride_on": "i32", "H": "i32", "GROUP": "i32", "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32"}
+    constexprs = {"IS_CAUSAL": causal, "BLOCK_N": block_n, "STAGES": stages,
+                  "CONSUMER_REGS": hopper.CONSUMER_REGS, "PRODUCER_REGS": hopper.PRODUCER_REGS}
+    signature = {n: runtime.get(n, "constexpr") for n in names}
+    src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": 4, "maxnreg": hopper.MAXNREG})
+
+
+def cuobjdump(cubin: bytes, flag: str) -> str:
+    import triton
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([tool, flag, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def resources(cubin: bytes) -> str:
+    """cuobjdump's resource line: registers, stack, shared memory, spills."""
+    text = cuobjdump(cubin, "-res-usage")
+    return " ".join(line.strip() for line in text.splitlines() if "REG" in line)
+
+
+def sass_mix(cubin: bytes) -> collections.Counter:
+    text = cuobjdump(cubin, "-sass")
+    ops = re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", text)
+    return collections.Counter(op for op in ops)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sass", action="store_true", help="count SASS opcodes too")
+    args = parser.parse_args(argv)
+    for head_dim in (64, 128):
+        for causal in (False, True):
+            for dtype in ("fp16", "bf16"):
+                k = compile_variant(head_dim, causal, dtype)
+                print(f"D={head_dim} causal={causal!s:5} {dtype}: shared={k.metadata.shared} B; "
+                      f"{resources(k.asm['cubin'])}", flush=True)
+                if args.sass:
+                    mix = sass_mix(k.asm["cubin"])
+                    keep = {op: n for op, n in mix.items() if re.match(r"HGMMA|MUFU|FFMA|LDL|STL|SYNCS|UTMALDG|WARPGROUP|BAR", op)}
+                    print("   ", dict(sorted(keep.items())))
+
+
+if __name__ == "__main__":
+    main()

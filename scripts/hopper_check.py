@@ -1,0 +1,83 @@
+"""Time the Gluon Hopper forward beside the pointer kernel and SDPA's cuDNN backend, in one run.
+
+    python scripts/hopper_check.py [--quick] [--out FILE]
+
+A development probe for post 5's kernel (the site's numbers come from benchmark.py):
+each case is checked against float64 first, then timed with ``triton.testing.do_bench``
+(median). Needs torch, triton and an sm90 GPU; prints a table last and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def fa_flops(B, H, NQ, NK, D, causal):
+    flops = 4.0 * B * H * NQ * NK * D
+    return flops / 2 if causal else flops
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two shapes only")
+    parser.add_argument("--out", default=None, help="write the records here as JSON")
+    args = parser.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as F
+    import triton
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from kernels import flash, hopper
+    from kernels.reference import reference_attention
+
+    cases = [(4, 16, 128, 4096), (4, 16, 128, 16384), (4, 32, 64, 4096), (4, 32, 64, 16384), (4, 16, 128, 1024)]
+    if args.quick:
+        cases = cases[:2]
+    records = []
+    for B, H, D, N in cases:
+        for dtype in (torch.float16, torch.bfloat16):
+            for causal in (False, True):
+                if dtype == torch.bfloat16 and N != 16384:
+                    continue
+                q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=dtype) for _ in range(3))
+                scale = D**-0.5
+                # Correctness on the first 2 heads of the first batch against float64.
+                ref = reference_attention(q[:1, :2], k[:1, :2], v[:1, :2], causal=causal, scale=scale)
+                got = hopper.hopper_attention(q, k, v, causal=causal, scale=scale)[:1, :2]
+                torch_err = (F.scaled_dot_product_attention(q[:1, :2], k[:1, :2], v[:1, :2], is_causal=causal)
+                             .double() - ref.double()).abs().max().item()
+                err = (got.double() - ref.double()).abs().max().item()
+                row = dict(B=B, H=H, D=D, N=N, dtype=str(dtype).split(".")[-1], causal=causal,
+                           err=err, torch_err=torch_err)
+                providers = {
+                    "gluon": lambda: hopper.hopper_attention(q, k, v, causal=causal, scale=scale),
+                    "flash": lambda: flash._flash_forward(q, k, v, causal, scale, "ieee")[0],
+                }
+
+                def cudnn():
+                    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                providers["cudnn"] = cudnn
+                for name, fn in providers.items():
+                    ms = triton.testing.do_bench(fn, warmup=50, rep=200, return_mode="median")
+                    row[name + "_ms"] = ms
+                    row[name + "_tflops"] = fa_flops(B, H, N, N, D, causal) / ms / 1e9
+                records.append(row)
+                print(json.dumps(row), flush=True)
+    print(f"{'case':34} {'err/torch':>9} {'gluon':>7} {'flash':>7} {'cudnn':>7}  TFLOP/s; gluon/cudnn")
+    for r in records:
+        case = f"{r['dtype']} B{r['B']} H{r['H']} D{r['D']} N{r['N']} {'causal' if r['causal'] else 'full'}"
+        print(f"{case:34} {r['err'] / max(r['torch_err'], 1e-9):9.2f} {r['gluon_tflops']:7.0f} "
+              f"{r['flash_tflops']:7.0f} {r['cudnn_tflops']:7.0f}  {r['gluon_ms'] and r['cudnn_ms'] / r['gluon_ms']:.2f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "triton": triton.__version__, "records": records}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The Gluon Hopper forward (kernels/hopper.py): on an sm90 GPU against float64, elsewhere the
+reasons it declines and the error its launcher raises."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kernels import hopper
+from kernels.reference import reference_attention
+
+from conftest import max_err, rand, tolerance, torch_lowp_attention
+
+ON_HOPPER = (not hopper.INTERPRET and torch.cuda.is_available()
+             and torch.cuda.get_device_capability() == (9, 0) and hopper.GLUON_IMPORT_ERROR is None)
+gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+
+# (B, H, H_KV, N_Q, N_K): ragged lengths on both sides, Nq != Nk, GQA and MQA, one row, one key.
+SHAPES = [
+    (1, 1, 1, 1, 1),
+    (2, 3, 3, 7, 100),
+    (1, 2, 2, 63, 257),
+    (2, 4, 2, 100, 63),
+    (1, 4, 1, 257, 130),
+    (2, 2, 2, 128, 128),
+    (1, 2, 2, 1000, 1000),
+    (1, 1, 1, 129, 4096),
+]
+
+
+def lse_reference(q, k, causal, scale):
+    """log2-sum-exp2 of each row's scaled scores, in float64 (the kernel's lse convention)."""
+    if q.shape[1] != k.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if causal:
+        keep = torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).tril()
+        s = s.masked_fill(~keep, float("-inf"))
+    return torch.logsumexp(s, dim=-1) / math.log(2)
+
+
+@gpu_only
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("head_dim", hopper.HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_forward_matches_float64(shape, head_dim, dtype, causal):
+    B, H, H_KV, NQ, NK = shape
+    q, k, v = rand(B, H, NQ, head_dim, dtype=dtype), rand(B, H_KV, NK, head_dim, dtype=dtype), \
+        rand(B, H_KV, NK, head_dim, dtype=dtype)
+    scale = head_dim**-0.5
+    o, lse, _ = hopper.hopper_forward(q, k, v, causal, scale)
+    ref = reference_attention(q.double(), k.double(), v.double(), causal=causal, scale=scale)
+    torch_err = max_err(torch_lowp_attention(q, k, v, causal, scale), ref)
+    assert not o.isnan().any(), "an output element was never written"
+    assert max_err(o, ref) <= tolerance(dtype, ref, torch_err)
+    # lse feeds the backward: fp32 statistics, so it agrees with float64 to fp32 round-off
+    # of a sum over up to N_K terms of 16-bit scores.
+    assert (lse.double() - lse_reference(q, k, causal, scale)).abs().max().item() <= 1e-3
+
+
+@gpu_only
+def test_fresh_inputs_each_call_give_fresh_outputs():
+    # The same launch twice on different data: a cached or stale result would match the first.
+    q, k, v = (rand(2, 2, 300, 128, dtype=torch.float16) for _ in range(3))
+    o1 = hopper.hopper_attention(q, k, v)
+    q2 = rand(2, 2, 300, 128, dtype=torch.float16)
+    o2 = hopper.hopper_attention(q2, k, v)
+    ref2 = reference_attention(q2, k, v)
+    assert max_err(o2, ref2) < max_err(o1, ref2)
+
+
+def test_declines_with_a_reason_off_hopper():
+    q = torch.zeros(1, 1, 8, 64, dtype=torch.float16, device="cpu")
+    if ON_HOPPER:
+        q = q.cuda()
+        assert hopper.hopper_problem(q.float(), q.float(), q.float()) is not None  # fp32
+        assert hopper.hopper_problem(q[..., :40].contiguous(), q[..., :40].contiguous(),
+                                     q[..., :40].contiguous()) is not None  # D = 40
+        assert "contiguous" in hopper.hopper_problem(q.transpose(1, 2), q, q)
+    else:
+        reason = hopper.hopper_problem(q, q, q)
+        assert reason  # interpreter, no Gluon, not CUDA or not sm90: each says so
+        with pytest.raises(ValueError, match="hopper_attention"):
+            hopper.hopper_attention(q, q, q)
