@@ -109,10 +109,70 @@ if GLUON_IMPORT_ERROR is None:
         return acc, l_i, m_i
 
     @gluon.jit
+    def _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL: gl.constexpr,
+                      BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
+        """One tile's online-softmax step: returns (p, alpha, m_new, l_new), p unnormalised fp32."""
+        if MASKED:
+            cols = t * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+            keep = gl.expand_dims(cols < N_K, 0)
+            if IS_CAUSAL:
+                keep = keep & (gl.expand_dims(rows, 1) >= gl.expand_dims(cols, 0))
+            s = gl.where(keep, qk * qk_scale, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(s, 1))
+            p = gl.exp2(s - gl.expand_dims(m_new, 1))
+        else:
+            m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
+            p = gl.exp2(qk * qk_scale - gl.expand_dims(m_new, 1))
+        alpha = gl.exp2(m_i - m_new)
+        return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
+
+    @gluon.jit
+    def _consume_pipelined(
+        q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
+        acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
+        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):
+        """FlashAttention-3's intra-warpgroup overlap: tile t's S = QK^T and tile t-1's O += PV
+        are issued together, and tile t's softmax runs while the PV product is in flight.
+        Tiles [0, t_full) are unmasked, [t_full, t_hi) masked; t_hi >= 1."""
+        M: gl.constexpr = _M
+        zero_s = gl.zeros([M, BLOCK_N], gl.float32, s_layout)
+        # Prologue: tile 0's scores and softmax.
+        mbarrier.wait(k_ready.index(0), 0)
+        qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
+                                           BLOCK_N, s_layout)
+        p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        for t in range(1, t_hi):
+            stage = t % STAGES
+            prev = (t - 1) % STAGES
+            mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
+            qk = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            mbarrier.wait(v_ready.index(prev), ((t - 1) // STAGES) & 1)
+            acc = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+            # wgmma groups retire in order: at most one outstanding means S is ready, PV may not be.
+            qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
+            p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, t >= t_full, IS_CAUSAL,
+                                               BLOCK_N, s_layout)
+            acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
+            mbarrier.arrive(kv_empty.index(prev), count=1)
+            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+            p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        last = (t_hi - 1) % STAGES
+        mbarrier.wait(v_ready.index(last), ((t_hi - 1) // STAGES) & 1)
+        acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(kv_empty.index(last), count=1)
+        return acc, l_i, m_i
+
+    @gluon.jit
     def _consumer(
         q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        PIPELINE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -148,12 +208,17 @@ if GLUON_IMPORT_ERROR is None:
 
         q_smem = q_bufs.index(WARPGROUP)
         mbarrier.wait(q_bar, 0)
-        acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
-                                 0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES,
-                                 s_layout, p_layout, o_layout)
-        acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
-                                 t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
-                                 s_layout, p_layout, o_layout)
+        if PIPELINE:
+            acc, l_i, m_i = _consume_pipelined(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
+                                               acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
+                                               IS_CAUSAL, BLOCK_N, STAGES, s_layout, p_layout, o_layout)
+        else:
+            acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
+                                     0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES,
+                                     s_layout, p_layout, o_layout)
+            acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
+                                     t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
+                                     s_layout, p_layout, o_layout)
         for t in range(t_hi, t_all):
             # Causal: the other warpgroup's rows reach further; release the stages it still needs.
             stage = t % STAGES
@@ -215,7 +280,7 @@ if GLUON_IMPORT_ERROR is None:
         stride_ob, stride_oh, stride_on,
         H, GROUP, N_Q, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PIPELINE: gl.constexpr = True,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -241,10 +306,10 @@ if GLUON_IMPORT_ERROR is None:
         gl.warp_specialize([
             (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         0, IS_CAUSAL, BLOCK_N, STAGES)),
+                         0, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE)),
             (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         1, IS_CAUSAL, BLOCK_N, STAGES)),
+                         1, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -292,9 +357,10 @@ def _descriptor(t2d: torch.Tensor, rows: int):
     return TensorDescriptor.from_tensor(t2d, block, layout)
 
 
-def hopper_forward(q4, k4, v4, causal: bool, scale: float):
+def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, pipeline: bool = True):
     """Launch the Gluon forward on (B, H, N, D) inputs that ``hopper_problem`` accepts;
-    returns (o4, lse in log2 units, compiled kernel)."""
+    returns (o4, lse in log2 units, compiled kernel). ``pipeline=False`` turns off the
+    intra-warpgroup overlap (post 5's ablation)."""
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     block_n, stages = TILES[D]
@@ -307,7 +373,7 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float):
     compiled = _hopper_fwd_kernel[grid](
         q_desc, k_desc, v_desc, o4, lse, *o4.stride()[:3],
         H, H // H_KV, NQ, NK, scale * LOG2E,
-        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS,
+        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, pipeline,
         num_warps=4, maxnreg=MAXNREG,
     )
     return o4, lse, compiled

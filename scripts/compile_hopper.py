@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 
-def compile_variant(head_dim: int, causal: bool, dtype: str):
+def compile_variant(head_dim: int, causal: bool, dtype: str, pipeline: bool = True):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -37,7 +37,8 @@ def compile_variant(head_dim: int, causal: bool, dtype: str):
                "o_ptr": f"*{dtype}", "lse_ptr": "*fp32", "stride_ob": "i32", "stride_oh": "i32",
                "stride_on": "i32", "H": "i32", "GROUP": "i32", "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "BLOCK_N": block_n, "STAGES": stages,
-                  "CONSUMER_REGS": hopper.CONSUMER_REGS, "PRODUCER_REGS": hopper.PRODUCER_REGS}
+                  "CONSUMER_REGS": hopper.CONSUMER_REGS, "PRODUCER_REGS": hopper.PRODUCER_REGS,
+                  "PIPELINE": pipeline}
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -71,9 +72,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for head_dim in (64, 128):
         for causal in (False, True):
-            for dtype in ("fp16", "bf16"):
-                k = compile_variant(head_dim, causal, dtype)
-                print(f"D={head_dim} causal={causal!s:5} {dtype}: shared={k.metadata.shared} B; "
+            for dtype, pipeline in (("fp16", True), ("bf16", True), ("fp16", False)):
+                k = compile_variant(head_dim, causal, dtype, pipeline)
+                print(f"D={head_dim} causal={causal!s:5} {dtype} pipeline={pipeline!s:5}: shared={k.metadata.shared} B; "
                       f"{resources(k.asm['cubin'])}", flush=True)
                 if args.sass:
                     mix = sass_mix(k.asm["cubin"])

@@ -46,12 +46,13 @@ def lse_reference(q, k, causal, scale):
 @pytest.mark.parametrize("head_dim", hopper.HEAD_DIMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_forward_matches_float64(shape, head_dim, dtype, causal):
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "serial"])
+def test_forward_matches_float64(shape, head_dim, dtype, causal, pipeline):
     B, H, H_KV, NQ, NK = shape
     q, k, v = rand(B, H, NQ, head_dim, dtype=dtype), rand(B, H_KV, NK, head_dim, dtype=dtype), \
         rand(B, H_KV, NK, head_dim, dtype=dtype)
     scale = head_dim**-0.5
-    o, lse, _ = hopper.hopper_forward(q, k, v, causal, scale)
+    o, lse, _ = hopper.hopper_forward(q, k, v, causal, scale, pipeline=pipeline)
     ref = reference_attention(q.double(), k.double(), v.double(), causal=causal, scale=scale)
     torch_err = max_err(torch_lowp_attention(q, k, v, causal, scale), ref)
     assert not o.isnan().any(), "an output element was never written"
@@ -73,7 +74,7 @@ def test_fresh_inputs_each_call_give_fresh_outputs():
 
 
 def test_declines_with_a_reason_off_hopper():
-    q = torch.zeros(1, 1, 8, 64, dtype=torch.float16, device="cpu")
+    q = torch.zeros(1, 2, 8, 64, dtype=torch.float16, device="cpu")
     if ON_HOPPER:
         q = q.cuda()
         assert hopper.hopper_problem(q.float(), q.float(), q.float()) is not None  # fp32
