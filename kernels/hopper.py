@@ -64,6 +64,15 @@ if GLUON_IMPORT_ERROR is None:
     _M = gl.constexpr(ROWS_PER_WARPGROUP)  # kernels read globals only as constexprs
 
     @gluon.jit
+    def _query_block(N_Q, IS_CAUSAL: gl.constexpr, LPT: gl.constexpr):
+        """This program's block of 2 * 64 query rows. Causal: the last blocks have the most keys
+        to visit, so they are handed out first and the final wave of programs is the short one."""
+        pid = gl.program_id(0)
+        if IS_CAUSAL and LPT:
+            pid = gl.cdiv(N_Q, 2 * _M) - 1 - pid
+        return pid
+
+    @gluon.jit
     def _consume(
         q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
         acc, l_i, m_i, rows, t_lo, t_hi, N_K, qk_scale,
@@ -172,7 +181,7 @@ if GLUON_IMPORT_ERROR is None:
         q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        PIPELINE: gl.constexpr,
+        PIPELINE: gl.constexpr, LPT: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -183,7 +192,7 @@ if GLUON_IMPORT_ERROR is None:
                                                            instr_shape=[16, HEAD_DIM, 16])
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
-        pid_m = gl.program_id(0)
+        pid_m = _query_block(N_Q, IS_CAUSAL, LPT)
         bh = gl.program_id(1).to(gl.int64)  # int64: b * stride_ob passes 2**31 on large tensors
         b = bh // H
         h = bh % H
@@ -241,10 +250,10 @@ if GLUON_IMPORT_ERROR is None:
     def _producer(
         q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         H, GROUP, N_Q, N_K,
-        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, LPT: gl.constexpr,
     ):
         M: gl.constexpr = _M
-        pid_m = gl.program_id(0)
+        pid_m = _query_block(N_Q, IS_CAUSAL, LPT)
         bh = gl.program_id(1)
         b = bh // H
         hk = (bh % H) // GROUP  # grouped-query attention: GROUP query heads share one k/v head
@@ -280,7 +289,8 @@ if GLUON_IMPORT_ERROR is None:
         stride_ob, stride_oh, stride_on,
         H, GROUP, N_Q, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PIPELINE: gl.constexpr = True,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PIPELINE: gl.constexpr = False,
+        LPT: gl.constexpr = True,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -306,12 +316,12 @@ if GLUON_IMPORT_ERROR is None:
         gl.warp_specialize([
             (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         0, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE)),
+                         0, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE, LPT)),
             (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         1, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE)),
+                         1, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE, LPT)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                         H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES)),
+                         H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES, LPT)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -357,10 +367,11 @@ def _descriptor(t2d: torch.Tensor, rows: int):
     return TensorDescriptor.from_tensor(t2d, block, layout)
 
 
-def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, pipeline: bool = True):
+def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, pipeline: bool = False, lpt: bool = True):
     """Launch the Gluon forward on (B, H, N, D) inputs that ``hopper_problem`` accepts;
-    returns (o4, lse in log2 units, compiled kernel). ``pipeline=False`` turns off the
-    intra-warpgroup overlap (post 5's ablation)."""
+    returns (o4, lse in log2 units, compiled kernel). Switches for post 5's ablation:
+    ``pipeline`` turns on the intra-warpgroup overlap (measured slower, PERF_NOTES.md),
+    ``lpt=False`` hands causal query blocks out in order instead of longest first."""
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     block_n, stages = TILES[D]
@@ -373,7 +384,7 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, pipeline: bool = T
     compiled = _hopper_fwd_kernel[grid](
         q_desc, k_desc, v_desc, o4, lse, *o4.stride()[:3],
         H, H // H_KV, NQ, NK, scale * LOG2E,
-        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, pipeline,
+        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, pipeline, lpt,
         num_warps=4, maxnreg=MAXNREG,
     )
     return o4, lse, compiled

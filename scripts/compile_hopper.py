@@ -38,7 +38,7 @@ def compile_variant(head_dim: int, causal: bool, dtype: str, pipeline: bool = Tr
                "stride_on": "i32", "H": "i32", "GROUP": "i32", "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "BLOCK_N": block_n, "STAGES": stages,
                   "CONSUMER_REGS": hopper.CONSUMER_REGS, "PRODUCER_REGS": hopper.PRODUCER_REGS,
-                  "PIPELINE": pipeline}
+                  "PIPELINE": pipeline, "LPT": True}
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
