@@ -54,6 +54,10 @@ HEAD_DIMS = (64, 128)
 # (BLOCK_N, STAGES) per head dim: two K/V stages of 128 keys at D = 128 are 128 KB of the
 # 227 KB of shared memory an SM offers a block, plus 32 KB for the two Q tiles.
 TILES = {64: (128, 3), 128: (128, 2)}
+# How each consumer warpgroup orders its work: "serial" (S, softmax, PV, each waited for),
+# "pipelined" (FA3's intra-warpgroup overlap: S(t) and PV(t-1) in flight together, softmax
+# under PV), "pingpong" (the two warpgroups take turns at the tensor cores).
+SCHEDULES = ("serial", "pipelined", "pingpong")
 # Registers per thread: the producer warp needs a handful, the consumers take the rest.
 PRODUCER_REGS = 24
 CONSUMER_REGS = 240
@@ -177,11 +181,106 @@ if GLUON_IMPORT_ERROR is None:
         return acc, l_i, m_i
 
     @gluon.jit
+    def _turn(turn_bars, k, WARPGROUP: gl.constexpr):
+        """Wait for this warpgroup's k-th turn at the tensor cores. Warpgroup 0 goes first: its
+        turn barrier counts as having completed the phase before phase 0."""
+        mbarrier.wait(turn_bars.index(WARPGROUP), (k & 1) ^ (1 - WARPGROUP))
+
+    @gluon.jit
+    def _pingpong_block(
+        q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+        acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
+        MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        WARPGROUP: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):
+        """Turn t: O += P(t-1) V(t-1) and S(t) = Q K(t)^T back to back, then hand the tensor cores
+        to the other warpgroup and run tile t's softmax while its matmuls run."""
+        M: gl.constexpr = _M
+        stage = t % STAGES
+        prev = (t - 1) % STAGES
+        mbarrier.wait(v_ready.index(prev), ((t - 1) // STAGES) & 1)
+        mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
+        _turn(turn_bars, t, WARPGROUP)
+        acc = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
+        qk = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
+                           use_acc=False, is_async=True)
+        mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
+        acc, p_op = warpgroup_mma_wait(num_outstanding=1, deps=(acc, p_op))
+        mbarrier.arrive(kv_empty.index(prev), count=1)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
+                                           BLOCK_N, s_layout)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        return acc, p_op, m_i, l_i
+
+    @gluon.jit
+    def _consume_pingpong(
+        q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+        acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
+        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WARPGROUP: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+    ):
+        """FlashAttention-3's ping-pong: the two consumer warpgroups take turns at the tensor
+        cores (turn barriers), so one's softmax always runs under the other's matmuls. Each
+        warpgroup takes t_all + 1 turns, the shorter one (causal) with empty turns at the end,
+        so neither waits for a turn the other never hands over."""
+        M: gl.constexpr = _M
+        # Turn 0: S(0) alone.
+        mbarrier.wait(k_ready.index(0), 0)
+        _turn(turn_bars, 0, WARPGROUP)
+        qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
+                           use_acc=False, is_async=True)
+        mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
+                                           BLOCK_N, s_layout)
+        p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        # Turns 1 .. t_hi - 1: unmasked tiles, then the masked ones.
+        for t in range(1, gl.maximum(t_full, 1)):
+            acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+                                                  acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
+                                                  False, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
+                                                  s_layout, p_layout, o_layout)
+        for t in range(gl.maximum(t_full, 1), t_hi):
+            acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+                                                  acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
+                                                  True, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
+                                                  s_layout, p_layout, o_layout)
+        # Turn t_hi: the last PV.
+        last = (t_hi - 1) % STAGES
+        mbarrier.wait(v_ready.index(last), ((t_hi - 1) // STAGES) & 1)
+        _turn(turn_bars, t_hi, WARPGROUP)
+        acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
+        mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(kv_empty.index(last), count=1)
+        # Causal: empty turns, and the stages loaded for the other warpgroup only are released.
+        for t in range(t_hi, t_all):
+            stage = t % STAGES
+            mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
+            mbarrier.wait(v_ready.index(stage), (t // STAGES) & 1)
+            _turn(turn_bars, t + 1, WARPGROUP)
+            mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
+            mbarrier.arrive(kv_empty.index(stage), count=1)
+        return acc, l_i, m_i
+
+    @gluon.jit
+    def _release(k_ready, v_ready, kv_empty, t_lo, t_hi, STAGES: gl.constexpr):
+        """Causal: the other warpgroup's rows reach further; release the stages it still needs."""
+        for t in range(t_lo, t_hi):
+            stage = t % STAGES
+            phase = (t // STAGES) & 1
+            mbarrier.wait(k_ready.index(stage), phase)
+            mbarrier.wait(v_ready.index(stage), phase)
+            mbarrier.arrive(kv_empty.index(stage), count=1)
+
+    @gluon.jit
     def _consumer(
-        q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+        q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        PIPELINE: gl.constexpr, LPT: gl.constexpr,
+        SCHEDULE: gl.constexpr, LPT: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -217,7 +316,11 @@ if GLUON_IMPORT_ERROR is None:
 
         q_smem = q_bufs.index(WARPGROUP)
         mbarrier.wait(q_bar, 0)
-        if PIPELINE:
+        if SCHEDULE == "pingpong":
+            acc, l_i, m_i = _consume_pingpong(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+                                              acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
+                                              IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP, s_layout, p_layout, o_layout)
+        elif SCHEDULE == "pipelined":
             acc, l_i, m_i = _consume_pipelined(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
                                                acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
                                                IS_CAUSAL, BLOCK_N, STAGES, s_layout, p_layout, o_layout)
@@ -228,13 +331,8 @@ if GLUON_IMPORT_ERROR is None:
             acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
                                      t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
                                      s_layout, p_layout, o_layout)
-        for t in range(t_hi, t_all):
-            # Causal: the other warpgroup's rows reach further; release the stages it still needs.
-            stage = t % STAGES
-            phase = (t // STAGES) & 1
-            mbarrier.wait(k_ready.index(stage), phase)
-            mbarrier.wait(v_ready.index(stage), phase)
-            mbarrier.arrive(kv_empty.index(stage), count=1)
+        if SCHEDULE != "pingpong":  # (the ping-pong loop releases these itself)
+            _release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
 
         out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
         o_rows = m0 + gl.arange(0, M, layout=gl.SliceLayout(1, o_layout))
@@ -289,7 +387,7 @@ if GLUON_IMPORT_ERROR is None:
         stride_ob, stride_oh, stride_on,
         H, GROUP, N_Q, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, PIPELINE: gl.constexpr = False,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr = "serial",
         LPT: gl.constexpr = True,
     ):
         M: gl.constexpr = _M
@@ -306,7 +404,10 @@ if GLUON_IMPORT_ERROR is None:
         k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # ping-pong
         mbarrier.init(q_bar, count=1)
+        mbarrier.init(turn_bars.index(0), count=1)
+        mbarrier.init(turn_bars.index(1), count=1)
         for i in gl.static_range(STAGES):
             mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
             mbarrier.init(v_ready.index(i), count=1)
@@ -314,12 +415,12 @@ if GLUON_IMPORT_ERROR is None:
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
-            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         0, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE, LPT)),
-            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         0, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT)),
+            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         1, IS_CAUSAL, BLOCK_N, STAGES, PIPELINE, LPT)),
+                         1, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES, LPT)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -367,14 +468,19 @@ def _descriptor(t2d: torch.Tensor, rows: int):
     return TensorDescriptor.from_tensor(t2d, block, layout)
 
 
-def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, pipeline: bool = False, lpt: bool = True):
+def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str = "serial", lpt: bool = True,
+                   stages: int | None = None):
     """Launch the Gluon forward on (B, H, N, D) inputs that ``hopper_problem`` accepts;
     returns (o4, lse in log2 units, compiled kernel). Switches for post 5's ablation:
-    ``pipeline`` turns on the intra-warpgroup overlap (measured slower, PERF_NOTES.md),
-    ``lpt=False`` hands causal query blocks out in order instead of longest first."""
+    ``schedule`` is how each consumer orders its matmuls and softmax (SCHEDULES),
+    ``lpt=False`` hands causal query blocks out in order instead of longest first,
+    ``stages`` overrides the K/V ring's depth."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"hopper_forward: schedule must be one of {SCHEDULES}, got {schedule!r}")
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
-    block_n, stages = TILES[D]
+    block_n, default_stages = TILES[D]
+    stages = stages or default_stages
     o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
     lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
     q_desc = _descriptor(q4.view(B * H * NQ, D), ROWS_PER_WARPGROUP)
@@ -384,7 +490,7 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, pipeline: bool = F
     compiled = _hopper_fwd_kernel[grid](
         q_desc, k_desc, v_desc, o4, lse, *o4.stride()[:3],
         H, H // H_KV, NQ, NK, scale * LOG2E,
-        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, pipeline, lpt,
+        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, schedule, lpt,
         num_warps=4, maxnreg=MAXNREG,
     )
     return o4, lse, compiled

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 
-def compile_variant(head_dim: int, causal: bool, dtype: str, pipeline: bool = True):
+def compile_variant(head_dim: int, causal: bool, dtype: str, schedule: str = "serial"):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -38,7 +38,7 @@ def compile_variant(head_dim: int, causal: bool, dtype: str, pipeline: bool = Tr
                "stride_on": "i32", "H": "i32", "GROUP": "i32", "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "BLOCK_N": block_n, "STAGES": stages,
                   "CONSUMER_REGS": hopper.CONSUMER_REGS, "PRODUCER_REGS": hopper.PRODUCER_REGS,
-                  "PIPELINE": pipeline, "LPT": True}
+                  "SCHEDULE": schedule, "LPT": True}
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -72,9 +72,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for head_dim in (64, 128):
         for causal in (False, True):
-            for dtype, pipeline in (("fp16", True), ("bf16", True), ("fp16", False)):
-                k = compile_variant(head_dim, causal, dtype, pipeline)
-                print(f"D={head_dim} causal={causal!s:5} {dtype} pipeline={pipeline!s:5}: shared={k.metadata.shared} B; "
+            for dtype, schedule in (("fp16", "serial"), ("bf16", "serial"), ("fp16", "pipelined"),
+                                    ("fp16", "pingpong")):
+                k = compile_variant(head_dim, causal, dtype, schedule)
+                print(f"D={head_dim} causal={causal!s:5} {dtype} {schedule:9}: shared={k.metadata.shared} B; "
                       f"{resources(k.asm['cubin'])}", flush=True)
                 if args.sass:
                     mix = sass_mix(k.asm["cubin"])

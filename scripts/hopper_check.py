@@ -54,7 +54,9 @@ def main(argv=None):
                            err=err, torch_err=torch_err)
                 providers = {
                     "gluon": lambda: hopper.hopper_attention(q, k, v, causal=causal, scale=scale),
-                    "pipelined": lambda: hopper.hopper_forward(q, k, v, causal, scale, pipeline=True)[0],
+                    "pipelined": lambda: hopper.hopper_forward(q, k, v, causal, scale, schedule="pipelined")[0],
+                    "pingpong": lambda: hopper.hopper_forward(q, k, v, causal, scale, schedule="pingpong")[0],
+                    "stages3": lambda: hopper.hopper_forward(q, k, v, causal, scale, stages=3)[0],
                     "in_order": lambda: hopper.hopper_forward(q, k, v, causal, scale, lpt=False)[0],
                     "flash": lambda: flash._flash_forward(q, k, v, causal, scale, "ieee")[0],
                 }
@@ -69,10 +71,10 @@ def main(argv=None):
                     row[name + "_tflops"] = fa_flops(B, H, N, N, D, causal) / ms / 1e9
                 records.append(row)
                 print(json.dumps(row), flush=True)
-    print(f"{'case':34} {'err/torch':>9} {'gluon':>7} {'pipe':>7} {'inord':>7} {'flash':>7} {'cudnn':>7}  TFLOP/s; gluon/cudnn")
+    print(f"{'case':34} {'err/torch':>9} {'gluon':>7} {'pipe':>7} {'pingp':>7} {'stg3':>7} {'inord':>7} {'flash':>7} {'cudnn':>7}  TFLOP/s; gluon/cudnn")
     for r in records:
         case = f"{r['dtype']} B{r['B']} H{r['H']} D{r['D']} N{r['N']} {'causal' if r['causal'] else 'full'}"
-        print(f"{case:34} {r['err'] / max(r['torch_err'], 1e-9):9.2f} {r['gluon_tflops']:7.0f} {r['pipelined_tflops']:7.0f} {r['in_order_tflops']:7.0f} "
+        print(f"{case:34} {r['err'] / max(r['torch_err'], 1e-9):9.2f} {r['gluon_tflops']:7.0f} {r['pipelined_tflops']:7.0f} {r['pingpong_tflops']:7.0f} {r['stages3_tflops']:7.0f} {r['in_order_tflops']:7.0f} "
               f"{r['flash_tflops']:7.0f} {r['cudnn_tflops']:7.0f}  {r['gluon_ms'] and r['cudnn_ms'] / r['gluon_ms']:.2f}")
     if args.out:
         with open(args.out, "w") as f:

@@ -46,13 +46,13 @@ def lse_reference(q, k, causal, scale):
 @pytest.mark.parametrize("head_dim", hopper.HEAD_DIMS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "serial"])
-def test_forward_matches_float64(shape, head_dim, dtype, causal, pipeline):
+@pytest.mark.parametrize("schedule", hopper.SCHEDULES)
+def test_forward_matches_float64(shape, head_dim, dtype, causal, schedule):
     B, H, H_KV, NQ, NK = shape
     q, k, v = rand(B, H, NQ, head_dim, dtype=dtype), rand(B, H_KV, NK, head_dim, dtype=dtype), \
         rand(B, H_KV, NK, head_dim, dtype=dtype)
     scale = head_dim**-0.5
-    o, lse, _ = hopper.hopper_forward(q, k, v, causal, scale, pipeline=pipeline)
+    o, lse, _ = hopper.hopper_forward(q, k, v, causal, scale, schedule=schedule)
     ref = reference_attention(q.double(), k.double(), v.double(), causal=causal, scale=scale)
     torch_err = max_err(torch_lowp_attention(q, k, v, causal, scale), ref)
     assert not o.isnan().any(), "an output element was never written"
