@@ -268,3 +268,25 @@ def test_decode_step(dtype, hkv):
     k, v = rand(2, hkv, 8192, 128, dtype=dtype), rand(2, hkv, 8192, 128, dtype=dtype)
     assert splitk.auto_splits(q, k, "ieee") > 1
     check_split_forward(q, k, v, False, splitk.auto_splits(q, k, "ieee"))
+
+
+def test_tune_script_imports_quietly_and_tabulates():
+    """scripts/tune_splitk.py runs on the GPU box; here: importing it does nothing, and its table
+    picks the fastest split by graph time and skips failed variants."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "tune_splitk.py"
+    spec = importlib.util.spec_from_file_location("tune_splitk", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    assert len(tune.cases(quick=False)) == 12 and len(tune.cases(quick=True)) == 2
+    ok = dict(case="c", status="ok", splits=None)
+    records = [dict(ok, variant="eager", p50_ms=0.03, graph_p50_ms=0.02),
+               dict(ok, variant="flash unsplit", p50_ms=0.5, graph_p50_ms=0.4),
+               dict(ok, variant="flash_attention (heuristic)", splits=4, p50_ms=0.2, graph_p50_ms=0.1),
+               dict(ok, variant="split 4 32x32x4x2", p50_ms=0.2, graph_p50_ms=0.1),
+               dict(ok, variant="split 8 32x32x4x2", p50_ms=0.1, graph_p50_ms=0.05),
+               dict(case="c", variant="split 16 32x32x4x2", status="wrong", p50_ms=None, graph_p50_ms=None)]
+    last = tune.table(records).splitlines()[-1]
+    assert "8 32x32x4x2 0.100/0.050" in last and "S=4 0.200/0.100" in last and "0.030/0.020" in last
