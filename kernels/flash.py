@@ -561,7 +561,7 @@ def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, ti
     (``kernels/splitk.py``) with N key slices, on ``tile`` if given.
     """
     if splits is None:
-        splits = 1 if tile is not None or switches is not None else splitk.auto_splits(q4, k4, precision)
+        splits = 1 if tile is not None or switches is not None else splitk.auto_splits(q4, k4)
     if splitk.check_splits(splits) > 1:
         if switches:
             raise ValueError("flash_attention: the ablation's switches apply to the unsplit kernel only")
@@ -652,6 +652,9 @@ def flash_attention(
 
     ``precision`` applies to fp32 inputs on the GPU: "ieee" (default) for exact fp32
     dot products, "tf32" for the faster tensor-core mode (about 1e-3 relative error).
+
+    On the GPU, a grid with fewer programs than the GPU has SMs (one head, a decode step)
+    splits each program's keys across several programs (``kernels/splitk.py``).
     """
     scale = check_attention_inputs("flash_attention", q, k, v, causal, scale, allow_gqa=True)
     if precision not in ("ieee", "tf32"):

@@ -136,9 +136,10 @@ def _splitk_merge_kernel(
 
 # ----------------------------------------------------------------------------- tiles and heuristic
 
-# Split-path tiles (BLOCK_M, BLOCK_N, num_warps, num_stages). Few query rows (decoding): the
-# smallest query tile tl.dot takes, long key tiles. Exact fp32 runs its dots on the FMA units,
-# where flash's 32x32 candidate was the best at the draft's sizes (PERF_NOTES). Otherwise a
+# Split-path tiles (BLOCK_M, BLOCK_N, num_warps, num_stages). Few query rows in fp16/bf16
+# (decoding): the smallest query tile tl.dot takes, long key tiles. fp32: 32x32, flash's best
+# candidate at the draft's sizes (PERF_NOTES), small enough that fp32 K/V stages fit in shared
+# memory at D = 256 (there is no autotuner here to drop a tile that does not fit). Otherwise a
 # tensor-core tile. The first of each list is the default; scripts/tune_splitk.py times them all.
 _TILES = {
     "decode": {64: [(16, 64, 4, 3), (16, 128, 4, 2), (16, 32, 4, 2)],
@@ -158,21 +159,22 @@ DECODE_MAX_ROWS = 16  # up to this many query rows, one 16-row tile holds them a
 MAX_SPLITS = 16
 TARGET_WAVES = 2  # aim for programs >= TARGET_WAVES * SMs: one program per SM leaves it latency-bound
 MIN_KEY_TILES = 8  # fewer key tiles per program: the saving is below the second launch's host cost
-MIN_TILES_PER_SPLIT = {"fp32": 2, "tensor": 4}  # an exact fp32 tile costs microseconds on FMA units
+MIN_TILES_PER_SPLIT = {"fp32": 2, "decode": 4, "tensor": 4}  # an exact fp32 tile costs microseconds
 
 
-def tile_class(n_q: int, dtype: torch.dtype, precision: str) -> str:
-    """Which tile table the split path uses: "decode", "fp32" (exact fp32 dots) or "tensor"."""
-    if n_q <= DECODE_MAX_ROWS:
-        return "decode"
-    return "fp32" if dtype == torch.float32 and precision == "ieee" else "tensor"
+def tile_class(n_q: int, dtype: torch.dtype) -> str:
+    """Which tile table the split path uses: "fp32", "decode" (fp16/bf16, Nq <= DECODE_MAX_ROWS)
+    or "tensor" (fp16/bf16)."""
+    if dtype == torch.float32:
+        return "fp32"
+    return "decode" if n_q <= DECODE_MAX_ROWS else "tensor"
 
 
-def candidate_tiles(n_q: int, head_dim: int, dtype: torch.dtype, precision: str) -> list[tuple]:
+def candidate_tiles(n_q: int, head_dim: int, dtype: torch.dtype) -> list[tuple]:
     """The split path's tile candidates (BLOCK_M, BLOCK_N, num_warps, num_stages) for a padded
     head dim; the first is the one it uses unless told otherwise."""
     bucket = 64 if head_dim <= 64 else 128 if head_dim <= 128 else 256
-    return list(_TILES[tile_class(n_q, dtype, precision)][bucket])
+    return list(_TILES[tile_class(n_q, dtype)][bucket])
 
 
 def choose_splits(programs: int, key_tiles: int, sm_count: int, min_tiles_per_split: int) -> int:
@@ -206,21 +208,20 @@ def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def auto_splits(q4: torch.Tensor, k4: torch.Tensor, precision: str) -> int:
+def auto_splits(q4: torch.Tensor, k4: torch.Tensor) -> int:
     """The heuristic's choice for (B, H, N, D) inputs: 1 under the interpreter (no SM count)."""
     if INTERPRET:
         return 1
-    return _auto_splits(*q4.shape, k4.shape[2], q4.dtype, precision, q4.device.index)
+    return _auto_splits(*q4.shape, k4.shape[2], q4.dtype, q4.device.index)
 
 
 @functools.lru_cache(maxsize=4096)  # every forward call asks: a dict lookup instead of the arithmetic
-def _auto_splits(B: int, H: int, n_q: int, d: int, n_k: int, dtype: torch.dtype, precision: str,
+def _auto_splits(B: int, H: int, n_q: int, d: int, n_k: int, dtype: torch.dtype,
                  device_index: int | None) -> int:
-    kind = tile_class(n_q, dtype, precision)
-    block_m, block_n = candidate_tiles(n_q, _head_dim(d), dtype, precision)[0][:2]
+    block_m, block_n = candidate_tiles(n_q, _head_dim(d), dtype)[0][:2]
     device = device_index if device_index is not None else torch.cuda.current_device()
     return choose_splits(triton.cdiv(n_q, block_m) * B * H, triton.cdiv(n_k, block_n), sm_count(device),
-                         MIN_TILES_PER_SPLIT["tensor" if kind == "decode" else kind])
+                         MIN_TILES_PER_SPLIT[tile_class(n_q, dtype)])
 
 
 def check_splits(splits) -> int:
@@ -243,7 +244,7 @@ def splitk_forward(q4, k4, v4, causal: bool, scale: float, precision: str, split
     h_kv, n_k = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(d)
     if tile is None:
-        tile = (*_INTERPRETER_TILE, 4, 1) if INTERPRET else candidate_tiles(n_q, head_dim, q4.dtype, precision)[0]
+        tile = (*_INTERPRETER_TILE, 4, 1) if INTERPRET else candidate_tiles(n_q, head_dim, q4.dtype)[0]
     if len(tile) != 4 or not all(isinstance(x, int) and x > 0 for x in tile):
         raise ValueError(f"flash_attention: tile must be 4 positive ints (BLOCK_M, BLOCK_N, warps, stages), got {tile}")
     block_m, block_n, warps, stages = tile

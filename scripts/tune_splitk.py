@@ -55,9 +55,9 @@ def variants(case, q, k, v, scale):
 
     out = [("eager", None, None, lambda: eager(q, k, v, scale)),
            ("flash unsplit", 1, None, lambda: flash._flash_forward(q, k, v, False, scale, "ieee", splits=1)[0]),
-           ("flash_attention (heuristic)", splitk.auto_splits(q, k, "ieee"), None,
+           ("flash_attention (heuristic)", splitk.auto_splits(q, k), None,
             lambda: flash.flash_attention(q, k, v, scale=scale))]
-    for tile in splitk.candidate_tiles(case["Nq"], flash._head_dim(case["D"]), case["dtype"], "ieee"):
+    for tile in splitk.candidate_tiles(case["Nq"], flash._head_dim(case["D"]), case["dtype"]):
         for s in SPLITS:
             out.append((f"split {s} {'x'.join(map(str, tile))}", s, tile,
                         lambda s=s, tile=tile: flash._flash_forward(q, k, v, False, scale, "ieee", splits=s,
@@ -121,7 +121,10 @@ def run_case(case, deadline: float) -> list[dict]:
 def table(records: list[dict]) -> str:
     """Per case: eager, unsplit flash, the heuristic's choice and the fastest split (by graph time)."""
     lines = [f"{'case':26s} {'eager':>13s} {'unsplit':>13s} {'heuristic':>18s} {'best split':>28s}  (ms: p50/graph)"]
-    fmt = lambda r: "-" if r is None or r["status"] != "ok" else f"{r['p50_ms']:.3f}/{r['graph_p50_ms']:.3f}"  # noqa: E731
+
+    def fmt(r):
+        return "-" if r is None or r["status"] != "ok" else f"{r['p50_ms']:.3f}/{r['graph_p50_ms']:.3f}"
+
     for name in dict.fromkeys(r["case"] for r in records):
         rows = [r for r in records if r["case"] == name]
         by = {r["variant"]: r for r in rows}

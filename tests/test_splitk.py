@@ -103,7 +103,7 @@ def tile_cases():
     for dtype, precision in ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee")):
         for nq in (1, 100):
             for head_dim in (64, 128, 256):
-                for tile in splitk.candidate_tiles(nq, head_dim, dtype, precision):
+                for tile in splitk.candidate_tiles(nq, head_dim, dtype):
                     yield pytest.param(dtype, precision, tile, head_dim,
                                        id=f"{str(dtype)[6:]}-{precision}-D{head_dim}-{'x'.join(map(str, tile))}")
 
@@ -172,7 +172,7 @@ def test_flash_attention_dispatches_to_the_split(monkeypatch):
     """flash_attention (inference and autograd) takes the split path when the heuristic says so."""
     launched = []
     real = splitk.splitk_forward
-    monkeypatch.setattr(splitk, "auto_splits", lambda q4, k4, precision: 4)
+    monkeypatch.setattr(splitk, "auto_splits", lambda q4, k4: 4)
     monkeypatch.setattr(splitk, "splitk_forward", lambda *a, **kw: launched.append(a[6]) or real(*a, **kw))
     q, k, v = rand(2, 30, 24), rand(2, 80, 24), rand(2, 80, 24)
     out = kernels.flash_attention(q, k, v, causal=True)
@@ -184,7 +184,7 @@ def test_flash_attention_dispatches_to_the_split(monkeypatch):
 
 
 def test_forced_tile_and_ablation_switches_stay_unsplit(monkeypatch):
-    monkeypatch.setattr(splitk, "auto_splits", lambda q4, k4, precision: pytest.fail("heuristic consulted"))
+    monkeypatch.setattr(splitk, "auto_splits", lambda q4, k4: pytest.fail("heuristic consulted"))
     q, k, v = rand(1, 1, 40, 32), rand(1, 1, 40, 32), rand(1, 1, 40, 32)
     _, _, (_, config) = flash._flash_forward(q, k, v, False, 0.2, "ieee", tile=(32, 32, 4, 2))
     assert "SPLITS" not in config
@@ -240,7 +240,7 @@ def test_heuristic_validates_its_inputs(args, error):
 @pytest.mark.skipif(not INTERPRET, reason="the interpreter has no SM count")
 def test_no_automatic_split_under_the_interpreter():
     q = rand(1, 1, 4096, 128)
-    assert splitk.auto_splits(q, q, "ieee") == 1
+    assert splitk.auto_splits(q, q) == 1
 
 
 @gpu_only
@@ -251,7 +251,7 @@ def test_no_automatic_split_under_the_interpreter():
 ])
 def test_heuristic_on_this_gpu(shape, dtype, expect_split):
     q, k, v = rand(*shape, dtype=dtype), rand(*shape, dtype=dtype), rand(*shape, dtype=dtype)
-    assert (splitk.auto_splits(q, k, "ieee") > 1) == expect_split
+    assert (splitk.auto_splits(q, k) > 1) == expect_split
     out, _, (_, config) = flash._flash_forward(q, k, v, False, shape[-1] ** -0.5, "ieee")
     assert ("SPLITS" in config) == expect_split
     ref = kernels.reference_attention(q, k, v)
@@ -266,8 +266,8 @@ def test_decode_step(dtype, hkv):
     """One query against a long key sequence, the case split-K exists for (GQA too)."""
     q = rand(2, 32, 1, 128, dtype=dtype)
     k, v = rand(2, hkv, 8192, 128, dtype=dtype), rand(2, hkv, 8192, 128, dtype=dtype)
-    assert splitk.auto_splits(q, k, "ieee") > 1
-    check_split_forward(q, k, v, False, splitk.auto_splits(q, k, "ieee"))
+    assert splitk.auto_splits(q, k) > 1
+    check_split_forward(q, k, v, False, splitk.auto_splits(q, k))
 
 
 def test_tune_script_imports_quietly_and_tabulates():
