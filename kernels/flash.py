@@ -549,13 +549,23 @@ def _tune_n(*lengths: int) -> int:
     return next_pow2(max(lengths))
 
 
-def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, tile=None, switches=None):
+def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, tile=None, switches=None,
+                   splits=None):
     """Launch the forward kernel; returns (o4, lse in log2 units, (compiled kernel, config)).
 
     ``tile`` forces (BLOCK_M, BLOCK_N, num_warps, num_stages) instead of autotuning (post
     4's ablation, the every-candidate tests); ``switches`` (SOFTMAX, SPLIT_LOOPS,
-    SKIP_FUTURE) are the ablation's; the defaults are the production kernel.
+    SKIP_FUTURE) are the ablation's; the defaults are the production kernel. ``splits``:
+    None lets ``splitk.auto_splits`` decide (only when neither ``tile`` nor ``switches`` is
+    given: those name this kernel), 1 forbids the split, N >= 2 forces the split-K forward
+    (``kernels/splitk.py``) with N key slices, on ``tile`` if given.
     """
+    if splits is None:
+        splits = 1 if tile is not None or switches is not None else splitk.auto_splits(q4, k4)
+    if splitk.check_splits(splits) > 1:
+        if switches:
+            raise ValueError("flash_attention: the ablation's switches apply to the unsplit kernel only")
+        return splitk.splitk_forward(q4, k4, v4, causal, scale, precision, splits, tile=tile)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(D)
@@ -609,8 +619,9 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
 
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q4, k4, v4, causal, scale, precision):
-        o4, lse, _ = _flash_forward(q4, k4, v4, causal, scale, precision)
+    def forward(ctx, q4, k4, v4, causal, scale, precision, splits=None):
+        # The backward needs only O and lse, which the split forward writes in the same form.
+        o4, lse, _ = _flash_forward(q4, k4, v4, causal, scale, precision, splits=splits)
         ctx.save_for_backward(q4, k4, v4, o4, lse)
         ctx.causal, ctx.scale, ctx.precision = causal, scale, precision
         return o4
@@ -620,7 +631,7 @@ class _FlashAttention(torch.autograd.Function):
     def backward(ctx, do4):
         q4, k4, v4, o4, lse = ctx.saved_tensors
         dq, dk, dv = _flash_backward(do4, q4, k4, v4, o4, lse, ctx.causal, ctx.scale, ctx.precision)
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
 
 
 def flash_attention(
@@ -641,6 +652,9 @@ def flash_attention(
 
     ``precision`` applies to fp32 inputs on the GPU: "ieee" (default) for exact fp32
     dot products, "tf32" for the faster tensor-core mode (about 1e-3 relative error).
+
+    On the GPU, a grid with fewer programs than the GPU has SMs (one head, a decode step)
+    splits each program's keys across several programs (``kernels/splitk.py``).
     """
     scale = check_attention_inputs("flash_attention", q, k, v, causal, scale, allow_gqa=True)
     if precision not in ("ieee", "tf32"):
@@ -656,3 +670,8 @@ def flash_attention(
         # Inference: skip the autograd machinery (host time matters at short sequences).
         o4, _, _ = _flash_forward(q4, k4, v4, causal, scale, precision)
     return o4.reshape(q.shape)
+
+
+# At the bottom, not the top: splitk imports this module's @triton.jit helpers, which must exist
+# first; _flash_forward looks splitk up only when it runs.
+from . import splitk  # noqa: E402
