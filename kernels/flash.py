@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from . import hopper
 from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
 
 LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E); exp2 is the native instruction
@@ -550,7 +551,7 @@ def _tune_n(*lengths: int) -> int:
 
 
 def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, tile=None, switches=None,
-                   splits=None):
+                   splits=None, backend=None):
     """Launch the forward kernel; returns (o4, lse in log2 units, (compiled kernel, config)).
 
     ``tile`` forces (BLOCK_M, BLOCK_N, num_warps, num_stages) instead of autotuning (post
@@ -558,14 +559,27 @@ def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, ti
     SKIP_FUTURE) are the ablation's; the defaults are the production kernel. ``splits``:
     None lets ``splitk.auto_splits`` decide (only when neither ``tile`` nor ``switches`` is
     given: those name this kernel), 1 forbids the split, N >= 2 forces the split-K forward
-    (``kernels/splitk.py``) with N key slices, on ``tile`` if given.
+    (``kernels/splitk.py``) with N key slices, on ``tile`` if given. ``backend``: None picks
+    the Gluon Hopper kernel (``kernels/hopper.py``) where it applies and is the faster one
+    (``hopper.auto_applies``), "pointer" forces this file's kernel, "gluon" forces Gluon.
     """
+    if backend not in (None, "pointer", "gluon"):
+        raise ValueError(f"flash_attention: backend must be None, 'pointer' or 'gluon', got {backend!r}")
     if splits is None:
         splits = 1 if tile is not None or switches is not None else splitk.auto_splits(q4, k4)
     if splitk.check_splits(splits) > 1:
         if switches:
             raise ValueError("flash_attention: the ablation's switches apply to the unsplit kernel only")
         return splitk.splitk_forward(q4, k4, v4, causal, scale, precision, splits, tile=tile)
+    if backend == "gluon" or (backend is None and tile is None and switches is None
+                              and hopper.auto_applies(q4, k4, v4, scale)):
+        if backend == "gluon" and (tile is not None or switches):
+            raise ValueError("flash_attention: tile and switches apply to the pointer kernel only")
+        problem = hopper.hopper_problem(q4, k4, v4)
+        if problem is not None:
+            raise ValueError(f"flash_attention: the Gluon Hopper kernel cannot run here: {problem}")
+        o4, lse, compiled = hopper.hopper_forward(q4, k4, v4, causal, scale)
+        return o4, lse, (compiled, {"kernel": "gluon-hopper"})
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(D)

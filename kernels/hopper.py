@@ -26,6 +26,7 @@ to the pointer kernel there. Gluon kernels do not run in Triton's CPU interprete
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -460,6 +461,20 @@ def hopper_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, precision:
     if q.shape[0] * q.shape[1] * q.shape[2] + 2 * ROWS_PER_WARPGROUP >= 2**31 or k.shape[0] * k.shape[1] * k.shape[2] >= 2**31:
         return "more than 2**31 rows: TMA coordinates are int32"
     return None
+
+
+# ``flash_attention`` takes this kernel where it measured faster than the pointer kernel: long
+# sequences (PERF_NOTES.md, session 6: +5-16% at N >= 4k; even or slower at N = 1k, where the
+# K/V ring's fill and drain are not hidden behind 8 key tiles per program).
+AUTO_MIN_LEN = 2048
+DISABLED = os.environ.get("KERNELS_GLUON", "1") == "0"  # KERNELS_GLUON=0: never pick it automatically
+
+
+def auto_applies(q4, k4, v4, scale: float) -> bool:
+    """Whether ``flash_attention`` should run this kernel on (B, H, N, D) inputs by itself."""
+    if DISABLED or scale <= 0 or min(q4.shape[2], k4.shape[2]) < AUTO_MIN_LEN:
+        return False
+    return hopper_problem(q4, k4, v4) is None
 
 
 def _descriptor(t2d: torch.Tensor, rows: int):

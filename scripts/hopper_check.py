@@ -33,7 +33,8 @@ def main(argv=None):
     from kernels import flash, hopper
     from kernels.reference import reference_attention
 
-    cases = [(4, 16, 128, 4096), (4, 16, 128, 16384), (4, 32, 64, 4096), (4, 32, 64, 16384), (4, 16, 128, 1024)]
+    cases = [(4, 16, 128, 4096), (4, 16, 128, 16384), (4, 32, 64, 4096), (4, 32, 64, 16384), (4, 16, 128, 2048),
+             (4, 32, 64, 2048)]
     if args.quick:
         cases = cases[:2]
     records = []
@@ -58,7 +59,7 @@ def main(argv=None):
                     "pingpong": lambda: hopper.hopper_forward(q, k, v, causal, scale, schedule="pingpong")[0],
                     "stages3": lambda: hopper.hopper_forward(q, k, v, causal, scale, stages=3)[0],
                     "in_order": lambda: hopper.hopper_forward(q, k, v, causal, scale, lpt=False)[0],
-                    "flash": lambda: flash._flash_forward(q, k, v, causal, scale, "ieee")[0],
+                    "flash": lambda: flash._flash_forward(q, k, v, causal, scale, "ieee", backend="pointer")[0],
                 }
 
                 def cudnn():

@@ -86,3 +86,43 @@ def test_declines_with_a_reason_off_hopper():
         assert reason  # interpreter, no Gluon, not CUDA or not sm90: each says so
         with pytest.raises(ValueError, match="hopper_attention"):
             hopper.hopper_attention(q, q, q)
+
+
+@gpu_only
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", [(1, 4, 2, 2048, 2100), (2, 2, 2, 2111, 2048)], ids=lambda s: "x".join(map(str, s)))
+def test_flash_attention_dispatches_and_backward_runs_on_its_lse(shape, causal):
+    # Long enough for flash_attention to pick the Gluon forward; the pointer backward then
+    # rebuilds P from the Gluon kernel's lse, so wrong statistics show up in the gradients.
+    from kernels import flash
+
+    B, H, H_KV, NQ, NK = shape
+    q = rand(B, H, NQ, 128, dtype=torch.float16, requires_grad=True)
+    k = rand(B, H_KV, NK, 128, dtype=torch.float16, requires_grad=True)
+    v = rand(B, H_KV, NK, 128, dtype=torch.float16, requires_grad=True)
+    assert hopper.auto_applies(q, k, v, 128**-0.5)
+    _, _, (_, config) = flash._flash_forward(q.detach(), k.detach(), v.detach(), causal, 128**-0.5, "ieee")
+    assert config == {"kernel": "gluon-hopper"}
+    out = flash.flash_attention(q, k, v, causal=causal)
+    do = torch.randn_like(out)
+    out.backward(do)
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = reference_attention(qd, kd, vd, causal=causal)
+    ref.backward(do.double())
+    ql, kl, vl = (t.detach().requires_grad_() for t in (q, k, v))
+    low = torch_lowp_attention(ql, kl, vl, causal, 128**-0.5)
+    low.backward(do)
+    for got, want, yard in ((out, ref, low), (q.grad, qd.grad, ql.grad), (k.grad, kd.grad, kl.grad),
+                            (v.grad, vd.grad, vl.grad)):
+        assert max_err(got, want) <= tolerance(torch.float16, want, max_err(yard, want))
+
+
+def test_backend_choice_is_checked():
+    from kernels import flash
+
+    q = torch.zeros(1, 2, 8, 64, dtype=torch.float32, device="cpu" if hopper.INTERPRET else "cuda")
+    with pytest.raises(ValueError, match="backend"):
+        flash._flash_forward(q, q, q, False, 0.1, "ieee", backend="cuda")
+    with pytest.raises(ValueError, match="Gluon Hopper kernel cannot run here"):
+        flash._flash_forward(q, q, q, False, 0.1, "ieee", backend="gluon")  # fp32: outside its scope
+    assert not hopper.auto_applies(q, q, q, 0.1)
