@@ -48,7 +48,7 @@ MARKS = {
     "sdpa-flash": ("#2e7d32", "#81c784"),
     "sdpa-cudnn": ("#5e35b1", "#b39ddb"),
     "sdpa-efficient": ("#795548", "#bcaaa4"),
-    "fa4": ("#0277bd", "#4fc3f7"),
+    "fa4": ("#e65100", "#ff9e40"),
     "reference": ("#424242", "#c7c7c7"),  # reference lines, predictions, the compulsory-bytes ticks
 }
 TEXT = {
