@@ -137,7 +137,7 @@ class Fa4:
         # q, k, v are (B, H, N, D) views of (B, N, H, D) memory (make_inputs, SEQUENCE_MAJOR), so these
         # transposes are contiguous views: no copy happens inside the timed call.
         out = self.func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=causal)
-        out = out[0] if isinstance(out, tuple) else out  # (out, lse) in the releases that return both
+        out = out[0] if isinstance(out, tuple) else out  # 4.0.0b36 returns (out, lse)
         return out.transpose(1, 2)
 
 
@@ -161,7 +161,8 @@ def load_fa4(site_dir: str | None, capability: tuple[int, int] | None) -> Fa4:
         from flash_attn.cute.interface import flash_attn_func
     except Exception as exc:  # noqa: BLE001 - any import failure means the provider is unavailable
         where = f"from {site_dir}" if site_dir else "without --fa4-site"
-        return unsupported(f"import {where} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        return unsupported(f"import {where} failed: {type(exc).__name__}: {first_line}")
 
     def version(dist):
         try:
