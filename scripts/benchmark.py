@@ -31,6 +31,10 @@ from pathlib import Path
 
 if __name__ == "__main__":  # run as a script: the packages sit at the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if "--interpret" in sys.argv[1:]:
+        # Before triton is imported: triton 3.9 set up outside interpreter mode fails every kernel call
+        # under it ("Cannot call @triton.jit'd outside of the scope of a kernel").
+        os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
