@@ -44,8 +44,11 @@ def _failure_notes(views: list[tuple[str, list[dict]]], providers) -> list[str]:
 def _finish(fig: go.Figure, docs: list[dict], title: str, *, short_title: str | None = None,
             height: int = 450, facets: dict | None = None, notes: list[str] = ()) -> go.Figure:
     shown = {t.name for t in fig.data if t.name and t.showlegend is not False and t.visible is not False}
+    # Data from different commits drawn together: the first note says so, so a code difference
+    # does not read as a GPU difference.
+    mixed = query.commit_note(docs)
     meta = {"short_title": short_title or title, "provenance": [query.provenance_line(d) for d in docs],
-            "legend_entries": len(shown), "notes": list(notes)}
+            "legend_entries": len(shown), "notes": ([mixed] if mixed else []) + list(notes)}
     if facets:
         meta["facets"] = facets
     fig.update_layout(template=TEMPLATE_NAME, title_text=title, height=height, meta=meta)
@@ -254,14 +257,16 @@ def roofline(doc: dict, providers=None) -> go.Figure:
 
 def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) -> go.Figure:
     """TFLOP/s against N, one panel per (head dim, causal), for one GPU and dtype at a time;
-    buttons pick the GPU and dtype. Grouped-query cases (Hkv < H) are left to the tables."""
+    buttons pick the GPU and dtype. Grouped-query cases (Hkv < H) and decoding cases (Nq = 1 against
+    a long Nk) are left to the tables."""
     if direction not in ("fwd", "bwd"):
         raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
     if not docs:
         raise ValueError("no production documents to draw")
     views = []  # (button label, doc, dtype, records)
     for doc in docs:
-        records = [r for r in doc["records"] if r["direction"] == direction and r["shape"]["H"] == r["shape"]["Hkv"]]
+        records = [r for r in query.square(doc["records"])
+                   if r["direction"] == direction and r["shape"]["H"] == r["shape"]["Hkv"]]
         for dtype in dict.fromkeys(r["dtype"] for r in records):  # in the order the benchmark ran them
             chosen = [r for r in records if r["dtype"] == dtype]
             views.append((f"{query.gpu_label(doc)} · {dtype}", doc, dtype, chosen))
@@ -451,5 +456,5 @@ def ablation_profile(prof: dict, abl: dict) -> go.Figure:
     fig.update_xaxes(title="step", row=3)
     fig.update_layout(barmode="group")
     dtype = next(iter(steps.values()))["dtype"]
-    return _finish(fig, [prof], f"Each step under Nsight Compute: {dtype}, B={shape['B']}, H={shape['H']}, "
+    return _finish(fig, [prof, abl] if same_gpu else [prof], f"Each step under Nsight Compute: {dtype}, B={shape['B']}, H={shape['H']}, "
                    f"N={shape['Nq']}", short_title="Each step, profiled", height=820)

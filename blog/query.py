@@ -42,6 +42,24 @@ def gpu_label(doc: dict) -> str:
     return schema.slug(doc["provenance"]["gpu"]).upper()
 
 
+def commit_note(docs: list[dict]) -> str | None:
+    """One sentence when documents drawn together come from different commits, None when they agree:
+    'H100 data: commit c14eddc, 2026-11-25; H200 data: commit 2fd1c1e, 2026-11-25 — different commits, ...'."""
+    if len({d["provenance"]["git_commit"] for d in docs}) < 2:
+        return None
+    names = [gpu_label(d) for d in docs]
+    if len(set(names)) < len(names):  # the same GPU twice (a profile beside timings): name the suites too
+        names = [f"{name} {d['suite']}" for name, d in zip(names, docs)]
+    parts = "; ".join(f"{name} data: commit {d['provenance']['git_commit'][:7]}, {d['provenance']['date'][:10]}"
+                      for name, d in zip(names, docs))
+    return f"{parts} — different commits, so the kernel code may differ between them."
+
+
+def square(records: list[dict]) -> list[dict]:
+    """Records with as many queries as keys: the production grid, without the decoding cases (Nq = 1)."""
+    return [r for r in records if r["shape"]["Nq"] == r["shape"]["Nk"]]
+
+
 def timing_note(doc: dict) -> str:
     """How the benchmark timed this document's records, as it recorded it."""
     return doc["provenance"].get("timing") or "timing method not recorded"
@@ -102,9 +120,9 @@ def ratio_summary(doc: dict, direction: str, vs: str, min_n: int = 4096) -> tupl
 
 
 def ratios_by_case(doc: dict, direction: str, vs: str, *, min_n: int = 0) -> dict:
-    """case -> our TFLOP/s / ``vs``'s, over cases where both ran (non-GQA)."""
+    """case -> our TFLOP/s / ``vs``'s, over cases where both ran (non-GQA, Nq = Nk)."""
     by_case = defaultdict(dict)
-    for r in doc["records"]:
+    for r in square(doc["records"]):
         if r["status"] == "ok" and r["direction"] == direction:
             by_case[r["case"]][r["provider"]] = r
     return {case: rs["flash"]["tflops"] / rs[vs]["tflops"] for case, rs in sorted(by_case.items())

@@ -104,15 +104,16 @@ def seed_table(doc: dict, providers=None) -> str:
 # ----------------------------------------------------------------------------- production shapes (post 3)
 
 def production_ratio_table(doc: dict, dtype: str = "float16", direction: str = "fwd", *, details: bool = False) -> str:
-    """Our TFLOP/s per production shape and its ratio to cuDNN's and FA2's, one direction.
+    """Our TFLOP/s per production shape and its ratio to cuDNN's and FA2's (and FlashAttention-4's
+    where it ran), one direction.
 
     Ratios are of TFLOP/s (higher is ours faster). Where both calls were also replayed as
     CUDA graphs, one more column gives that ratio. Grouped-query shapes (Hkv < H) are
-    left out: cuDNN and FA2 were not timed on them.
+    left out: cuDNN and FA2 were not timed on them; so are the decoding cases (Nq = 1).
     """
     if direction not in ("fwd", "bwd"):
         raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
-    records = [r for r in doc["records"] if r["dtype"] == dtype and r["direction"] == direction
+    records = [r for r in query.square(doc["records"]) if r["dtype"] == dtype and r["direction"] == direction
                and r["shape"]["H"] == r["shape"]["Hkv"]]
     if not records:
         dtypes = [x for (x,) in query.distinct(doc["records"], "dtype")]
@@ -121,20 +122,24 @@ def production_ratio_table(doc: dict, dtype: str = "float16", direction: str = "
     for r in records:
         by_case.setdefault(r["case"], {})[r["provider"]] = r
     with_graphs = any(r.get("graph_p50") for r in records if r["provider"] == "flash")
+    # FlashAttention-4 gets a column where it ran at least once; a run without it keeps the table as it was.
+    fa4 = [r for r in records if r["provider"] == "fa4"]
+    peers = ["sdpa-cudnn", "sdpa-flash"] + (["fa4"] if any(r["status"] == "ok" for r in fa4) else [])
     notes = _Notes()
     body = []
     for case in sorted(by_case, key=lambda c: (-next(iter(by_case[c].values()))["shape"]["D"],
                                               next(iter(by_case[c].values()))["causal"],
                                               next(iter(by_case[c].values()))["shape"]["Nq"])):
         rs = by_case[case]
-        ours, cudnn, fa2 = rs.get("flash"), rs.get("sdpa-cudnn"), rs.get("sdpa-flash")
+        ours, cudnn = rs.get("flash"), rs.get("sdpa-cudnn")
         if ours is None:
             continue
         s = ours["shape"]
-        good = [x is not None and x["status"] == "ok" for x in (ours, cudnn, fa2)]
+        others = [rs.get(p) for p in peers]
+        good = [x is not None and x["status"] == "ok" for x in (ours, *others)]
         cells = [f"D={s['D']}{' causal' if ours['causal'] else ''}, N={fmt.size(s['Nq'])}",
                  f"{ours['tflops']:.0f}" if good[0] else notes.mark(ours)]
-        for other, ok in ((cudnn, good[1]), (fa2, good[2])):
+        for other, ok in zip(others, good[1:]):
             if good[0] and ok:
                 cells.append(f"{ours['tflops'] / other['tflops']:.2f}")
             else:
@@ -144,14 +149,18 @@ def production_ratio_table(doc: dict, dtype: str = "float16", direction: str = "
             cells.append(f"{cudnn['graph_p50'] / ours['graph_p50']:.2f}" if graphs else "")
         body.append(cells)
     word = "Forward" if direction == "fwd" else "Backward"
-    head = [_th("case") + _th("ours, TFLOP/s") + _th("÷ cuDNN") + _th("÷ FA2")
+    head = [_th("case") + _th("ours, TFLOP/s") + "".join(_th(f"÷ {short_label(p)}") for p in peers)
             + (_th("÷ cuDNN, graphs*") if with_graphs else "")]
     shape = query.shape_caption(records, skip=("Nq", "Nk", "D", "H", "Hkv"))
     foot = (f"Ratios of TFLOP/s: above 1, ours is faster. {html.escape(query.timing_note(doc))}. "
             + ("* Where a call took under 0.3 ms, both were also timed as CUDA-graph replays, which remove host "
                "launch overhead: the ratio of those times. " if with_graphs else ""))
+    if fa4 and "fa4" not in peers:
+        foot += html.escape(f"FlashAttention-4 did not run: {fa4[0]['reason'] or fa4[0]['status']}. ")
     gpu = query.gpu_label(doc)
-    return _table(f"{word}, {dtype}, {shape}, {gpu}: ours against cuDNN and FlashAttention-2", head, body,
+    names = ["cuDNN", "FlashAttention-2"] + (["FlashAttention-4"] if "fa4" in peers else [])
+    against = " and ".join(names) if len(names) == 2 else f"{names[0]}, {names[1]} and {names[2]}"
+    return _table(f"{word}, {dtype}, {shape}, {gpu}: ours against {against}", head, body,
                   notes=notes, foot=foot, docs=[doc], details=details,
                   table_id=production_table_id(doc, dtype, direction))
 

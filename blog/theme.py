@@ -29,10 +29,11 @@ LABELS = {
     "sdpa-flash": "SDPA flash (FA2)",
     "sdpa-cudnn": "SDPA cuDNN",
     "sdpa-efficient": "SDPA mem-efficient",
+    "fa4": "FlashAttention-4",
 }
 # For table headers, where width is short; the caption says what the columns are.
 SHORT_LABELS = {"flash-tf32": "flash TF32", "eager": "eager", "sdpa": "SDPA", "sdpa-flash": "FA2",
-                "sdpa-cudnn": "cuDNN", "sdpa-efficient": "mem-eff."}
+                "sdpa-cudnn": "cuDNN", "sdpa-efficient": "mem-eff.", "fa4": "FA4"}
 
 # role -> (light value, dark value). Marks (lines, bars, markers) need 3:1 against their
 # page background, text 4.5:1 (WCAG 2.1, 1.4.11 and 1.4.3). Each value is unique within
@@ -47,6 +48,7 @@ MARKS = {
     "sdpa-flash": ("#2e7d32", "#81c784"),
     "sdpa-cudnn": ("#5e35b1", "#b39ddb"),
     "sdpa-efficient": ("#795548", "#bcaaa4"),
+    "fa4": ("#e65100", "#ff9e40"),
     "reference": ("#424242", "#c7c7c7"),  # reference lines, predictions, the compulsory-bytes ticks
 }
 TEXT = {

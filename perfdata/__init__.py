@@ -5,4 +5,5 @@ triton and nothing else, and the site reads the same files without torch.
 
 - ``perfdata.schema``: the JSON format of ``docs/data/<suite>.<gpu>.json``, validated.
 - ``perfdata.traffic``: FLOPs and bytes moved per attention design (a model, not a measurement).
+- ``perfdata.shards``: one suite's run cut into shards (one device call each) and merged back.
 """

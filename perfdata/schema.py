@@ -23,6 +23,9 @@ PROVENANCE_KEYS = {
     "git_commit": str, "date": str, "mode": str, "ceilings": dict,
 }
 CEILING_KEYS = ("copy_gbps", "matmul_fp16_tflops", "matmul_fp32_tflops")
+# FlashAttention-4, when the benchmark looked for it: {"status": "ok", "version", "cutlass_dsl", "site"}
+# or {"status": "unsupported", "reason"} (files written before it was a provider have no entry).
+FA4_STATUSES = ("ok", "unsupported")
 RECORD_KEYS = {
     "suite": str, "case": str, "provider": str, "direction": str, "shape": dict, "dtype": str,
     "causal": bool, "status": str, "unit": str,
@@ -87,6 +90,8 @@ def validate(doc: dict, path: str = "<data>") -> dict:
         val = prov["ceilings"].get(key)
         if val is not None and not (isinstance(val, (int, float)) and val > 0):
             _fail(path, f"provenance.ceilings.{key} must be a positive number or null")
+    _validate_fa4(prov.get("fa4"), path)
+    _validate_shards(prov, path)
     for where, rec in _records(doc, path, RECORD_KEYS, doc["suite"]):
         if rec["direction"] not in ("fwd", "bwd"):
             _fail(path, f"{where}.direction must be fwd or bwd")
@@ -99,6 +104,34 @@ def validate(doc: dict, path: str = "<data>") -> dict:
         elif not rec.get("reason"):
             _fail(path, f"{where}: status {rec['status']} needs a reason")
     return doc
+
+
+def _validate_fa4(fa4, path) -> None:
+    if fa4 is None:
+        return
+    if not isinstance(fa4, dict) or fa4.get("status") not in FA4_STATUSES:
+        _fail(path, f"provenance.fa4 must be an object with status in {FA4_STATUSES}")
+    needed = ("version",) if fa4["status"] == "ok" else ("reason",)
+    for key in needed:
+        if not (isinstance(fa4.get(key), str) and fa4[key]):
+            _fail(path, f"provenance.fa4.{key} missing: a {fa4['status']} FlashAttention-4 entry needs it")
+
+
+def _validate_shards(prov: dict, path) -> None:
+    """A shard file names its place (``shard``); a merged file, how many shards it came from."""
+    shard = prov.get("shard")
+    if shard is not None:
+        if not (isinstance(shard, dict) and isinstance(shard.get("index"), int) and isinstance(shard.get("count"), int)
+                and 1 <= shard["index"] <= shard["count"]):
+            _fail(path, "provenance.shard must hold ints index and count with 1 <= index <= count")
+        if not (isinstance(shard.get("cases"), list) and shard["cases"]
+                and all(isinstance(c, str) for c in shard["cases"])):
+            _fail(path, "provenance.shard.cases must be the non-empty list of the suite's case names")
+    if "shards" in prov:
+        runs = prov.get("shard_runs")
+        if not (isinstance(prov["shards"], int) and prov["shards"] >= 1 and isinstance(runs, list)
+                and len(runs) == prov["shards"]):
+            _fail(path, "provenance.shards must be a positive int with one shard_runs entry per shard")
 
 
 # The profile suite (scripts/profile.py): Nsight Compute counters per kernel launch, not timings,

@@ -4,18 +4,24 @@
     python scripts/benchmark.py                       # all suites, on a CUDA GPU
     python scripts/benchmark.py --suite seed --quick  # a fast smoke pass
     python scripts/benchmark.py --interpret --out /tmp/bench   # tiny sizes, CPU, for CI
+    python scripts/benchmark.py --suite production --shard 1/2 --out $OUT   # one device call each
+    python scripts/benchmark.py --merge $OUT/production.h100.shard*of2.json  # -> docs/data/production.h100.json
 
-Needs torch, triton and the standard library only. Each suite's records are written
-to <out>/<suite>.<gpu>.json at the end of that suite, via a temp file and a rename:
-an interrupted or failed run leaves the existing files untouched.
+Needs torch, triton and the standard library only (FlashAttention-4, if present, is loaded from
+--fa4-site; see scripts/fa4_install.sh). Each suite's records are written to
+<out>/<suite>.<gpu>.json at the end of that suite, via a temp file and a rename: an interrupted
+or failed run leaves the existing files untouched.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
+import importlib.metadata
 import math
 import os
+import site
 import statistics
 import subprocess
 import sys
@@ -25,13 +31,17 @@ from pathlib import Path
 
 if __name__ == "__main__":  # run as a script: the packages sit at the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if "--interpret" in sys.argv[1:]:
+        # Before triton is imported: triton 3.9 set up outside interpreter mode fails every kernel call
+        # under it ("Cannot call @triton.jit'd outside of the scope of a kernel").
+        os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 
 from perfdata import schema as benchdata  # noqa: E402
-from perfdata import traffic  # noqa: E402
+from perfdata import shards, traffic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAPH_BELOW_MS = 0.3  # below this median, also record CUDA-graph replay time (host overhead removed)
@@ -46,6 +56,8 @@ class Settings:
     interpret: bool = False  # Triton's CPU interpreter, tiny sizes: tests the pipeline, not speed
     commit: str | None = None  # recorded instead of the repo's HEAD
     rounds: int = 3  # interleaved timing rounds per case (1 when quick or interpreted)
+    shard: tuple[int, int] | None = None  # (K, N): run every N-th case from the K-th (perfdata.shards)
+    fa4_site: str | None = None  # folder with FlashAttention-4 installed (pip --target), loaded by site.addsitedir
 
     @property
     def device(self) -> str:
@@ -65,8 +77,19 @@ def parse_args(argv=None):
     p.add_argument("--interpret", action="store_true",
                    help="run tiny sizes through Triton's CPU interpreter (tests the pipeline, not speed)")
     p.add_argument("--commit", default=None, help="git commit to record (default: read from the repo)")
+    p.add_argument("--fa4-site", default=os.environ.get("FA4_SITE"),
+                   help="folder where scripts/fa4_install.sh put FlashAttention-4 (default: $FA4_SITE); "
+                        "without it, fa4 records say why it did not run")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="run every N-th case of each suite from the K-th; writes <suite>.<gpu>.shardKofN.json")
+    p.add_argument("--merge", nargs="+", default=None, metavar="FILE",
+                   help="merge the shard files of one suite into <out>/<suite>.<gpu>.json (no GPU needed)")
     args = p.parse_args(argv)
     args.suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    try:
+        args.shard = shards.parse(args.shard) if args.shard is not None else None
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -99,7 +122,68 @@ def _sdpa(backend):
     return run
 
 
-def providers():
+class Unsupported(ValueError):
+    """A provider that cannot run here; `classify` records it as "unsupported" with this message."""
+
+
+@dataclass(frozen=True)
+class Fa4:
+    """FlashAttention-4 as this run found it: its function, or why it is not available."""
+
+    func: object = None  # flash_attn.cute.interface.flash_attn_func
+    info: dict | None = None  # provenance["fa4"]
+
+    def __call__(self, q, k, v, causal, scale):
+        if self.func is None:
+            raise Unsupported(f"FlashAttention-4 not available: {self.info['reason']}")
+        if q.dim() != 4:
+            raise Unsupported("the FlashAttention-4 provider takes (B, H, N, D) inputs")
+        # q, k, v are (B, H, N, D) views of (B, N, H, D) memory (make_inputs, SEQUENCE_MAJOR), so these
+        # transposes are contiguous views: no copy happens inside the timed call.
+        out = self.func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=causal)
+        out = out[0] if isinstance(out, tuple) else out  # 4.0.0b36 returns (out, lse)
+        return out.transpose(1, 2)
+
+
+@functools.cache
+def load_fa4(site_dir: str | None, capability: tuple[int, int] | None) -> Fa4:
+    """Import FlashAttention-4 from ``site_dir`` (via site.addsitedir, which runs the .pth file
+    nvidia-cutlass-dsl needs) on a GPU of compute ``capability``; None means no GPU (interpreter)."""
+    def unsupported(reason):
+        return Fa4(info={"status": "unsupported", "reason": reason})
+
+    if capability is None:
+        return unsupported("no CUDA GPU (Triton interpreter run)")
+    if capability[0] not in (9, 10):
+        return unsupported(f"FlashAttention-4 is benchmarked on sm90/sm100 GPUs; this one is sm{capability[0]}"
+                           f"{capability[1]}")
+    if site_dir is not None:
+        if not Path(site_dir).is_dir():
+            return unsupported(f"--fa4-site {site_dir} is not a folder (run scripts/fa4_install.sh)")
+        site.addsitedir(site_dir)
+    try:
+        from flash_attn.cute.interface import flash_attn_func
+    except Exception as exc:  # noqa: BLE001 - any import failure means the provider is unavailable
+        where = f"from {site_dir}" if site_dir else "without --fa4-site"
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        return unsupported(f"import {where} failed: {type(exc).__name__}: {first_line}")
+
+    def version(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return Fa4(flash_attn_func, {"status": "ok", "version": version("flash-attn-4"),
+                                 "cutlass_dsl": version("nvidia-cutlass-dsl"), "site": site_dir or "sys.path"})
+
+
+def fa4_for(settings: Settings) -> Fa4:
+    capability = None if settings.interpret else tuple(torch.cuda.get_device_capability())
+    return load_fa4(settings.fa4_site, capability)
+
+
+def providers(settings: Settings):
     """name -> fn(q, k, v, causal, scale) -> output."""
     from torch.nn.attention import SDPBackend
 
@@ -116,6 +200,7 @@ def providers():
         "sdpa-flash": _sdpa(SDPBackend.FLASH_ATTENTION),
         "sdpa-cudnn": _sdpa(SDPBackend.CUDNN_ATTENTION),
         "sdpa-efficient": _sdpa(SDPBackend.EFFICIENT_ATTENTION),
+        "fa4": fa4_for(settings),
         **{r.name: (lambda q, k, v, c, s, step=r.name: ablation.ablation_attention(q, k, v, causal=c, scale=s,
                                                                                       step=step))
            for r in ablation.RUNGS},
@@ -202,7 +287,7 @@ def production_cases(quick, interp):
     ns = [1024, 2048, 4096, 8192, 16384]
     heads = [(32, 64), (16, 128)]
     dtypes = ["float16", "bfloat16"]
-    provs = ["flash", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "eager"]
+    provs = ["flash", "sdpa-flash", "sdpa-cudnn", "fa4", "sdpa-efficient", "eager"]
     B = 4
     if quick:
         ns, dtypes = [1024, 4096], ["float16"]
@@ -218,7 +303,24 @@ def production_cases(quick, interp):
         for causal in (False, True):
             for n in ([4096] if quick else [4096, 16384]):
                 yield dict(B=B, H=32, Hkv=8, Nq=n, Nk=n, D=128, dtype="float16", causal=causal,
-                           providers=["flash", "sdpa"], bwd=True)
+                           providers=["flash", "sdpa", "fa4"], bwd=True)
+    yield from decode_cases(quick, interp)
+
+
+def decode_cases(quick, interp):
+    """Decoding: one new query per sequence against a long cache of keys, forward only, grouped
+    (8 k/v heads) and not. Not causal: with a single query, the top-left causal mask of ours and of
+    SDPA's is_causal would hide every key but the first, while a decoder's query sees the whole cache."""
+    provs = ["flash", "sdpa-flash", "sdpa-cudnn", "fa4", "sdpa"]
+    nks, dtypes, B, H, D = [16384, 65536], ["float16", "bfloat16"], 4, 32, 128
+    if quick:
+        nks, dtypes = [16384], ["float16"]
+    if interp:
+        nks, dtypes, B, H, D, provs = [64], ["float16"], 1, 4, 16, ["flash", "sdpa"]
+    for dtype in dtypes:
+        for hkv in (H // 4, H):
+            for nk in nks:
+                yield dict(B=B, H=H, Hkv=hkv, Nq=1, Nk=nk, D=D, dtype=dtype, causal=False, providers=provs, bwd=False)
 
 
 def ablation_cases(quick, interp):
@@ -227,7 +329,7 @@ def ablation_cases(quick, interp):
 
     shapes = [(16, 128), (32, 64)]
     n, B, dtype = 8192, 4, "float16"
-    provs = [*ablation.RUNG_NAMES, "sdpa-cudnn", "sdpa-flash"]
+    provs = [*ablation.RUNG_NAMES, "sdpa-cudnn", "fa4", "sdpa-flash"]
     if quick:
         shapes = shapes[:1]
     if interp:
@@ -241,7 +343,7 @@ def warpspec_cases(quick, interp):
     """Post 4: Triton's automatic warp specialisation, on and off, beside flash and cuDNN (Hopper only)."""
     if interp or torch.cuda.get_device_capability()[0] < 9:
         return  # tensor descriptors need a Hopper-class GPU: nothing to run here
-    provs = ["flash", "sdpa-cudnn", *WARPSPEC_VARIANTS]
+    provs = ["flash", "sdpa-cudnn", "fa4", *WARPSPEC_VARIANTS]
     for h, d in [(16, 128), (32, 64)][:1 if quick else 2]:
         for causal in (False, True):
             yield dict(B=4, H=h, Hkv=h, Nq=8192, Nk=8192, D=d, dtype="float16", causal=causal, providers=provs,
@@ -254,15 +356,24 @@ SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": product
 
 # ----------------------------------------------------------------------------- measuring
 
-def make_inputs(c, device, requires_grad=False):
+# Providers that take (B, N, H, D) tensors. Their inputs are made in that memory layout and handed
+# over as (B, H, N, D) views like everyone else's, so turning them back costs no copy in the timed call.
+SEQUENCE_MAJOR = {"fa4"}
+
+
+def make_inputs(c, device, requires_grad=False, sequence_major=False):
+    """q, k, v of shape (B, H, N, D) (or (N, D) for one head); with ``sequence_major``, stored as (B, N, H, D)."""
     dtype = DT[c["dtype"]]
-    lead_q = (c["B"], c["H"]) if c["B"] * c["H"] > 1 else ()
-    lead_k = (c["B"], c["Hkv"]) if c["B"] * c["H"] > 1 else ()
-    # Fresh random inputs, never zeros: zeros hide bugs and can run faster.
-    q = torch.randn(*lead_q, c["Nq"], c["D"], device=device, dtype=dtype)
-    k = torch.randn(*lead_k, c["Nk"], c["D"], device=device, dtype=dtype)
-    v = torch.randn(*lead_k, c["Nk"], c["D"], device=device, dtype=dtype)
-    return [t.requires_grad_(requires_grad) for t in (q, k, v)]
+    batched = c["B"] * c["H"] > 1
+
+    def make(n, heads):
+        # Fresh random inputs, never zeros: zeros hide bugs and can run faster.
+        if batched and sequence_major:
+            return torch.randn(c["B"], n, heads, c["D"], device=device, dtype=dtype).transpose(1, 2)
+        return torch.randn(*((c["B"], heads) if batched else ()), n, c["D"], device=device, dtype=dtype)
+
+    return [t.requires_grad_(requires_grad) for t in (make(c["Nq"], c["H"]), make(c["Nk"], c["Hkv"]),
+                                                      make(c["Nk"], c["Hkv"]))]
 
 
 def first_slice(t, heads=1):
@@ -301,7 +412,8 @@ def check(c, out, q, k, v, scale, grads=None, do=None, rel_tol=None):
 # Providers whose forward call can be captured in a CUDA graph. SDPA's mem-efficient kernel
 # advances the Philox RNG offset even without dropout; capturing it breaks the CUDA RNG
 # for the rest of the process, so it (and SDPA's default dispatch, which may pick it) is
-# timed without graphs.
+# timed without graphs. FlashAttention-4 is left out too: its capture has not been checked, and a
+# failed capture can leave the CUDA context unusable for the rest of the run.
 GRAPH_SAFE = {"basic", "vectorized", "flash", "flash-tf32", "eager", "sdpa-flash", "sdpa-cudnn"}
 MAX_ERROR_SHARE = 0.1  # a suite with more unexpected errors than this is not written
 
@@ -366,6 +478,10 @@ def classify(exc):
     return "error", msg
 
 
+def directions(c):
+    return ("fwd", "bwd") if c["bwd"] else ("fwd",)
+
+
 def case_name(suite, c, direction):
     tag = f"{c['dtype']}/B{c['B']}H{c['H']}" + (f"kv{c['Hkv']}" if c["Hkv"] != c["H"] else "")
     return f"{suite}/{tag}/N{c['Nq']}x{c['Nk']}/D{c['D']}/{'causal' if c['causal'] else 'full'}/{direction}"
@@ -386,7 +502,7 @@ def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
                 > 0.6 * torch.cuda.mem_get_info()[0]):
             raise torch.cuda.OutOfMemoryError("score matrices would not fit in free GPU memory (estimated)")
         if direction == "fwd":
-            q, k, v = make_inputs(c, settings.device)
+            q, k, v = make_inputs(c, settings.device, sequence_major=name in SEQUENCE_MAJOR)
             if name in launchers:
                 out, extras = launchers[name](q, k, v, c, scale)
                 rec.update(extras)
@@ -397,7 +513,7 @@ def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
             del out
             call = lambda: fn(q, k, v, c["causal"], scale)  # noqa: E731
         else:
-            q, k, v = make_inputs(c, settings.device, requires_grad=True)
+            q, k, v = make_inputs(c, settings.device, requires_grad=True, sequence_major=name in SEQUENCE_MAJOR)
             out = fn(q, k, v, c["causal"], scale)
             do = torch.randn_like(out)
             out.backward(do, retain_graph=True)
@@ -503,22 +619,34 @@ def provenance(settings: Settings):
         "rounds": settings.timing_rounds,
         "quick": settings.quick,
         "ceilings": measure_ceilings(settings.interpret),
+        "fa4": fa4_for(settings).info,
     }
 
 
 # ----------------------------------------------------------------------------- main
 
 def run_suite(suite: str, settings: Settings, out_dir: Path, prov: dict) -> Path | None:
-    """Run one suite and write ``<out_dir>/<suite>.<gpu>.json`` atomically; returns its path, or
-    None when the suite has nothing to run here. Raises RuntimeError, leaving any existing file
+    """Run one suite and write ``<out_dir>/<suite>.<gpu>.json`` atomically (with ``settings.shard``,
+    only that shard's cases, to ``<suite>.<gpu>.shardKofN.json``); returns its path, or None when the
+    suite has nothing to run here. Raises RuntimeError, leaving any existing file
     untouched, when more than MAX_ERROR_SHARE of its records failed unexpectedly."""
     gpu = "cpu-interpreter" if settings.interpret else benchdata.slug(prov["gpu"])
-    groups = [(c, direction) for c in SUITE_CASES[suite](settings.quick, settings.interpret)
-              for direction in (("fwd", "bwd") if c["bwd"] else ("fwd",))]
-    if not groups:
+    cases = list(SUITE_CASES[suite](settings.quick, settings.interpret))
+    if not cases:
         print(f"# {suite}: nothing to run on this machine; {suite}.*.json left as it was", flush=True)
         return None
-    provs, launchers = providers(), reporting_launchers()
+    path = out_dir / f"{suite}.{gpu}.json"
+    if settings.shard is not None:
+        every = [case_name(suite, c, direction) for c in cases for direction in directions(c)]
+        mine = shards.select(cases, *settings.shard)
+        if not mine:
+            raise RuntimeError(f"shard {settings.shard[0]}/{settings.shard[1]} of {suite} holds no case (the suite "
+                               f"has {len(cases)}); use fewer shards")
+        cases = mine
+        prov = {**prov, "shard": {"index": settings.shard[0], "count": settings.shard[1], "cases": every}}
+        path = out_dir / shards.file_name(suite, gpu, *settings.shard)
+    groups = [(c, direction) for c in cases for direction in directions(c)]
+    provs, launchers = providers(settings), reporting_launchers()
     records, t0 = [], time.time()
     for i, (c, direction) in enumerate(groups, 1):
         for rec in run_group(suite, c, direction, provs, launchers, settings):
@@ -527,7 +655,6 @@ def run_suite(suite: str, settings: Settings, out_dir: Path, prov: dict) -> Path
             shown = f"{rec['p50']:.4f} ms" + (f" {rec['tflops']:.1f} TFLOP/s" if rec["tflops"] and rec["tflops"] > 0.5 else "") \
                 if rec["status"] == "ok" else f"{rec['status']}: {rec['reason'][:70]}"
             print(f"[{suite} {i}/{len(groups)} eta {eta:4.0f}s] {rec['case']} {rec['provider']}: {shown}", flush=True)
-    path = out_dir / f"{suite}.{gpu}.json"
     errors = sum(r["status"] == "error" for r in records)
     if errors > MAX_ERROR_SHARE * len(records):
         raise RuntimeError(f"{errors} of {len(records)} {suite} cases failed unexpectedly; {path} was left as it "
@@ -540,7 +667,15 @@ def run_suite(suite: str, settings: Settings, out_dir: Path, prov: dict) -> Path
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    settings = Settings(quick=args.quick, interpret=args.interpret, commit=args.commit)
+    if args.merge:
+        try:
+            path = shards.merge_files(args.merge, Path(args.out or ROOT / "docs" / "data"))
+        except (ValueError, benchdata.BenchDataError) as exc:
+            sys.exit(f"benchmark.py: merge refused, nothing written: {exc}")
+        print(f"# merged {len(args.merge)} shards into {path}", flush=True)
+        return 0
+    settings = Settings(quick=args.quick, interpret=args.interpret, commit=args.commit, shard=args.shard,
+                        fa4_site=args.fa4_site)
     if args.interpret:
         if "kernels" in sys.modules and not sys.modules["kernels"].INTERPRET:
             sys.exit("benchmark.py: --interpret after kernels was imported in GPU mode; run it in a fresh process.")
@@ -555,7 +690,8 @@ def main(argv=None) -> int:
         sys.exit(f"benchmark.py: unknown suite(s) {unknown}; choose from {list(SUITE_CASES)}")
     out_dir = Path(args.out or ROOT / "docs" / "data")
     prov = provenance(settings)
-    print(f"# {prov['gpu']} | torch {prov['torch']} | triton {prov['triton']} | ceilings {prov['ceilings']}", flush=True)
+    print(f"# {prov['gpu']} | torch {prov['torch']} | triton {prov['triton']} | ceilings {prov['ceilings']} | "
+          f"fa4 {prov['fa4']}", flush=True)
     for suite in args.suites:
         try:
             run_suite(suite, settings, out_dir, prov)

@@ -181,3 +181,133 @@ def test_failed_suite_never_overwrites_good_data(bench_module, tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="failed unexpectedly"):
         bench_module.run_suite("seed", settings, tmp_path, prov)
     assert path.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- FlashAttention-4, decoding, shards
+
+FAKE_FA4 = '''
+import torch
+
+def flash_attn_func(q, k, v, softmax_scale=None, causal=False):
+    """Attention on (B, N, H, D) tensors, as FlashAttention-4 takes them; returns (out, lse) like it."""
+    for t in (q, k, v):
+        assert t.is_contiguous(), "the benchmark must hand over (B, N, H, D) tensors without a copy"
+    q, k, v = (t.transpose(1, 2).float() for t in (q, k, v))
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    s = q @ k.transpose(-1, -2) * softmax_scale
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    out = torch.softmax(s, dim=-1) @ v
+    return out.transpose(1, 2), torch.logsumexp(s, dim=-1)
+'''
+
+
+@pytest.fixture
+def fake_fa4_site(tmp_path, bench_module):
+    """A folder laid out like `pip install --target`: the package sits in a folder that only the
+    .pth file names, so importing it works only when the benchmark loads the folder with addsitedir."""
+    site_dir = tmp_path / "fa4site"
+    package = site_dir / "vendored" / "flash_attn" / "cute"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "interface.py").write_text(FAKE_FA4)
+    (site_dir / "fake_fa4.pth").write_text("vendored\n")
+    meta = site_dir / "flash_attn_4-9.9.1.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: flash-attn-4\nVersion: 9.9.1\n")
+    saved_path = list(sys.path)
+    yield site_dir
+    sys.path[:] = saved_path
+    for name in [m for m in sys.modules if m == "flash_attn" or m.startswith("flash_attn.")]:
+        del sys.modules[name]
+    bench_module.load_fa4.cache_clear()
+
+
+def test_fa4_loads_through_its_pth_file_and_is_checked_in_both_directions(bench_module, fake_fa4_site):
+    fa4 = bench_module.load_fa4(str(fake_fa4_site), (9, 0))
+    assert fa4.info == {"status": "ok", "version": "9.9.1", "cutlass_dsl": "unknown", "site": str(fake_fa4_site)}
+    settings = bench_module.Settings(interpret=True)
+    case = dict(B=2, H=4, Hkv=2, Nq=24, Nk=24, D=16, dtype="float32", causal=True, providers=["fa4"], bwd=True)
+    for direction in ("fwd", "bwd"):
+        rec, call = bench_module.prepare("production", case, "fa4", fa4, direction, settings, {})
+        assert rec["status"] == "ok" and rec["max_err"] <= rec["tol"], rec
+        call()  # the timed call runs too (the fake asserts its inputs need no copy)
+
+
+def test_fa4_that_cannot_run_is_recorded_as_unsupported_with_its_reason(bench_module, fake_fa4_site, tmp_path):
+    assert "sm80" in bench_module.load_fa4(str(fake_fa4_site), (8, 0)).info["reason"]
+    missing = bench_module.load_fa4(str(tmp_path / "nowhere"), (9, 0)).info
+    assert missing["status"] == "unsupported" and "not a folder" in missing["reason"]
+    (fake_fa4_site / "fake_fa4.pth").unlink()  # without the .pth file the package is not importable
+    broken = bench_module.load_fa4(str(fake_fa4_site), (9, 0)).info
+    assert broken["status"] == "unsupported" and "import" in broken["reason"]
+    settings = bench_module.Settings(interpret=True)
+    case = dict(B=1, H=2, Hkv=2, Nq=16, Nk=16, D=16, dtype="float16", causal=False, providers=["flash", "fa4"],
+                bwd=False)
+    records = bench_module.run_group("production", case, "fwd", bench_module.providers(settings), {}, settings)
+    fa4 = next(r for r in records if r["provider"] == "fa4")
+    assert fa4["status"] == "unsupported" and "no CUDA GPU" in fa4["reason"]
+    assert next(r for r in records if r["provider"] == "flash")["status"] == "ok"
+    prov = bench_module.provenance(settings)
+    assert prov["fa4"] == {"status": "unsupported", "reason": "no CUDA GPU (Triton interpreter run)"}
+
+
+def test_production_suite_has_fa4_after_cudnn_and_a_decode_case(bench_module):
+    cases = list(bench_module.production_cases(False, False))
+    square = [c for c in cases if c["Nq"] == c["Nk"]]
+    assert all(c["providers"].index("fa4") == c["providers"].index("sdpa-cudnn") + 1
+               for c in square if "sdpa-cudnn" in c["providers"])
+    assert all("fa4" in c["providers"] for c in cases)
+    decode = [c for c in cases if c["Nq"] != c["Nk"]]
+    assert {c["Nk"] for c in decode} == {16384, 65536} and {c["Hkv"] for c in decode} == {8, 32}
+    assert {c["dtype"] for c in decode} == {"float16", "bfloat16"}
+    assert all(c["Nq"] == 1 and not c["bwd"] and not c["causal"] and "sdpa-cudnn" in c["providers"] for c in decode)
+
+
+def test_shards_are_disjoint_and_cover_the_suite(bench_module):
+    from perfdata import shards
+
+    cases = list(bench_module.production_cases(False, False))
+    names = [bench_module.case_name("production", c, "fwd") for c in cases]
+    for count in (1, 2, 3, 5):
+        picked = [shards.select(names, k, count) for k in range(1, count + 1)]
+        assert sorted(n for part in picked for n in part) == sorted(names)
+        assert len({n for part in picked for n in part}) == len(names)
+        assert max(map(len, picked)) - min(map(len, picked)) <= 1
+
+
+def test_sharded_interpreted_run_merges_into_the_whole_suite(tmp_path, interpreted_run):
+    whole, _ = interpreted_run
+    for k in (1, 2):
+        res = run("--interpret", "--suite", "production", "--shard", f"{k}/2", "--out", str(tmp_path), "--commit", "c0ffee")
+        assert res.returncode == 0, res.stderr[-2000:]
+    parts = sorted(tmp_path.glob("production.cpu-interpreter.shard*of2.json"))
+    assert [p.name for p in parts] == ["production.cpu-interpreter.shard1of2.json",
+                                       "production.cpu-interpreter.shard2of2.json"]
+    assert not (tmp_path / "production.cpu-interpreter.json").exists()  # a shard is never the suite's file
+    res = run("--merge", *map(str, parts), "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    merged = benchdata.load(tmp_path / "production.cpu-interpreter.json")
+    reference = benchdata.load(whole / "production.cpu-interpreter.json")
+    key = lambda doc: sorted((r["case"], r["provider"]) for r in doc["records"])  # noqa: E731
+    assert key(merged) == key(reference)
+    assert merged["provenance"]["shards"] == 2 and "shard" not in merged["provenance"]
+    assert [run_["index"] for run_ in merged["provenance"]["shard_runs"]] == [1, 2]
+
+
+def test_merge_refuses_shards_of_different_commits_and_keeps_the_old_file(tmp_path):
+    for k, commit in ((1, "aaaa111"), (2, "bbbb222")):
+        res = run("--interpret", "--suite", "production", "--shard", f"{k}/2", "--out", str(tmp_path), "--commit", commit)
+        assert res.returncode == 0, res.stderr[-2000:]
+    target = tmp_path / "production.cpu-interpreter.json"
+    target.write_text("the good data from before\n")
+    res = run("--merge", *map(str, sorted(tmp_path.glob("*.shard*of2.json"))), "--out", str(tmp_path))
+    assert res.returncode != 0 and "git_commit" in res.stderr and "nothing written" in res.stderr
+    assert target.read_text() == "the good data from before\n"
+
+
+def test_bad_shard_argument_is_refused():
+    res = run("--shard", "3/2", "--interpret", "--out", "/tmp/unused")
+    assert res.returncode != 0 and "between 1 and N" in res.stderr

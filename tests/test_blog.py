@@ -393,3 +393,83 @@ def test_notebook_helpers_outside_a_notebook(capsys):
         notebook.show(42)
     with pytest.raises(ValueError, match="is not in the source"):
         notebook.show_source(figures.causal_tiles, start="no such line")
+
+
+# ----------------------------------------------------------------------------- FlashAttention-4, decoding, mixed commits
+
+def _with_fa4(doc, status="ok"):
+    """``doc`` with a FlashAttention-4 record beside each cuDNN one, 1.2x its throughput (or failed)."""
+    recs = []
+    for r in doc["records"]:
+        recs.append(r)
+        if r["provider"] == "sdpa-cudnn":
+            s = r["shape"]
+            recs.append(_record("production", "fa4", B=s["B"], H=s["H"], N=s["Nq"], D=s["D"], dtype=r["dtype"],
+                                causal=r["causal"], direction=r["direction"], tflops=r["tflops"] * 1.2, status=status))
+    return schema.validate({**doc, "records": recs})
+
+
+def _with_decode(doc):
+    """``doc`` plus decoding records (one query against 4096 keys), as the production suite now writes."""
+    recs = list(doc["records"])
+    for p in ("flash", "sdpa-cudnn", "fa4"):
+        r = _record("production", p, B=2, H=4, N=1, D=96, dtype="float16", tflops=0.5)
+        r["shape"]["Nk"] = 4096
+        r["case"] = r["case"].replace("N1x1", "N1x4096")
+        recs.append(r)
+    return schema.validate({**doc, "records": recs})
+
+
+def test_fa4_is_drawn_after_cudnn_in_its_own_colour_when_present():
+    plain = figures.production_tflops([production()], "fwd")
+    fig = figures.production_tflops([_with_fa4(production())], "fwd")
+    legend = [t.name for t in fig.data if t.showlegend]
+    assert legend.index("FlashAttention-4") == legend.index(theme.label("sdpa-cudnn")) + 1
+    fa4 = [t for t in fig.data if t.name == "FlashAttention-4"]
+    assert len(fa4) == 4 and {t.line.color for t in fa4} == {theme.mark_color("fa4")}
+    assert theme.mark_color("fa4") not in {theme.mark_color(p) for p in theme.LABELS if p != "fa4"}
+    assert len(fig.data) == len(plain.data) + 4
+    # A run where FA4 never ran draws exactly what a run without it draws.
+    failed = figures.production_tflops([_with_fa4(production(), status="unsupported")], "fwd")
+    assert [t.name for t in failed.data] == [t.name for t in plain.data]
+    assert failed.layout.meta["notes"] == plain.layout.meta["notes"]
+
+
+def test_ratio_table_gains_an_fa4_column_only_where_fa4_ran():
+    plain = tables.production_ratio_table(production(), "float16", "fwd")
+    assert "FA4" not in plain and "FlashAttention-4" not in plain
+    assert "ours against cuDNN and FlashAttention-2" in plain
+    html = tables.production_ratio_table(_with_fa4(production()), "float16", "fwd")
+    assert re.findall(r'<th scope="col">([^<]*)</th>', html)[-1] == "÷ FA4"
+    assert "ours against cuDNN, FlashAttention-2 and FlashAttention-4" in html
+    first = re.search(r'<th scope="row">D=96, N=256</th>(.*?)</tr>', html).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", first)[-1] == f"{(50 + 2.56) / ((60 + 2.56) * 1.2):.2f}"
+    unsupported = tables.production_ratio_table(_with_fa4(production(), status="unsupported"), "float16", "fwd")
+    assert "÷ FA4" not in unsupported and "FlashAttention-4 did not run: fa4 refused this size" in unsupported
+
+
+def test_decoding_records_stay_out_of_the_square_grid():
+    doc = _with_decode(production())
+    fig = figures.production_tflops([doc], "fwd")
+    assert list(fig.layout.xaxis.tickvals) == [256, 512, 2048], "N=1 must not join the sequence-length axis"
+    assert all(1 not in t.x for t in fig.data)
+    html = tables.production_ratio_table(doc, "float16", "fwd")
+    assert "N=1<" not in html and "N=1," not in html
+    assert query.ratios_by_case(doc, "fwd", "sdpa-cudnn") == query.ratios_by_case(production(), "fwd", "sdpa-cudnn")
+
+
+def test_data_from_different_commits_drawn_together_says_so():
+    h100 = production(gpu="NVIDIA H100 80GB HBM3")
+    h200 = production(gpu="NVIDIA H200")
+    h200["provenance"].update(git_commit="def5678aaa", date="2029-12-30T00:00:00Z")
+    fig = figures.production_tflops([h100, h200], "fwd")
+    assert fig.layout.meta["notes"][0] == ("H100 data: commit abc1234, 2030-01-02; H200 data: commit def5678, "
+                                           "2029-12-30 — different commits, so the kernel code may differ between them.")
+    assert "different commits" in render.figure_html(fig)
+    same = figures.production_tflops([h100, production(gpu="NVIDIA H200")], "fwd")
+    assert not any("commit" in note for note in same.layout.meta["notes"])
+    assert query.commit_note([h100]) is None
+    # Two files from the same GPU (a profile beside timings) are told apart by their suite.
+    abl = ablation()
+    abl["provenance"]["git_commit"] = "fedcba9"
+    assert query.commit_note([production(), abl]).startswith("A100 production data: commit abc1234")

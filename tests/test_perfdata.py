@@ -55,3 +55,88 @@ def test_sizes_are_checked():
 
 def test_compulsory_bytes_is_q_k_v_and_o_once():
     assert traffic.compulsory_bytes(3, 5, 8, elem_bytes=2, heads=2) == 2 * 2 * 8 * (3 + 5 + 5 + 3)
+
+
+# ----------------------------------------------------------------------------- shards and their merge
+
+from perfdata import schema, shards  # noqa: E402
+
+
+def _shard(index, count=2, cases=("c/a", "c/b", "c/c"), commit="abc1234", records=None, **prov):
+    """A synthetic shard: every count-th case from the index-th, one provider each."""
+    mine = shards.select(list(cases), index, count) if records is None else records
+    recs = [{"suite": "production", "case": case, "provider": "flash", "direction": "fwd", "dtype": "float16",
+             "causal": False, "status": "ok", "unit": "ms", "p20": 1.0, "p50": 1.0, "p80": 1.0,
+             "shape": {"B": 1, "H": 1, "Hkv": 1, "Nq": 8, "Nk": 8, "D": 16}} for case in mine]
+    provenance = {"gpu": "NVIDIA H100", "sm_count": 132, "driver": "1", "cuda": "13.0", "torch": "2", "triton": "3",
+                  "git_commit": commit, "date": f"2030-01-0{index}T00:00:00Z", "mode": "gpu",
+                  "ceilings": {"copy_gbps": 3000.0 + index}, "fa4": {"status": "ok", "version": "4.0.0b36"},
+                  "shard": {"index": index, "count": count, "cases": list(cases)}, **prov}
+    return schema.validate({"schema": 1, "suite": "production", "provenance": provenance, "records": recs})
+
+
+def test_shard_argument_is_parsed_and_checked():
+    assert shards.parse("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "2", "a/b"):
+        with pytest.raises(ValueError):
+            shards.parse(bad)
+    with pytest.raises(TypeError):
+        shards.select([1, 2], 1.0, 2)
+
+
+def test_merge_puts_records_back_in_suite_order_and_notes_the_shards():
+    merged = shards.merge([_shard(2), _shard(1)])
+    assert [r["case"] for r in merged["records"]] == ["c/a", "c/b", "c/c"]
+    prov = merged["provenance"]
+    assert prov["shards"] == 2 and "shard" not in prov and prov["date"] == "2030-01-01T00:00:00Z"
+    assert [(r["index"], r["date"]) for r in prov["shard_runs"]] == [(1, "2030-01-01T00:00:00Z"),
+                                                                      (2, "2030-01-02T00:00:00Z")]
+
+
+@pytest.mark.parametrize("shard_two, message", [
+    (_shard(2, commit="def5678"), "git_commit"),
+    (_shard(2, torch="3"), "torch"),
+    (_shard(2, gpu="NVIDIA H200"), "gpu"),
+    (_shard(2, fa4={"status": "ok", "version": "4.0.0b37"}), "fa4"),
+    (_shard(1), r"missing \[2\], given twice \[1\]"),
+    (_shard(2, records=["c/b", "c/a"]), "recorded twice"),
+    (_shard(2, records=["c/b", "c/zz"]), "not in the suite's list"),
+    (_shard(2, count=3), "one of 3 shards"),
+    (_shard(2, cases=("c/a", "c/b", "c/d")), "different case lists"),
+])
+def test_merge_refuses_shards_that_do_not_belong_together(shard_two, message):
+    with pytest.raises(schema.BenchDataError, match=message):
+        shards.merge([_shard(1), shard_two])
+
+
+def test_merge_refuses_a_suite_with_a_case_no_shard_ran():
+    cases = ("c/a", "c/b", "c/c", "c/d")
+    with pytest.raises(schema.BenchDataError, match="no shard holds 1 of the suite's cases, first 'c/b'"):
+        shards.merge([_shard(1, cases=cases), _shard(2, cases=cases, records=["c/d"])])
+
+
+def test_merge_files_leaves_the_old_file_when_refused(tmp_path):
+    import json
+
+    for doc in (_shard(1), _shard(2, commit="def5678")):
+        index = doc["provenance"]["shard"]["index"]
+        (tmp_path / f"production.h100.shard{index}of2.json").write_text(json.dumps(doc))
+    target = tmp_path / "production.h100.json"
+    target.write_text("old\n")
+    with pytest.raises(schema.BenchDataError, match="git_commit"):
+        shards.merge_files(sorted(tmp_path.glob("*.shard*")), tmp_path)
+    assert target.read_text() == "old\n"
+    with pytest.raises(ValueError, match="not a shard file"):
+        shards.merge_files([target], tmp_path)
+
+
+def test_provenance_entries_for_fa4_and_shards_are_validated():
+    good = _shard(1)
+    for fa4, message in (({"status": "maybe"}, "status"), ({"status": "unsupported"}, "reason"),
+                         ({"status": "ok"}, "version")):
+        with pytest.raises(schema.BenchDataError, match=message):
+            schema.validate({**good, "provenance": {**good["provenance"], "fa4": fa4}})
+    with pytest.raises(schema.BenchDataError, match="index and count"):
+        schema.validate({**good, "provenance": {**good["provenance"], "shard": {"index": 3, "count": 2, "cases": ["x"]}}})
+    with pytest.raises(schema.BenchDataError, match="shard_runs"):
+        schema.validate({**good, "provenance": {**good["provenance"], "shards": 2, "shard_runs": []}})
