@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-SUITES = ("seed", "ladder", "production", "ablation", "warpspec")
+SUITES = ("seed", "ladder", "production", "ablation", "warpspec", "hopper")
 STATUSES = ("ok", "wrong", "oom", "unsupported", "compile-error", "error")
 
 PROVENANCE_KEYS = {

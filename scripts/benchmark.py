@@ -70,8 +70,8 @@ class Settings:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", default="seed,ladder,production,ablation,warpspec",
-                   help="comma-separated: seed, ladder, production, ablation, warpspec (default: all)")
+    p.add_argument("--suite", default="seed,ladder,production,ablation,warpspec,hopper",
+                   help="comma-separated: seed, ladder, production, ablation, warpspec, hopper (default: all)")
     p.add_argument("--quick", action="store_true", help="fewer sizes and repetitions: a smoke pass")
     p.add_argument("--out", default=None, help="output folder (default docs/data; required with --interpret)")
     p.add_argument("--interpret", action="store_true",
@@ -207,7 +207,38 @@ def providers(settings: Settings):
         **{name: (lambda q, k, v, c, s, tile=tile, ws=ws: warpspec.warpspec_attention(
             q, k, v, causal=c, scale=s, tile=tile, warp_specialize=ws))
            for name, (tile, ws) in WARPSPEC_VARIANTS.items()},
+        "flash-pointer": _flash_pointer,
+        **{name: (lambda q, k, v, c, s, opts=opts: _gluon(q, k, v, c, s, **opts)[0])
+           for name, opts in GLUON_VARIANTS.items()},
     }
+
+
+def _flash_pointer(q, k, v, causal, scale):
+    """flash_attention's forward on the pointer kernel, never the Gluon one (post 5's baseline)."""
+    from kernels import flash
+    from kernels._runtime import as_batch_heads
+
+    o4, _, _ = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v), causal, scale, "ieee",
+                                    backend="pointer")
+    return o4.reshape(q.shape)
+
+
+def _gluon(q, k, v, causal, scale, **opts):
+    """The Gluon Hopper forward with post 5's switches: (output, compiled kernel)."""
+    from kernels import hopper
+
+    o4, _, compiled = hopper.hopper_forward(q, k, v, causal, scale, **opts)
+    return o4, compiled
+
+
+# Post 5: the Gluon kernel's schedule and its other switches, one at a time from the default.
+GLUON_VARIANTS = {
+    "gluon-serial": {},
+    "gluon-pipelined": {"schedule": "pipelined"},
+    "gluon-pingpong": {"schedule": "pingpong"},
+    "gluon-in-order": {"lpt": False},
+    "gluon-3-stages": {"stages": 3},
+}
 
 
 def reporting_launchers():
@@ -238,8 +269,15 @@ def reporting_launchers():
         out, compiled = vectorized.vectorized_launch(q, k, v, causal=c["causal"], scale=s)
         return out, {"compiler": ablation.compiler_report(compiled)}
 
+    def gluon(opts):
+        def run(q, k, v, c, s):
+            out, compiled = _gluon(q, k, v, c["causal"], s, **opts)
+            return out, {"switches": dict(opts), "compiler": ablation.compiler_report(compiled)}
+        return run
+
     return {"vectorized": vec, **{r.name: rung(r.name) for r in ablation.RUNGS},
-            **{name: desc(tile, ws) for name, (tile, ws) in WARPSPEC_VARIANTS.items()}}
+            **{name: desc(tile, ws) for name, (tile, ws) in WARPSPEC_VARIANTS.items()},
+            **{name: gluon(opts) for name, opts in GLUON_VARIANTS.items()}}
 
 
 # Post 4's warp-specialisation experiment: tile (BLOCK_M, BLOCK_N, warps, stages), loop flag.
@@ -350,8 +388,19 @@ def warpspec_cases(quick, interp):
                        bwd=False)
 
 
+def hopper_cases(quick, interp):
+    """Post 5: the Gluon kernel's switches beside the pointer kernel, cuDNN and FA4 (sm90 only)."""
+    if interp or torch.cuda.get_device_capability() != (9, 0):
+        return  # the Gluon kernel is Hopper-only: nothing to run here
+    provs = [*GLUON_VARIANTS, "flash-pointer", "sdpa-cudnn", "fa4"]
+    for h, d in [(16, 128), (32, 64)][:1 if quick else 2]:
+        for causal in (False, True):
+            yield dict(B=4, H=h, Hkv=h, Nq=8192, Nk=8192, D=d, dtype="float16", causal=causal, providers=provs,
+                       bwd=False)
+
+
 SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": production_cases,
-               "ablation": ablation_cases, "warpspec": warpspec_cases}
+               "ablation": ablation_cases, "warpspec": warpspec_cases, "hopper": hopper_cases}
 
 
 # ----------------------------------------------------------------------------- measuring

@@ -29,7 +29,7 @@ def interpreted_run(tmp_path_factory):
     if interpreter_problem():
         pytest.skip(interpreter_problem())
     out = tmp_path_factory.mktemp("bench")
-    res = run("--interpret", "--suite", "seed,production,ablation,warpspec", "--out", str(out))
+    res = run("--interpret", "--suite", "seed,production,ablation,warpspec,hopper", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     return out, res
 
@@ -45,6 +45,7 @@ def test_interpret_mode_writes_valid_files(interpreted_run):
     assert "eta" in res.stdout  # a progress line per case
     # Tensor descriptors need a GPU: the warpspec suite says so and writes nothing.
     assert "warpspec: nothing to run on this machine" in res.stdout
+    assert "hopper: nothing to run on this machine" in res.stdout  # the Gluon kernel is sm90-only
 
 
 def test_records_pool_interleaved_rounds(interpreted_run):
