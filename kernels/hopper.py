@@ -464,9 +464,9 @@ def hopper_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, precision:
 
 
 # ``flash_attention`` takes this kernel where it measured faster than the pointer kernel: long
-# sequences (PERF_NOTES.md, session 6: +5-16% at N >= 4k; even or slower at N = 1k, where the
-# K/V ring's fill and drain are not hidden behind 8 key tiles per program).
-AUTO_MIN_LEN = 2048
+# sequences. At N = 2048 it was slower at D = 64 and bf16 calls there took about 0.35 ms whatever
+# the shape (docs/data/production.h100.json, PERF_NOTES.md session 6); from N = 4096 on it won.
+AUTO_MIN_LEN = 4096
 DISABLED = os.environ.get("KERNELS_GLUON", "1") == "0"  # KERNELS_GLUON=0: never pick it automatically
 
 

@@ -19,9 +19,37 @@ def fa_flops(B, H, NQ, NK, D, causal):
     return flops / 2 if causal else flops
 
 
+def host_probe():
+    """Host time per call of the Gluon launcher, fp16 against bf16, and whether the launch
+    cache grows (a cache miss per call would recompile or reload the kernel every time)."""
+    import time
+
+    import torch
+
+    from kernels import hopper
+
+    for dtype in (torch.float16, torch.bfloat16):
+        q, k, v = (torch.randn(4, 16, 2048, 128, device="cuda", dtype=dtype) for _ in range(3))
+        for _ in range(3):
+            hopper.hopper_forward(q, k, v, False, 0.088)
+        torch.cuda.synchronize()
+        caches = lambda: sum(len(c[0]) for c in hopper._hopper_fwd_kernel.device_caches.values())  # noqa: E731
+        before = caches()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            hopper.hopper_forward(q, k, v, False, 0.088)
+        host = (time.perf_counter() - t0) / 50 * 1e6
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / 50 * 1e6
+        print(f"{dtype}: host {host:.0f} us per call, wall {wall:.0f} us per call, "
+              f"compiled kernels in the launch cache {before} -> {caches()}", flush=True)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two shapes only")
+    parser.add_argument("--host", action="store_true", help="only probe host time per call, fp16 against bf16")
     parser.add_argument("--out", default=None, help="write the records here as JSON")
     args = parser.parse_args(argv)
 
@@ -33,6 +61,8 @@ def main(argv=None):
     from kernels import flash, hopper
     from kernels.reference import reference_attention
 
+    if args.host:
+        return host_probe()
     cases = [(4, 16, 128, 4096), (4, 16, 128, 16384), (4, 32, 64, 4096), (4, 32, 64, 16384), (4, 16, 128, 2048),
              (4, 32, 64, 2048)]
     if args.quick:
