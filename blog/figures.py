@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from perfdata import traffic
 
 from . import fmt, query
-from .theme import CELL_TEXT, CELLS, TEMPLATE_NAME, color, label, mark_color
+from .theme import CELL_TEXT, CELLS, TEMPLATE_NAME, color, label, mark_color, short_label
 
 PANEL_HEIGHT = 300  # px per row of facets; charts.js adds rows of this height when it reflows
 
@@ -346,6 +346,35 @@ def ablation_ladder(doc: dict) -> go.Figure:
     return _finish(fig, [doc], f"Forward, one switch at a time: {_dtype_caption(rungs)}, "
                    f"{query.shape_caption(rungs, skip=('Nk', 'Hkv', 'D', 'H'))}",
                    short_title="One switch at a time", height=PANEL_HEIGHT * grid["rows"] + 260, facets=grid)
+
+
+def hopper_variants(doc: dict) -> go.Figure:
+    """Post 5: TFLOP/s of each Gluon variant (bars) beside the pointer kernel, cuDNN and FA4 (dashed)."""
+    cases = query.hopper_cases(doc)
+    fig, grid = _facets([f"D={d}, {'causal' if c else 'full'}" for d, c in cases], cols=2, gap=0.05)
+    for i, (d, causal) in enumerate(cases):
+        row, col = i // grid["cols"] + 1, i % grid["cols"] + 1
+        rows = query.hopper_rows(doc, d, causal)
+        ours = [r for r in rows if r["provider"].startswith("gluon-")]
+        names = [short_label(r["provider"]) for r in ours]
+        fig.add_bar(name="Gluon kernel", legendgroup="gluon", showlegend=i == 0, x=names,
+                    y=[r["tflops"] if r["status"] == "ok" else None for r in ours], marker_color=mark_color("gluon"),
+                    customdata=[label(r["provider"]) for r in ours], row=row, col=col,
+                    hovertemplate="%{customdata}: %{y:.0f} TFLOP/s<extra></extra>")
+        for r in rows:
+            if r["provider"].startswith("gluon-") or r["status"] != "ok":
+                continue
+            p = r["provider"]
+            fig.add_scatter(name=label(p), legendgroup=p, showlegend=i == 0, x=[names[0], names[-1]],
+                            y=[r["tflops"]] * 2, mode="lines", line=dict(color=mark_color(p), dash="dash"),
+                            row=row, col=col, hovertemplate="%{y:.0f} TFLOP/s<extra>" + label(p) + "</extra>")
+    fig.update_yaxes(title="TFLOP/s", col=1, rangemode="tozero")
+    fig.update_xaxes(tickfont=dict(size=10))
+    missing = _failure_notes([("", doc["records"])], {r["provider"] for r in doc["records"]})
+    return _finish(fig, [doc], f"The Gluon kernel's switches: {_dtype_caption(doc['records'])}, "
+                   f"{query.shape_caption(doc['records'], skip=('Nk', 'Hkv', 'D', 'H'))}",
+                   short_title="The Gluon kernel's switches", height=PANEL_HEIGHT * grid["rows"] + 260,
+                   facets=grid, notes=missing)
 
 
 # ----------------------------------------------------------------------------- explanatory figures

@@ -238,3 +238,26 @@ def profile_steps(prof: dict) -> dict:
 def same_gpu_doc(docs: list[dict], gpu: str) -> dict:
     """The document measured on ``gpu`` if there is one, else the first."""
     return next((d for d in docs if d["provenance"]["gpu"] == gpu), docs[0])
+
+
+# ----------------------------------------------------------------------------- the Gluon kernel (post 5)
+
+def hopper_cases(doc: dict) -> list[tuple[int, bool]]:
+    """The (head dim, causal) cases of the hopper suite."""
+    return panels(doc["records"])
+
+
+def hopper_rows(doc: dict, d: int, causal: bool) -> list[dict]:
+    """One case's records in the order they were run, each with ``vs_serial`` (its TFLOP/s over
+    the default Gluon kernel's, None where either did not run) and ``spread`` (its round spread)."""
+    rs = [r for r in doc["records"] if r["shape"]["D"] == d and r["causal"] == causal]
+    if not rs:
+        raise KeyError(f"no hopper records for D={d}, causal={causal}; cases: {hopper_cases(doc)}")
+    base = next((r for r in rs if r["provider"] == "gluon-serial" and r["status"] == "ok"), None)
+    out = []
+    for r in rs:
+        good = base is not None and r["status"] == "ok"
+        spread = round_spread([r])
+        out.append({**r, "vs_serial": r["tflops"] / base["tflops"] if good else None,
+                    "spread": spread[0] if spread else None})
+    return out

@@ -282,3 +282,47 @@ def profile_table(prof: dict) -> str:
             f"one profiled launch per case after warm-up, {clocks}.")
     return _table("Bytes moved by the forward kernel: the model beside Nsight Compute", head, body, foot=html.escape(foot),
                   docs=[prof])
+
+
+# ----------------------------------------------------------------------------- the Gluon kernel (post 5)
+
+def hopper_table(doc: dict) -> str:
+    """Each Gluon variant against the default (serial) one per case, with the references, and
+    what the compiler made of it."""
+    cases = query.hopper_cases(doc)
+    by_case = [{r["provider"]: r for r in query.hopper_rows(doc, d, c)} for d, c in cases]
+    notes = _Notes()
+    body = []
+    for provider in dict.fromkeys(r["provider"] for r in query.hopper_rows(doc, *cases[0])):
+        reps = {d: rows[provider]["compiler"] for (d, _), rows in zip(cases, by_case)
+                if provider in rows and rows[provider].get("compiler")}
+        first = f"{html.escape(label(provider))}"
+        if reps:
+            regs = sorted({rep["registers"] for rep in reps.values()})
+            spills = sorted({rep["spills"] for rep in reps.values()})
+            smem = ", ".join(f"{rep['shared_bytes'] / 1024:.0f} KB at D={d}" for d, rep in sorted(reps.items()))
+            first += (f"<br><small>{'/'.join(map(str, regs))} regs, {'/'.join(map(str, spills))} spills; "
+                      f"smem {smem}</small>")
+        cells = [first]
+        for rows in by_case:
+            r = rows.get(provider)
+            if r is None:
+                cells.append("–")
+            elif r["status"] != "ok":
+                cells.append(notes.mark(r))
+            elif r["vs_serial"] is None:
+                cells.append(f"{r['tflops']:.0f}")
+            else:
+                text = f"{r['tflops']:.0f}<br><small>{r['vs_serial']:.2f}× serial</small>"
+                # A ratio inside this record's own round-to-round spread is not a difference.
+                moved = r["spread"] is not None and abs(r["vs_serial"] - 1) > r["spread"]
+                cells.append((text, "miss") if moved and provider.startswith("gluon-") and r["vs_serial"] < 1
+                             else (text, "hit") if moved and provider.startswith("gluon-") else text)
+        body.append(cells)
+    head = [_th("kernel") + "".join(_th(f"D={d}, {'causal' if c else 'full'}") for d, c in cases)]
+    foot = ("Forward TFLOP/s and the ratio to the default Gluon kernel (serial consumers) in the same run. "
+            "Highlighted: a Gluon variant whose ratio is further from 1 than its own round-to-round spread "
+            f"(faster or slower). Registers: the kernel's launch cap; the warps then trade registers with "
+            f"<code>setmaxnreg</code>. {html.escape(query.timing_note(doc))}.")
+    return _table(f"The Gluon kernel's switches ({query.shape_caption(doc['records'], skip=('Nk', 'Hkv', 'D', 'H'))})",
+                  head, body, notes=notes, foot=foot, docs=[doc], table_id="hopper-switches")

@@ -30,10 +30,18 @@ LABELS = {
     "sdpa-cudnn": "SDPA cuDNN",
     "sdpa-efficient": "SDPA mem-efficient",
     "fa4": "FlashAttention-4",
+    "flash-pointer": "flash, pointer kernel (post 4)",
+    "gluon-serial": "Gluon, serial consumers",
+    "gluon-pipelined": "Gluon, intra-warpgroup overlap",
+    "gluon-pingpong": "Gluon, ping-pong",
+    "gluon-in-order": "Gluon, causal blocks in order",
+    "gluon-3-stages": "Gluon, 3 K/V stages",
 }
 # For table headers, where width is short; the caption says what the columns are.
 SHORT_LABELS = {"flash-tf32": "flash TF32", "eager": "eager", "sdpa": "SDPA", "sdpa-flash": "FA2",
-                "sdpa-cudnn": "cuDNN", "sdpa-efficient": "mem-eff.", "fa4": "FA4"}
+                "sdpa-cudnn": "cuDNN", "sdpa-efficient": "mem-eff.", "fa4": "FA4", "flash-pointer": "pointer",
+                "gluon-serial": "serial", "gluon-pipelined": "overlap", "gluon-pingpong": "ping-pong",
+                "gluon-in-order": "in order", "gluon-3-stages": "3 stages"}
 
 # role -> (light value, dark value). Marks (lines, bars, markers) need 3:1 against their
 # page background, text 4.5:1 (WCAG 2.1, 1.4.11 and 1.4.3). Each value is unique within
@@ -49,6 +57,7 @@ MARKS = {
     "sdpa-cudnn": ("#5e35b1", "#b39ddb"),
     "sdpa-efficient": ("#795548", "#bcaaa4"),
     "fa4": ("#e65100", "#ff9e40"),
+    "gluon": ("#00838f", "#4dd0e1"),  # post 5's Gluon kernel, every variant
     "reference": ("#424242", "#c7c7c7"),  # reference lines, predictions, the compulsory-bytes ticks
 }
 TEXT = {

@@ -215,13 +215,19 @@ def auto_splits(q4: torch.Tensor, k4: torch.Tensor) -> int:
     return _auto_splits(*q4.shape, k4.shape[2], q4.dtype, q4.device.index)
 
 
+def planned_splits(B: int, H: int, n_q: int, d: int, n_k: int, dtype: torch.dtype, sms: int) -> int:
+    """The heuristic's choice for a (B, H, n_q, d) query and n_k keys on a GPU with ``sms`` SMs
+    (pure: pages compute it for a recorded GPU without one)."""
+    block_m, block_n = candidate_tiles(n_q, _head_dim(d), dtype)[0][:2]
+    return choose_splits(triton.cdiv(n_q, block_m) * B * H, triton.cdiv(n_k, block_n), sms,
+                         MIN_TILES_PER_SPLIT[tile_class(n_q, dtype)])
+
+
 @functools.lru_cache(maxsize=4096)  # every forward call asks: a dict lookup instead of the arithmetic
 def _auto_splits(B: int, H: int, n_q: int, d: int, n_k: int, dtype: torch.dtype,
                  device_index: int | None) -> int:
-    block_m, block_n = candidate_tiles(n_q, _head_dim(d), dtype)[0][:2]
     device = device_index if device_index is not None else torch.cuda.current_device()
-    return choose_splits(triton.cdiv(n_q, block_m) * B * H, triton.cdiv(n_k, block_n), sm_count(device),
-                         MIN_TILES_PER_SPLIT[tile_class(n_q, dtype)])
+    return planned_splits(B, H, n_q, d, n_k, dtype, sm_count(device))
 
 
 def check_splits(splits) -> int:

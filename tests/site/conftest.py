@@ -23,6 +23,7 @@ PAGES = {
     "vectorized": "posts/02_vectorized_attention/",
     "flash": "posts/03_flash_attention/",
     "optimizing": "posts/04_optimizing_flash/",
+    "gluon": "posts/05_gluon_hopper/",
 }
 
 

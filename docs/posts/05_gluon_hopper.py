@@ -1,0 +1,346 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Writing the schedule yourself: a warp-specialised kernel in Gluon
+#
+# [Post 4](../04_optimizing_flash/) took the FlashAttention kernel of
+# [post 3](../03_flash_attention/) as far as switches in plain Triton would go. This post
+# writes the forward pass again, for Hopper GPUs only, in Triton's lower-level Gluon
+# dialect, where the kernel itself decides which warps load data, which ones multiply,
+# and how they wait for each other. That is the plan of FlashAttention-3
+# ([Shah et al. 2024](https://arxiv.org/abs/2407.08608)), and it is how NVIDIA's cuDNN
+# kernel and FlashAttention-4 reach their speed on this GPU.
+#
+# **You will learn**
+#
+# - what warp specialisation is, and what a producer warp, consumer warpgroups, a ring of
+#   shared-memory stages and mbarriers each do in an attention kernel;
+# - how the pieces look in Gluon: layouts, `allocate_shared_memory`, TMA copies,
+#   `warpgroup_mma`, `warp_specialize`;
+# - which of FlashAttention-3's scheduling ideas paid on an H100 in our measurements, which
+#   did not, and how far the result stands from cuDNN and FlashAttention-4.
+
+# %%
+import kernels
+from kernels import hopper
+from blog import figures, query, tables
+from blog.notebook import md, show, show_source
+
+print("Examples on this page ran on:", kernels.mode_description())
+
+hop = query.load("hopper")[0]
+prod = query.load("production")[0]
+gpu = hop["provenance"]["gpu"]
+
+
+def tflops(provider, d=128, causal=False):
+    rows = [r for r in query.hopper_rows(hop, d, causal) if r["provider"] == provider and r["status"] == "ok"]
+    return rows[0]["tflops"] if rows else None
+
+
+# %% [markdown]
+# ## Where post 4 stopped
+#
+# Post 4's kernel is one instruction stream per warp: each warp loads its tiles, multiplies
+# on the tensor cores, then runs the softmax (an exponential per score, on the
+# special-function unit), then multiplies again. The compiler pipelines the loads, but a
+# warp's products and its softmax form one dependent chain, so overlap between them comes
+# only from whatever other warps the SM's schedulers find ready.
+
+# %% tags=["hide-input"]
+ptr, cud, fa4 = tflops("flash-pointer"), tflops("sdpa-cudnn"), tflops("fa4")
+shape = query.shape_caption(hop["records"], skip=("Nk", "Hkv", "D", "H"))
+md(
+    f"On the {gpu}, at {shape}, 16 heads of D = 128, fp16, no mask, the pointer kernel ran the forward pass at "
+    f"{ptr:.0f} TFLOP/s, cuDNN at {cud:.0f} and FlashAttention-4 "
+    f"([`flash-attn-4`](https://pypi.org/project/flash-attn-4/) {hop['provenance']['fa4']['version']}) at "
+    f"{fa4:.0f}, all in one run: {ptr / cud:.2f}× and {ptr / fa4:.2f}× theirs.")
+
+# %% [markdown]
+# FlashAttention-3's answer (its section 3) has three parts:
+#
+# 1. **Warp specialisation.** A *producer* warp does nothing but copy K and V tiles from
+#    global to shared memory with TMA, Hopper's bulk tensor copy engine, into a ring of
+#    buffers (*stages*). *Consumer* warpgroups (4 warps each, the unit that issues Hopper's
+#    `wgmma` matrix instructions) only compute. They meet at mbarriers: shared-memory
+#    counters that a copy or a warp can signal and another warp can wait on.
+# 2. **Ping-pong between two consumer warpgroups.** Each owns its own query rows; they take
+#    turns at the tensor cores, so one's softmax runs while the other's matrix products run.
+# 3. **Overlap inside one warpgroup.** Start the next tile's $QK^\top$ before this tile's
+#    softmax, so a single warpgroup also keeps a matrix product in flight during its
+#    softmax.
+#
+# Plain Triton (3.6) can warp-specialise a loop on its own (post 4 tried it: no change at
+# 8 warps), but does not let a kernel say which warp does what. Gluon does.
+
+# %% [markdown]
+# ## Gluon in one paragraph
+#
+# Gluon (`triton.experimental.gluon`) is Triton with the compiler's choices handed to the
+# author: every tensor has an explicit *layout* (which thread holds which element), shared
+# memory is allocated by hand, and Hopper's asynchronous machinery is exposed as functions:
+# `tma.async_copy_global_to_shared`, `mbarrier.init / expect / wait / arrive`,
+# `warpgroup_mma` (`wgmma`) with `warpgroup_mma_wait`, and `gl.warp_specialize`, which runs
+# different functions in different warps of one program. Triton's own
+# [Gluon tutorials](https://github.com/triton-lang/triton/tree/main/python/tutorials/gluon)
+# introduce each piece. Gluon kernels compile only for a GPU: they do not run in Triton's CPU
+# interpreter, so this page shows the source and the measurements from the GPU run, but
+# executes no Gluon code.
+
+# %% [markdown]
+# ## The kernel, piece by piece
+#
+# One program owns 128 query rows of one (batch, head): two consumer warpgroups of 64 rows,
+# the M of one `wgmma`. First the program allocates its shared memory and barriers, then
+# forks into three partitions:
+
+# %% tags=["hide-input"]
+show_source(hopper._hopper_fwd_kernel, start="    M: gl.constexpr = _M")
+
+# %% tags=["hide-input"]
+rows = []
+for d, (block_n, stages) in sorted(hopper.TILES.items()):
+    q_bytes = 2 * hopper.ROWS_PER_WARPGROUP * d * 2
+    kv_bytes = stages * 2 * block_n * d * 2
+    rec = next(r for r in hop["records"] if r["provider"] == "gluon-serial" and r["shape"]["D"] == d)
+    rows.append(f"at D = {d}, two Q tiles ({q_bytes // 1024} KB) and {stages} stages of a {block_n}-key K tile and V "
+                f"tile ({kv_bytes // 1024} KB) make {(q_bytes + kv_bytes) / 1024:.0f} KB; the compiled kernel "
+                f"reports {rec['compiler']['shared_bytes'] / 1024:.1f} KB (the barriers are the rest)")
+md("Shared memory: " + "; ".join(rows) + ". An H100 gives one block at most 227 KB, so a third stage fits at "
+   "D = 128 only just; the measurements below try it.")
+
+# %% [markdown]
+# `warp_specialize` takes the *default* partition first (it runs in the program's own
+# `num_warps` = 4 warps), then the workers with their warp counts and register budgets.
+# Registers are the reason for the split: the producer needs a handful, the consumers hold
+# two 64 × 128 fp32 accumulators each. Hopper's `setmaxnreg` instruction moves registers
+# between warpgroups at run time, which works only if the kernel starts under a cap:
+
+# %% tags=["hide-input"]
+warps = 4 + 4 + 4  # default consumer, worker consumer, producer warp padded to a warpgroup
+md(f"The launch caps every thread at `maxnreg` = {hopper.MAXNREG} registers: {warps} warps × 32 threads × "
+   f"{hopper.MAXNREG} = {warps * 32 * hopper.MAXNREG} of the SM's 65536. The producer then gives its "
+   f"warpgroup's down to {hopper.PRODUCER_REGS} and the consumers take {hopper.CONSUMER_REGS} each. The compiled "
+   f"kernel in this run has {next(r for r in hop['records'] if r['provider'] == 'gluon-serial')['compiler']['spills']}"
+   " spilled registers.")
+
+# %% [markdown]
+# ### The producer
+#
+# One warp, 24 registers. It copies both warpgroups' Q tiles once, then walks the key tiles:
+# wait until a stage is empty, tell the stage's "ready" barriers how many bytes to expect,
+# start the copies. The copy engine signals the barrier when the bytes land. K and V have
+# separate barriers, so a consumer can start $QK^\top$ before V has arrived.
+
+# %% tags=["hide-input"]
+show_source(hopper._producer, start="    M: gl.constexpr = _M")
+
+# %% [markdown]
+# The phase arithmetic is the whole protocol. An mbarrier completes *phases*; `wait(bar, p)`
+# returns once the phase with parity `p` has completed. Stage `t % STAGES` is filled for the
+# `t // STAGES`-th time, so its parity is `(t // STAGES) & 1`. A freshly initialised barrier
+# counts as having completed the phase before phase 0, which is why the producer waits on
+# "empty" with the opposite parity: its first pass over the ring does not block.
+
+# %% [markdown]
+# ### A consumer
+#
+# Each consumer warpgroup runs the online softmax of post 3 on its 64 rows, with both
+# matrix products on `wgmma`: $S = QK^\top$ reads Q and a transposed *view* of the K stage
+# straight from shared memory; $P$ goes to the second product from registers, in the
+# operand layout `wgmma` expects. When both consumers have arrived on a stage's "empty"
+# barrier (it counts to 2), the producer may refill it.
+
+# %% tags=["hide-input"]
+show_source(hopper._consume, start="        M: gl.constexpr = _M")
+
+# %% [markdown]
+# Around that loop, `_consumer` sets up the layouts and the row statistics, splits the key
+# range into unmasked tiles, masked tiles (the causal diagonal and the ragged end) and, for
+# causal attention, tiles it must release for the other warpgroup only, then normalises and
+# stores its rows:
+
+# %% tags=["hide-input"]
+show_source(hopper._consumer, start="        M: gl.constexpr = _M", end="        q_smem = q_bufs")
+
+# %% [markdown]
+# The layouts are where Gluon asks the most of the author. `NVMMADistributedLayout(version=
+# [3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, 16])` is the register layout of a `wgmma`
+# accumulator with the four warps stacked along the rows; `DotOperandLayout(operand_index=0,
+# parent=o_layout, k_width=2)` is the layout $P$ must have to be the A operand of the second
+# product. `convert_layout` moves data between layouts, through shared memory if it must;
+# here the row statistics move between two accumulator layouts with the same rows per
+# thread, which the compiler can do without a shared-memory round trip.
+
+# %% [markdown]
+# ### Two more schedules: overlap and ping-pong
+#
+# The loop above is *serial* inside each warpgroup: it waits for $S$, runs the softmax,
+# then waits for $PV$. The two warpgroups still overlap each other, but only as the warp
+# schedulers happen to interleave them. The kernel has two other schedules behind a
+# compile-time switch. *Pipelined* is FlashAttention-3's intra-warpgroup overlap: tile
+# $t$'s $QK^\top$ and tile $t-1$'s $PV$ are issued together, and tile $t$'s softmax runs while
+# $PV$ is in flight. *Ping-pong* makes the two warpgroups take turns at the tensor cores:
+# each turn issues $PV$ of the previous tile and $QK^\top$ of the next, then hands over
+# through a pair of "turn" mbarriers:
+
+# %% tags=["hide-input"]
+show_source(hopper._pingpong_block, start="        M: gl.constexpr = _M")
+
+# %% [markdown]
+# With a causal mask the two warpgroups see different numbers of key tiles. A warpgroup
+# that waits for a turn the other will never hand over would hang the kernel, so each takes
+# exactly one turn per tile the program loads, the shorter one with empty turns at the end
+# (`_consume_pingpong`). One more switch orders the causal query blocks longest first, so
+# the last wave of programs on the GPU is a short one.
+
+# %% [markdown]
+# ## Measured: each switch, one at a time
+#
+# Every variant below was checked against a float64 reference before it was timed
+# (`tests/test_hopper.py` runs each schedule over ragged lengths, $N_q \ne N_k$, grouped-query
+# and multi-query heads, fp16 and bf16; its error is PyTorch's own). One run, forward only:
+
+# %% tags=["hide-input"]
+show(figures.hopper_variants(hop))
+
+# %% tags=["hide-input"]
+show(tables.hopper_table(hop))
+
+# %% tags=["hide-input"]
+spread = query.round_spread(hop["records"])
+spread_med = sorted(spread)[len(spread) // 2]
+
+
+def ratio(provider, d, causal):
+    r = next(x for x in query.hopper_rows(hop, d, causal) if x["provider"] == provider)
+    return r["vs_serial"], r["spread"]
+
+
+def says(provider, d, causal):
+    v, s = ratio(provider, d, causal)
+    if v is None:
+        return "did not run"
+    if s is not None and abs(v - 1) <= s:
+        return f"{v:.2f}×, inside its round spread ({s:.1%})"
+    return f"{v:.2f}×"
+
+
+pp = {(d, c): says("gluon-pingpong", d, c) for d, c in query.hopper_cases(hop)}
+ov = {(d, c): says("gluon-pipelined", d, c) for d, c in query.hopper_cases(hop)}
+md(
+    f"Against the serial schedule in the same run (median round-to-round spread {spread_med:.1%}): "
+    f"**ping-pong** gives {pp[(128, False)]} at D = 128 full and {pp[(128, True)]} causal, and "
+    f"{pp[(64, False)]} at D = 64 full and {pp[(64, True)]} causal"
+    + (". " if all("inside" in pp[(64, c)] or ratio("gluon-pingpong", 64, c)[0] >= 1 for c in (False, True))
+       else ". A likely reason for the loss at D = 64, not measured here: a tile there carries half the matrix "
+            "work per exponential, so the softmax is the larger share, and strict turns make each warpgroup's "
+            "matrix products wait for the other's softmax. ")
+    + f"The **intra-warpgroup overlap** gives {ov[(128, False)]} and {ov[(128, True)]} at D = 128. Its "
+    "compiled code has the intended order (two commit groups in flight, a wait for one before the softmax), "
+    "and ptxas reports no spills, so the loss is not an obvious compilation failure; two likely causes, neither "
+    "measured here, are that the two warpgroups already overlap each other, and that this loop keeps S, P and O "
+    "live at once and chooses between masked and unmasked tiles inside the loop. "
+    f"Handing out **causal blocks in order** instead of longest first (the default) gives "
+    f"{says('gluon-in-order', 128, True)} at D = 128 and {says('gluon-in-order', 64, True)} at D = 64"
+    + (": longest first did not pay at this size. " if max(ratio("gluon-in-order", d, True)[0] for d in (64, 128)) > 1
+       else ". ")
+    + f"A **third K/V stage** gives {says('gluon-3-stages', 128, False)} at D = 128 full and "
+    f"{says('gluon-3-stages', 64, False)} at D = 64 full. For calibration, blocks in order and longest first are the "
+    f"same kernel without a mask, and measured {says('gluon-in-order', 128, False)} and "
+    f"{says('gluon-in-order', 64, False)} apart there.")
+
+# %% [markdown]
+# The serial schedule is the one `flash_attention` runs today. The ping-pong numbers above
+# come from one size (N = 8192) and have not yet been measured over the production sizes,
+# so the default has not changed.
+
+# %% [markdown]
+# ## Against cuDNN and FlashAttention-4, over the production sizes
+#
+# `flash_attention` picks this kernel by itself on an sm90 GPU for fp16 and bf16 inputs
+# with D = 64 or 128 and long sequences, and falls back to the pointer kernel everywhere else
+# (and always on the CPU). The backward pass is still post 3's pointer kernels, fed by the
+# Gluon forward's log-sum-exp.
+
+# %% tags=["hide-input"]
+def summary(direction, vs):
+    rs = query.ratios_by_case(prod, direction, vs, min_n=4096)
+    vals = sorted(rs.values())
+    return vals, vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+
+
+f_cud, f_cud_med = summary("fwd", "sdpa-cudnn")
+f_fa4, f_fa4_med = summary("fwd", "fa4")
+b_cud, b_cud_med = summary("bwd", "sdpa-cudnn")
+b_fa2, b_fa2_med = summary("bwd", "sdpa-flash")
+at_least = sum(v >= 1.0 for v in f_cud)
+md(
+    f"Over the production cases with N ≥ 4096 (fp16 and bf16, D = 64 and 128, causal or not; "
+    f"{len(f_cud)} shapes, {prod['provenance']['gpu']}), the forward pass runs at {min(f_cud):.2f}–{max(f_cud):.2f}× "
+    f"cuDNN's throughput (median {f_cud_med:.2f}×; at least cuDNN's at {at_least} of {len(f_cud)}) and "
+    f"{min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median {f_fa4_med:.2f}×). The backward pass, "
+    f"unchanged, is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×) and "
+    f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×).")
+
+# %% tags=["hide-input"]
+show(figures.production_tflops([prod], "fwd"))
+
+# %% tags=["hide-input"]
+n2k = {r["dtype"] + ("/causal" if r["causal"] else "/full"): r["p50"] for r in
+       query.ok(prod["records"], provider="flash", direction="fwd", Nq=2048, D=128)}
+md(
+    "In this run `flash_attention` took the Gluon kernel from N = 2048. There, at D = 128, it took "
+    + ", ".join(f"{v:.3f} ms ({k.replace('bfloat16', 'bf16').replace('float16', 'fp16').replace('/', ', ')})"
+                for k, v in sorted(n2k.items()))
+    + (": the bf16 calls take about the same time with and without the mask (half the work), which points to "
+       "a fixed cost per call rather than to the kernel's work; we have not found it yet."
+       if abs(n2k["bfloat16/causal"] / n2k["bfloat16/full"] - 1) < 0.1 else ".")
+    + f" The library now takes the Gluon kernel from N = {hopper.AUTO_MIN_LEN} on.")
+
+# %% [markdown]
+# ## What is not here yet
+#
+# - **The backward pass in Gluon.** The same producer/consumer structure applies to the
+#   dK/dV kernel (K and V resident, Q tiles streaming) and to dQ; FlashAttention-3 writes
+#   dQ with atomics, our pointer kernel with a second pass. Until then the backward is the
+#   pointer kernel's.
+# - **A timeline from inside the kernel.** Triton's Proton profiler can record when each
+#   warp enters each phase; that would show the producer and consumers overlapping directly
+#   instead of through throughput.
+# - **Ping-pong over the production sizes,** and the bf16 fixed cost at N = 2048.
+#
+# ## Key takeaways
+#
+# - Warp specialisation splits a kernel into roles that meet at mbarriers: copies in one
+#   warp, math in the others, and registers moved to where the math is.
+# - In Gluon, the schedule is code: the ring's phase arithmetic, the turn barriers and the
+#   register budget are all written out, and each can be switched and measured.
+# - On the H100, splitting roles alone made the forward pass faster than the pointer kernel;
+#   of FlashAttention-3's two scheduling ideas, ping-pong paid at D = 128 and the
+#   intra-warpgroup overlap did not, in our implementation.
+#
+# ## Sources
+#
+# - J. Shah, G. Bikshandi, Y. Zhang, V. Thakkar, P. Ramani, T. Dao,
+#   [FlashAttention-3: Fast and Accurate Attention with Asynchrony and Low-precision](https://arxiv.org/abs/2407.08608),
+#   2024: sections 3.1 (producer–consumer warp specialisation, ping-pong) and 3.2
+#   (intra-warpgroup overlap).
+# - T. Dao, [FlashAttention-2](https://arxiv.org/abs/2307.08691), 2023: the loop order both
+#   kernels follow.
+# - Triton's [Gluon tutorials](https://github.com/triton-lang/triton/tree/main/python/tutorials/gluon):
+#   layouts, TMA, `wgmma` and warp specialisation, one at a time.
+# - NVIDIA, [PTX ISA: `wgmma.mma_async`](https://docs.nvidia.com/cuda/parallel-thread-execution/#asynchronous-warpgroup-level-matrix-instructions)
+#   and [`setmaxnreg`](https://docs.nvidia.com/cuda/parallel-thread-execution/#miscellaneous-instructions-setmaxnreg).
+# - [FlashAttention-4](https://github.com/Dao-AILab/flash-attention) (`flash-attn-4` on PyPI),
+#   the CuTe-DSL kernels measured beside ours.
