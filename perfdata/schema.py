@@ -134,7 +134,7 @@ def _validate_shards(prov: dict, path) -> None:
             _fail(path, "provenance.shards must be a positive int with one shard_runs entry per shard")
 
 
-# The profile suite (scripts/profile.py): Nsight Compute counters per kernel launch, not timings,
+# The profile suite (scripts/ncu_profile.py): Nsight Compute counters per kernel launch, not timings,
 # so it has a validator of its own. Each ok record carries ``measured`` (the quantities below,
 # a number or None when this ncu had no metric for it) and ``model`` (the traffic model's bytes).
 PROFILE_SUITE = "profile"

@@ -1,4 +1,4 @@
-"""scripts/profile.py on the CPU: ncu's output parsed from captured samples, the metric selection,
+"""scripts/ncu_profile.py on the CPU: ncu's output parsed from captured samples, the metric selection,
 the pairing guards, the profile suite's validator, and the whole pipeline with a stand-in ncu."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from perfdata import schema as benchdata
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "profile.py"
+SCRIPT = ROOT / "scripts" / "ncu_profile.py"
 
 _spec = importlib.util.spec_from_file_location("profile_script", SCRIPT)
 profile = importlib.util.module_from_spec(_spec)

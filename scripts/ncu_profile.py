@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
+
+Named ncu_profile.py, not profile.py: a script's folder comes first on sys.path, and a
+scripts/profile.py there hid the standard library's profile module from cProfile (FlashAttention-4
+imports it), so every FA4 import in scripts/benchmark.py failed.
 """Profile the flash forward kernel and post 4's ablation steps with Nsight Compute.
 
-    python scripts/profile.py                    # on a GPU box with ncu: docs/data/profile.<gpu>.json
-    python scripts/profile.py --out /tmp/p --raw-dir /tmp/p/raw   # also keep ncu's reports and logs
-    python scripts/profile.py --list             # the cases and the ncu command; runs nothing
-    python scripts/profile.py --interpret --ncu FAKE --out /tmp/p   # CPU pipeline test (tests/test_profile.py)
+    python scripts/ncu_profile.py                    # on a GPU box with ncu: docs/data/profile.<gpu>.json
+    python scripts/ncu_profile.py --out /tmp/p --raw-dir /tmp/p/raw   # also keep ncu's reports and logs
+    python scripts/ncu_profile.py --list             # the cases and the ncu command; runs nothing
+    python scripts/ncu_profile.py --interpret --ncu FAKE --out /tmp/p   # CPU pipeline test (tests/test_profile.py)
 
 Needs torch, triton, the standard library and the ``ncu`` command line profiler. Per
 profiled launch it records DRAM and L2 bytes, tensor-pipe and special-function (XU)
@@ -462,7 +466,7 @@ def _run(cmd, timeout: float, env=None) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        return 124, (out or "") + f"\n[profile.py] killed after {timeout:.0f} s"
+        return 124, (out or "") + f"\n[ncu_profile.py] killed after {timeout:.0f} s"
 
 
 def _chip() -> str | None:
@@ -649,7 +653,7 @@ def main(argv=None) -> int:
                         warmup=args.warmup, commit=args.commit, chip=args.chip, interpret=args.interpret)
     if settings.interpret:
         if "kernels" in sys.modules and not sys.modules["kernels"].INTERPRET:
-            sys.exit("profile.py: --interpret after kernels was imported in GPU mode; run it in a fresh process.")
+            sys.exit("ncu_profile.py: --interpret after kernels was imported in GPU mode; run it in a fresh process.")
         os.environ["TRITON_INTERPRET"] = "1"  # before kernels is imported: @triton.jit reads it then
     t_start = time.time()
     deadline = t_start + settings.budget_s
@@ -674,13 +678,13 @@ def main(argv=None) -> int:
     import torch
 
     if not settings.interpret and not torch.cuda.is_available():
-        sys.exit("profile.py: no CUDA GPU found; Nsight Compute profiles GPU kernels only.")
+        sys.exit("ncu_profile.py: no CUDA GPU found; Nsight Compute profiles GPU kernels only.")
     try:
         ncu = find_ncu(settings.ncu)
         rc, version_text = _run([ncu, "--version"], 60)
         ncu_version = parse_ncu_version(version_text)
     except ProfileError as exc:
-        sys.exit(f"profile.py: {exc}")
+        sys.exit(f"ncu_profile.py: {exc}")
     print(f"# ncu {ncu_version} at {ncu}; clock control {settings.clock_control}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
@@ -697,7 +701,7 @@ def main(argv=None) -> int:
         kept_log = log_path if settings.raw_dir else "a temporary folder (pass --raw-dir to keep it)"
         missing = [q for q in ESSENTIAL if metric_sources(kept)[q] is None]
         if missing:
-            sys.exit(f"profile.py: this ncu offers no metric for {missing}; its output is in {kept_log}")
+            sys.exit(f"ncu_profile.py: this ncu offers no metric for {missing}; its output is in {kept_log}")
         prov = provenance(settings, ncu_version, kept, dropped, checked)
         records = []
         for i, (run, cases) in enumerate(groups.items()):
@@ -708,7 +712,7 @@ def main(argv=None) -> int:
             print(summary_line(r), flush=True)
         ok = sum(r["status"] == "ok" for r in records)
         if ok == 0:
-            sys.exit(f"profile.py: no case was profiled; nothing written. ncu's output is in {kept_log}")
+            sys.exit(f"ncu_profile.py: no case was profiled; nothing written. ncu's output is in {kept_log}")
         from perfdata import schema as benchdata
 
         doc = {"schema": benchdata.SCHEMA_VERSION, "suite": "profile", "provenance": prov, "records": records}
