@@ -1,8 +1,5 @@
 #!/usr/bin/env python3
 
-Named ncu_profile.py, not profile.py: a script's folder comes first on sys.path, and a
-scripts/profile.py there hid the standard library's profile module from cProfile (FlashAttention-4
-imports it), so every FA4 import in scripts/benchmark.py failed.
 """Profile the flash forward kernel and post 4's ablation steps with Nsight Compute.
 
     python scripts/ncu_profile.py                    # on a GPU box with ncu: docs/data/profile.<gpu>.json
@@ -22,6 +19,9 @@ once more between cudaProfilerStart and cudaProfilerStop; ncu runs with
 The child writes a manifest of what it launched; the parent reads ncu's raw CSV and
 refuses to pair rows with cases unless count, kernel name, grid and block all agree.
 The output file is written via a temp file and a rename: a failed run writes nothing.
+Named ncu_profile.py, not profile.py: a script's folder comes first on sys.path, and a
+scripts/profile.py there hid the standard library's profile module from cProfile (FlashAttention-4
+imports it), so every FA4 import in scripts/benchmark.py failed.
 """
 
 from __future__ import annotations
