@@ -304,7 +304,9 @@ md(
     + ", ".join(f"{v:.3f} ms ({k.replace('bfloat16', 'bf16').replace('float16', 'fp16').replace('/', ', ')})"
                 for k, v in sorted(n2k.items()))
     + (": the bf16 calls take about the same time with and without the mask (half the work), which points to "
-       "a fixed cost per call rather than to the kernel's work; we have not found it yet."
+       "a fixed cost per call rather than to the kernel's work. A probe of host time per call (PERF_NOTES.md) "
+       "points at the Gluon launcher, which builds three TMA descriptors and takes Triton's full launch path on "
+       "every call, where the pointer kernel launches its compiled kernel directly (post 4)."
        if abs(n2k["bfloat16/causal"] / n2k["bfloat16/full"] - 1) < 0.1 else ".")
     + f" The library now takes the Gluon kernel from N = {hopper.AUTO_MIN_LEN} on.")
 
@@ -318,7 +320,8 @@ md(
 # - **A timeline from inside the kernel.** Triton's Proton profiler can record when each
 #   warp enters each phase; that would show the producer and consumers overlapping directly
 #   instead of through throughput.
-# - **Ping-pong over the production sizes,** and the bf16 fixed cost at N = 2048.
+# - **Ping-pong over the production sizes,** and a launch path for the Gluon kernel as
+#   cheap as the pointer kernel's.
 #
 # ## Key takeaways
 #
