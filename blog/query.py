@@ -60,6 +60,14 @@ def square(records: list[dict]) -> list[dict]:
     return [r for r in records if r["shape"]["Nq"] == r["shape"]["Nk"]]
 
 
+def dispatch_note(doc: dict) -> str | None:
+    """What the "flash" provider ran in this file, when the benchmark recorded it."""
+    rule = doc["provenance"].get("flash_dispatch")
+    if not rule:
+        return None
+    return f"flash_attention on the {gpu_label(doc)} (commit {doc['provenance']['git_commit'][:7]}) chose its kernel: {rule}"
+
+
 def timing_note(doc: dict) -> str:
     """How the benchmark timed this document's records, as it recorded it."""
     return doc["provenance"].get("timing") or "timing method not recorded"

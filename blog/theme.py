@@ -22,7 +22,7 @@ BACKGROUNDS = {"light": "#ffffff", "dark": "#1e2129"}
 LABELS = {
     "basic": "basic (post 1)",
     "vectorized": "vectorized (post 2)",
-    "flash": "flash (post 3)",
+    "flash": "flash_attention",
     "flash-tf32": "flash, TF32 dots",
     "eager": "eager PyTorch",
     "sdpa": "PyTorch SDPA (default)",

@@ -631,6 +631,16 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     return dq, dk, dv
 
 
+def dispatch_rule() -> str:
+    """Which kernel ``flash_attention``'s forward runs, in one sentence (the benchmark records it)."""
+    gluon = ("never (KERNELS_GLUON=0)" if hopper.DISABLED else
+             f"on sm90 GPUs for contiguous fp16/bf16 inputs with D in {hopper.HEAD_DIMS} and Nq, Nk >= "
+             f"{hopper.AUTO_MIN_LEN} when the grid fills the GPU")
+    return ("forward: split-K (kernels/splitk.py) when the grid has fewer programs than the GPU has SMs and "
+            f"each walks at least {splitk.MIN_KEY_TILES} key tiles; else the Gluon Hopper kernel (kernels/hopper.py) "
+            f"{gluon}; else the pointer kernel (kernels/flash.py). backward: the pointer kernels.")
+
+
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q4, k4, v4, causal, scale, precision, splits=None):

@@ -23,6 +23,8 @@ PROVENANCE_KEYS = {
     "git_commit": str, "date": str, "mode": str, "ceilings": dict,
 }
 CEILING_KEYS = ("copy_gbps", "matmul_fp16_tflops", "matmul_fp32_tflops")
+# Optional: "flash_dispatch", one sentence saying which kernel flash_attention ran (files from
+# before it chose between kernels have none); "commit_note", why git_commit was corrected.
 # FlashAttention-4, when the benchmark looked for it: {"status": "ok", "version", "cutlass_dsl", "site"}
 # or {"status": "unsupported", "reason"} (files written before it was a provider have no entry).
 FA4_STATUSES = ("ok", "unsupported")

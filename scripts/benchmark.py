@@ -669,6 +669,7 @@ def provenance(settings: Settings):
         "quick": settings.quick,
         "ceilings": measure_ceilings(settings.interpret),
         "fa4": fa4_for(settings).info,
+        "flash_dispatch": _kernels().flash.dispatch_rule(),  # which kernel the "flash" provider ran
     }
 
 

@@ -593,7 +593,10 @@ md(
     f"than this run's median timing noise ({noise:.1%}), at {beat_fa2} of {len(vs['sdpa-flash'])} shapes from "
     "2k up, forward and backward. That backend predates Hopper's matrix instructions, so this says more "
     f"about it than about us. Against cuDNN: faster at {beat_cudnn}, within the noise at {tie_cudnn}, "
-    f"slower at {len(vs['sdpa-cudnn']) - beat_cudnn - tie_cudnn} of {len(vs['sdpa-cudnn'])}.")
+    f"slower at {len(vs['sdpa-cudnn']) - beat_cudnn - tie_cudnn} of {len(vs['sdpa-cudnn'])}."
+    + (" On this Hopper GPU the forward pass at long sequences was [post 5](../05_gluon_hopper/)'s Gluon "
+       "kernel, not this post's (the charts' notes say which kernel ran where); the backward pass is this post's."
+       if query.dispatch_note(prod) else ""))
 
 # %% [markdown]
 # ## What is next

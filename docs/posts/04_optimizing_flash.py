@@ -506,8 +506,8 @@ md(
        "benchmark's noise, not a speed-up. " if gain else "")
     + f"The descriptor kernel itself ran at {min(plain_vs_flash):.2f}–{max(plain_vs_flash):.2f}× `flash_attention`, "
     "whose pointer loads are already software-pipelined. So on this Triton, overlapping the "
-    "softmax with the matmuls would have to be written by hand, for instance in Gluon, Triton's lower-level "
-    "language with explicit warp partitions. We have not done that. Other attempts are recorded in the "
+    "softmax with the matmuls has to be written by hand, for instance in Gluon, Triton's lower-level "
+    "language with explicit warp partitions: [post 5](../05_gluon_hopper/) does that. Other attempts are recorded in the "
     "project's `PERF_NOTES.md`: a 4-warp variant (the compiler's pass crashed), 256-row query tiles and a "
     "register cap (`maxnreg`) to make room for a split (the kernel spilled), and TMA loads without "
     "specialisation (below).")
@@ -519,6 +519,10 @@ md(
 # `scaled_dot_product_attention`, in the same run, at batch 4 and sequences from 1k to 16k.
 
 # %% tags=["hide-input"]
+if query.dispatch_note(prod):
+    md("On a Hopper GPU, `flash_attention`'s forward pass at long sequences is no longer this post's kernel but "
+       "[post 5](../05_gluon_hopper/)'s warp-specialised one; the chart's note says which kernel ran where. "
+       "Post 5 times this post's kernel beside it in one run.")
 show(figures.production_tflops([prod], "fwd"))
 
 # %% tags=["hide-input"]
@@ -558,7 +562,7 @@ md(
 #   Overlapping the softmax with the matmuls, as FlashAttention-3 does with ping-pong and
 #   intra-warpgroup pipelining, is the most likely place for the remaining forward gap, by
 #   the exponential's share of the time computed above; cuDNN's kernels are closed, so we
-#   do not know how it gets its speed. It would have to be written by hand.
+#   do not know how it gets its speed. [Post 5](../05_gluon_hopper/) writes it by hand.
 # - **The backward pass** recomputes $P$ in both of its kernels and is limited by registers:
 #   in a probe of its compiled candidates (recorded in `PERF_NOTES.md`, not in the data
 #   behind this site), the widest dK/dV tile hit
