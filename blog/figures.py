@@ -358,10 +358,15 @@ def hopper_variants(doc: dict) -> go.Figure:
         rows = query.hopper_rows(doc, d, causal)
         ours = [r for r in rows if r["provider"].startswith("gluon-")]
         names = [short_label(r["provider"]) for r in ours]
-        fig.add_bar(name="Gluon kernel", legendgroup="gluon", showlegend=i == 0, x=names,
-                    y=[r["tflops"] if r["status"] == "ok" else None for r in ours], marker_color=mark_color("gluon"),
-                    customdata=[label(r["provider"]) for r in ours], row=row, col=col,
-                    hovertemplate="%{customdata}: %{y:.0f} TFLOP/s<extra></extra>")
+        ys = [r["tflops"] if r["status"] == "ok" else None for r in ours]
+        spans = [query.tflops_range(r) if r["status"] == "ok" else (None, None) for r in ours]
+        fig.add_bar(name="Gluon kernel", legendgroup="gluon", showlegend=i == 0, x=names, y=ys,
+                    marker_color=mark_color("gluon"), customdata=[label(r["provider"]) for r in ours],
+                    # whiskers: the slowest and fastest of the timing rounds
+                    error_y=dict(type="data", symmetric=False, color=mark_color("reference"), thickness=1.2,
+                                 array=[hi - y if y else None for y, (lo, hi) in zip(ys, spans)],
+                                 arrayminus=[y - lo if y else None for y, (lo, hi) in zip(ys, spans)]),
+                    row=row, col=col, hovertemplate="%{customdata}: %{y:.0f} TFLOP/s<extra></extra>")
         for r in rows:
             if r["provider"].startswith("gluon-") or r["status"] != "ok":
                 continue
@@ -372,6 +377,8 @@ def hopper_variants(doc: dict) -> go.Figure:
     fig.update_yaxes(title="TFLOP/s", col=1, rangemode="tozero")
     fig.update_xaxes(tickfont=dict(size=10))
     missing = _failure_notes([("", doc["records"])], {r["provider"] for r in doc["records"]})
+    missing.append("Whiskers: the slowest and the fastest timing round of each bar; dashed lines: the other kernels "
+                   "in the same run.")
     return _finish(fig, [doc], f"The Gluon kernel's switches: {_dtype_caption(doc['records'])}, "
                    f"{query.shape_caption(doc['records'], skip=('Nk', 'Hkv', 'D', 'H'))}",
                    short_title="The Gluon kernel's switches", height=PANEL_HEIGHT * grid["rows"] + 260,

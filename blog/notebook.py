@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import textwrap
 import re
 
 import plotly.graph_objects as go
@@ -55,9 +56,10 @@ def show_source(obj, *, start: str | None = None, end: str | None = None) -> Non
         if marker is not None and marker not in src:
             raise ValueError(f"{marker!r} is not in the source of {getattr(obj, '__name__', obj)}")
     if start:
-        src = src[src.index(start):]
+        src = src[src.rfind("\n", 0, src.index(start)) + 1:]  # from the start of the marker's line
     if end:
         src = src[: src.index(end)]
+    src = textwrap.dedent(src)  # a function cut from inside a block keeps no useless indent
     if not in_notebook():
         print(src)
         return

@@ -255,9 +255,23 @@ def hopper_cases(doc: dict) -> list[tuple[int, bool]]:
     return panels(doc["records"])
 
 
+def separated(a: dict, b: dict) -> bool:
+    """Whether two ok records' timing rounds do not overlap: every round median of one is below
+    every round median of the other. Anything less is not a measured difference."""
+    ra, rb = a.get("round_p50") or [a["p50"]], b.get("round_p50") or [b["p50"]]
+    return max(ra) < min(rb) or max(rb) < min(ra)
+
+
+def tflops_range(record: dict) -> tuple[float, float]:
+    """(lowest, highest) TFLOP/s over an ok record's timing rounds."""
+    rounds = record.get("round_p50") or [record["p50"]]
+    return record["tflops"] * record["p50"] / max(rounds), record["tflops"] * record["p50"] / min(rounds)
+
+
 def hopper_rows(doc: dict, d: int, causal: bool) -> list[dict]:
     """One case's records in the order they were run, each with ``vs_serial`` (its TFLOP/s over
-    the default Gluon kernel's, None where either did not run) and ``spread`` (its round spread)."""
+    the default Gluon kernel's, None where either did not run), ``spread`` (its round spread)
+    and ``beyond_noise`` (its rounds and the default's do not overlap)."""
     rs = [r for r in doc["records"] if r["shape"]["D"] == d and r["causal"] == causal]
     if not rs:
         raise KeyError(f"no hopper records for D={d}, causal={causal}; cases: {hopper_cases(doc)}")
@@ -267,5 +281,6 @@ def hopper_rows(doc: dict, d: int, causal: bool) -> list[dict]:
         good = base is not None and r["status"] == "ok"
         spread = round_spread([r])
         out.append({**r, "vs_serial": r["tflops"] / base["tflops"] if good else None,
-                    "spread": spread[0] if spread else None})
+                    "spread": spread[0] if spread else None,
+                    "beyond_noise": separated(r, base) if good and r is not base else False})
     return out

@@ -289,22 +289,21 @@ def profile_table(prof: dict) -> str:
 # ----------------------------------------------------------------------------- the Gluon kernel (post 5)
 
 def hopper_table(doc: dict) -> str:
-    """Each Gluon variant against the default (serial) one per case, with the references, and
-    what the compiler made of it."""
+    """Each Gluon variant against the default (serial) one per case, with the references."""
     cases = query.hopper_cases(doc)
     by_case = [{r["provider"]: r for r in query.hopper_rows(doc, d, c)} for d, c in cases]
     notes = _Notes()
     body = []
+    base_smem = {d: (rows.get("gluon-serial", {}).get("compiler") or {}).get("shared_bytes")
+                 for (d, _), rows in zip(cases, by_case)}
     for provider in dict.fromkeys(r["provider"] for r in query.hopper_rows(doc, *cases[0])):
-        reps = {d: rows[provider]["compiler"] for (d, _), rows in zip(cases, by_case)
-                if provider in rows and rows[provider].get("compiler")}
-        first = f"{html.escape(label(provider))}"
-        if reps:
-            regs = sorted({rep["registers"] for rep in reps.values()})
-            spills = sorted({rep["spills"] for rep in reps.values()})
-            smem = ", ".join(f"{rep['shared_bytes'] / 1024:.0f} KB at D={d}" for d, rep in sorted(reps.items()))
-            first += (f"<br><small>{'/'.join(map(str, regs))} regs, {'/'.join(map(str, spills))} spills; "
-                      f"smem {smem}</small>")
+        first = html.escape(label(provider))
+        # Shared memory only where a variant differs from the default kernel of that head dim.
+        other = sorted({(d, rows[provider]["compiler"]["shared_bytes"]) for (d, _), rows in zip(cases, by_case)
+                        if (rows.get(provider) or {}).get("compiler")
+                        and round(rows[provider]["compiler"]["shared_bytes"] / 1024) != round((base_smem[d] or 0) / 1024)})
+        if other:
+            first += "<br><small>" + ", ".join(f"{b / 1024:.0f} KB smem at D={d}" for d, b in other) + "</small>"
         cells = [first]
         for rows in by_case:
             r = rows.get(provider)
@@ -315,16 +314,21 @@ def hopper_table(doc: dict) -> str:
             elif r["vs_serial"] is None:
                 cells.append(f"{r['tflops']:.0f}")
             else:
-                text = f"{r['tflops']:.0f}<br><small>{r['vs_serial']:.2f}× serial</small>"
-                # A ratio inside this record's own round-to-round spread is not a difference.
-                moved = r["spread"] is not None and abs(r["vs_serial"] - 1) > r["spread"]
-                cells.append((text, "miss") if moved and provider.startswith("gluon-") and r["vs_serial"] < 1
-                             else (text, "hit") if moved and provider.startswith("gluon-") else text)
+                text = f"{r['tflops']:.0f}<br><small>{r['vs_serial']:.2f}×</small>"
+                if r["beyond_noise"] and provider.startswith("gluon-"):
+                    cells.append((text, "hit" if r["vs_serial"] > 1 else "miss"))
+                else:
+                    cells.append(text)
         body.append(cells)
     head = [_th("kernel") + "".join(_th(f"D={d}, {'causal' if c else 'full'}") for d, c in cases)]
-    foot = ("Forward TFLOP/s and the ratio to the default Gluon kernel (serial consumers) in the same run. "
-            "Highlighted: a Gluon variant whose ratio is further from 1 than its own round-to-round spread "
-            f"(faster or slower). Registers: the kernel's launch cap; the warps then trade registers with "
-            f"<code>setmaxnreg</code>. {html.escape(query.timing_note(doc))}.")
+    reps = [r["compiler"] for rows in by_case for r in rows.values() if r.get("compiler")]
+    regs = "/".join(str(v) for v in sorted({rep["registers"] for rep in reps}))
+    spills = "/".join(str(v) for v in sorted({rep["spills"] for rep in reps}))
+    smem = ", ".join(f"{b / 1024:.0f} KB at D={d}" for d, b in sorted(base_smem.items()) if b)
+    foot = ("Forward TFLOP/s and, under it, the ratio to the default Gluon kernel (serial consumers) in the same "
+            "run. Highlighted: a Gluon variant whose timing rounds all lie on one side of the default's (teal "
+            f"faster, pink slower); the rest are within the noise. Every Gluon variant compiled to {regs} registers "
+            f"per thread at launch (the warps then trade registers with <code>setmaxnreg</code>) and {spills} "
+            f"spills; the default uses {smem} of shared memory. {html.escape(query.timing_note(doc))}.")
     return _table(f"The Gluon kernel's switches ({query.shape_caption(doc['records'], skip=('Nk', 'Hkv', 'D', 'H'))})",
                   head, body, notes=notes, foot=foot, docs=[doc], table_id="hopper-switches")
