@@ -473,3 +473,49 @@ def test_data_from_different_commits_drawn_together_says_so():
     abl = ablation()
     abl["provenance"]["git_commit"] = "fedcba9"
     assert query.commit_note([production(), abl]).startswith("A100 production data: commit abc1234")
+
+
+# ----------------------------------------------------------------------------- post 5: the Gluon switches
+
+def _hopper_doc():
+    rep = {"registers": 168, "spills": 0, "shared_bytes": 100 * 1024}
+    recs = []
+    for d, causal in ((96, False), (96, True)):
+        common = dict(B=2, H=3, N=512, D=d, dtype="float16", causal=causal)
+        recs += [
+            # the default, rounds 10.0-10.5 ms
+            _record("hopper", "gluon-serial", tflops=100.0, round_p50=[10.0, 10.5], compiler=rep, **common),
+            # faster with no overlap of rounds: a measured difference
+            _record("hopper", "gluon-pingpong", tflops=120.0, round_p50=[8.0, 8.4], compiler=rep, **common),
+            # "faster" but its rounds overlap the default's: noise
+            _record("hopper", "gluon-pipelined", tflops=102.0, round_p50=[9.9, 10.2],
+                    compiler={**rep, "shared_bytes": 150 * 1024}, **common),
+            _record("hopper", "sdpa-cudnn", tflops=110.0, **common),
+        ]
+    return _doc("hopper", recs)
+
+
+def test_separated_needs_rounds_that_do_not_overlap():
+    a = _record("hopper", "x", tflops=100.0, round_p50=[10.0, 10.5])
+    assert query.separated(a, _record("hopper", "y", tflops=120.0, round_p50=[8.0, 8.4]))
+    assert not query.separated(a, _record("hopper", "y", tflops=102.0, round_p50=[9.9, 10.2]))
+    lo, hi = query.tflops_range(a)
+    assert lo < a["tflops"] <= hi
+
+
+def test_hopper_rows_and_table_mark_only_differences_beyond_the_noise():
+    doc = _hopper_doc()
+    rows = {r["provider"]: r for r in query.hopper_rows(doc, 96, False)}
+    assert rows["gluon-serial"]["vs_serial"] == 1.0 and not rows["gluon-serial"]["beyond_noise"]
+    assert rows["gluon-pingpong"]["beyond_noise"] and rows["gluon-pingpong"]["vs_serial"] == pytest.approx(1.2)
+    assert not rows["gluon-pipelined"]["beyond_noise"]
+    html_ = tables.hopper_table(doc)
+    assert html_.count('class="hit"') == 2  # ping-pong, in both cases
+    assert 'class="miss"' not in html_
+    assert "150 KB smem at D=96" in html_  # only where a variant's shared memory differs
+    fig = figures.hopper_variants(doc)
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert len(bars) == 2 and list(bars[0].x) == ["serial", "ping-pong", "overlap"]
+    assert bars[0].error_y.array is not None  # whiskers from the rounds
+    with pytest.raises(KeyError):
+        query.hopper_rows(doc, 64, False)
