@@ -95,23 +95,8 @@ if GLUON_IMPORT_ERROR is None:
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                                use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))  # (M, BLOCK_N) fp32, unscaled
-            if MASKED:
-                cols = t * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-                keep = gl.expand_dims(cols < N_K, 0)
-                if IS_CAUSAL:
-                    keep = keep & (gl.expand_dims(rows, 1) >= gl.expand_dims(cols, 0))
-                # -inf: those keys get a weight of exactly exp2(-inf) = 0. Keys past N_K are the
-                # next head's rows (or TMA's zero fill), never data of this head.
-                s = gl.where(keep, qk * qk_scale, float("-inf"))
-                m_new = gl.maximum(m_i, gl.max(s, 1))
-                p = gl.exp2(s - gl.expand_dims(m_new, 1))
-            else:
-                # qk_scale > 0: the scaled row max is the row max scaled, and the scale and the
-                # subtraction ride in one FMA per score.
-                m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
-                p = gl.exp2(qk * qk_scale - gl.expand_dims(m_new, 1))
-            alpha = gl.exp2(m_i - m_new)  # rescales what was summed under the old max
-            l_i = l_i * alpha + gl.sum(p, 1)
+            p, alpha, m_new, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
+                                                 BLOCK_N, s_layout)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
             # P goes to the second matmul from registers (wgmma's A operand may live there).
             p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
@@ -131,13 +116,17 @@ if GLUON_IMPORT_ERROR is None:
             keep = gl.expand_dims(cols < N_K, 0)
             if IS_CAUSAL:
                 keep = keep & (gl.expand_dims(rows, 1) >= gl.expand_dims(cols, 0))
+            # -inf: those keys get a weight of exactly exp2(-inf) = 0. Keys past N_K are the
+            # next head's rows (or TMA's zero fill), never data of this head.
             s = gl.where(keep, qk * qk_scale, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 1))
             p = gl.exp2(s - gl.expand_dims(m_new, 1))
         else:
+            # qk_scale > 0: the scaled row max is the row max scaled, and the scale and the
+            # subtraction ride in one FMA per score.
             m_new = gl.maximum(m_i, gl.max(qk, 1) * qk_scale)
             p = gl.exp2(qk * qk_scale - gl.expand_dims(m_new, 1))
-        alpha = gl.exp2(m_i - m_new)
+        alpha = gl.exp2(m_i - m_new)  # rescales what was summed under the old max
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit

@@ -82,12 +82,7 @@ def validate(doc: dict, path: str = "<data>") -> dict:
         _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
     if doc.get("suite") not in SUITES:
         _fail(path, f"suite must be one of {SUITES}, got {doc.get('suite')!r}")
-    prov = doc.get("provenance")
-    if not isinstance(prov, dict):
-        _fail(path, "missing provenance block")
-    for key, typ in PROVENANCE_KEYS.items():
-        if not isinstance(prov.get(key), typ):
-            _fail(path, f"provenance.{key} missing or not {typ.__name__}")
+    prov = _provenance(doc, path, PROVENANCE_KEYS)
     for key in CEILING_KEYS:
         val = prov["ceilings"].get(key)
         if val is not None and not (isinstance(val, (int, float)) and val > 0):
@@ -106,6 +101,17 @@ def validate(doc: dict, path: str = "<data>") -> dict:
         elif not rec.get("reason"):
             _fail(path, f"{where}: status {rec['status']} needs a reason")
     return doc
+
+
+def _provenance(doc: dict, path: str, keys: dict) -> dict:
+    """The document's provenance block, checked to hold ``keys`` with their types."""
+    prov = doc.get("provenance")
+    if not isinstance(prov, dict):
+        _fail(path, "missing provenance block")
+    for key, typ in keys.items():
+        if not isinstance(prov.get(key), typ):
+            _fail(path, f"provenance.{key} missing or not {typ.__name__}")
+    return prov
 
 
 def _validate_fa4(fa4, path) -> None:
@@ -154,12 +160,7 @@ def validate_profile(doc: dict, path: str = "<data>") -> dict:
     """Check a profile-suite document; raise BenchDataError naming the first problem."""
     if doc.get("schema") != SCHEMA_VERSION:
         _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
-    prov = doc.get("provenance")
-    if not isinstance(prov, dict):
-        _fail(path, "missing provenance block")
-    for key, typ in PROFILE_PROVENANCE_KEYS.items():
-        if not isinstance(prov.get(key), typ):
-            _fail(path, f"provenance.{key} missing or not {typ.__name__}")
+    prov = _provenance(doc, path, PROFILE_PROVENANCE_KEYS)
     if prov["clock_control"] not in ("none", "base"):
         _fail(path, f"provenance.clock_control must be 'none' or 'base', got {prov['clock_control']!r}")
     for where, rec in _records(doc, path, PROFILE_RECORD_KEYS, PROFILE_SUITE):

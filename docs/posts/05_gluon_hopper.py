@@ -171,6 +171,13 @@ show_source(hopper._producer, start="    M: gl.constexpr = _M")
 show_source(hopper._consume, start="        M: gl.constexpr = _M")
 
 # %% [markdown]
+# The softmax step is post 3's, in log2 units, with masked tiles (the causal diagonal and the
+# ragged end) handled apart so the interior tiles pay for no mask:
+
+# %% tags=["hide-input"]
+show_source(hopper._softmax_tile, start="        if MASKED:")
+
+# %% [markdown]
 # Around that loop, `_consumer` sets up the layouts and the row statistics, splits the key
 # range into unmasked tiles, masked tiles (the causal diagonal and the ragged end) and, for
 # causal attention, tiles it must release for the other warpgroup only, then normalises and
