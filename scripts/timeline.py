@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Measure what each warp of the Gluon Hopper kernel does over time, with Proton's in-kernel
+timestamps, and write ``<out>/timeline.<gpu>.json`` (the data behind post 5's timeline).
+
+    python scripts/timeline.py --commit $(git rev-parse HEAD) --out $OUT [--raw $OUT]
+
+Needs an sm90 GPU and a Triton with Proton (3.6). The kernel is compiled with ``PROFILE=True``
+(``kernels/hopper.py``): each scope (wait for K, QK^T, softmax, ...) writes a cycle counter when it
+opens and closes. Records cost cycles, so the instrumented kernel is slower than the real one; the
+script times both and says by how much in ``provenance.proton.note``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a script: the packages sit at the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# One wave: B * H * cdiv(N, 128) = 128 programs on a 132-SM H100, every program resident at once,
+# so the programs traced run beside 127 others as in a real launch.
+SHAPE = dict(B=1, H=8, N=2048)
+HEAD_DIM = 128
+SCHEDULES = ("serial", "pingpong")
+CTAS_KEPT = (0, 64)  # programs whose events are written: one of the first, one from the middle
+LAUNCHES = 3  # traced launches; the last one is kept (the first ones warm the L2 and the clocks)
+ROLES = {range(0, 4): "consumer 0", range(4, 8): "consumer 1", range(8, 12): "producer"}
+
+
+def role_of(warp: int) -> str:
+    for warps, role in ROLES.items():
+        if warp in warps:
+            return role
+    raise ValueError(f"warp {warp} is outside the kernel's 3 partitions")
+
+
+def parse_trace(trace: dict) -> list[dict]:
+    """Proton's chrome trace -> [{kernel, cta, warp, scope, start, end}] with times in ns.
+
+    Proton names each lane by its core (SM), CTA and warp; the kernel's launches are laid out
+    one after another on the time axis, so the launch is told apart by its process id."""
+    events = []
+    for ev in trace.get("traceEvents", []):
+        if ev.get("ph") != "X":
+            continue
+        lane = f"{ev.get('pid', '')} {ev.get('tid', '')}"
+        cta = re.search(r"CTA\s*(\d+)", lane)
+        warp = re.search(r"warp\s*(\d+)", lane, re.IGNORECASE)
+        if not (cta and warp):
+            raise ValueError(f"cannot read the CTA and warp from a trace lane: {lane!r}")
+        start = float(ev["ts"]) * 1e3  # chrome traces count microseconds
+        events.append(dict(lane=lane, cta=int(cta.group(1)), warp=int(warp.group(1)), scope=ev["name"],
+                           start=start, end=start + float(ev["dur"]) * 1e3))
+    if not events:
+        raise ValueError("the trace holds no timed events")
+    return events
+
+
+LAUNCH_GAP_NS = 1e6  # the kernel runs for tens of us; Proton lays launches out further apart
+
+
+def last_launch(events: list[dict]) -> list[dict]:
+    """The events of the last launch: Proton places launches one after another on the time axis,
+    separated by gaps far longer than the kernel."""
+    events = sorted(events, key=lambda e: e["start"])
+    cut = 0
+    for i in range(1, len(events)):
+        if events[i]["start"] - max(e["end"] for e in events[cut:i]) > LAUNCH_GAP_NS:
+            cut = i
+    return events[cut:]
+
+
+def trace_one(schedule: str, q, k, v, mode, workdir: Path, raw_dir: str | None):
+    """Run the instrumented kernel LAUNCHES times inside a Proton session; returns the last
+    launch's events, the kernel time per launch in ms (CUDA events, median of the later
+    launches) and the output. Proton's raw trace is copied to ``raw_dir`` before it is read."""
+    import torch
+    import triton.profiler as proton
+
+    from kernels import hopper
+
+    scale = q.shape[-1] ** -0.5
+    name = str(workdir / f"timeline-{schedule}")
+    proton.start(name, data="trace", backend="instrumentation", mode=mode)
+    times = []
+    try:
+        for _ in range(LAUNCHES):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            o, _, _ = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule, profile=True)
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+    finally:
+        proton.finalize()
+    path = Path(name + ".chrome_trace")
+    if raw_dir:
+        Path(raw_dir).mkdir(parents=True, exist_ok=True)
+        (Path(raw_dir) / path.name).write_bytes(path.read_bytes())
+    trace = json.loads(path.read_text())
+    return last_launch(parse_trace(trace)), statistics.median(times[1:]), o
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for timeline.<gpu>.json")
+    parser.add_argument("--commit", default=None, help="git commit to record (default: read from the repo)")
+    parser.add_argument("--raw", default=None, help="folder to copy Proton's raw chrome traces into")
+    args = parser.parse_args(argv)
+
+    import torch
+    import triton
+    import triton.profiler as proton
+
+    from kernels import hopper
+    from perfdata import schema as benchdata
+    from scripts import benchmark
+
+    B, H, N, D = SHAPE["B"], SHAPE["H"], SHAPE["N"], HEAD_DIM
+    q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
+    problem = hopper.hopper_problem(q, k, v)
+    if problem:
+        print(f"timeline: the Gluon kernel cannot run here: {problem}", file=sys.stderr)
+        return 2
+    scale = D ** -0.5
+    # clock32: a 32-bit cycle counter, cheaper to read than 64 bits (a kernel this short cannot
+    # wrap it); time_shift: Proton subtracts the cycles its own records took. The buffer lives in
+    # global memory because the kernel leaves too little shared memory for one.
+    mode = proton.mode.Default(optimizations="clock32,time_shift", buffer_type="global")
+    records, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for schedule in SCHEDULES:
+            plain = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule)[0]
+            plain_ms = triton.testing.do_bench(
+                lambda: hopper.hopper_forward(q, k, v, False, scale, schedule=schedule), return_mode="median")
+            events, traced_ms, traced_out = trace_one(schedule, q, k, v, mode, Path(tmp), args.raw)
+            if not torch.equal(plain, traced_out):  # the records must not change what is computed
+                raise RuntimeError(f"timeline: the instrumented {schedule} kernel's output differs")
+            ctas = sorted({e["cta"] for e in events})
+            print(f"{schedule}: {len(events)} events from {len(ctas)} CTAs, warps "
+                  f"{sorted({e['warp'] for e in events})}; plain {plain_ms * 1e3:.1f} us, instrumented "
+                  f"{traced_ms * 1e3:.1f} us per launch", flush=True)
+            notes.append(f"{schedule}: {plain_ms * 1e3:.1f} us plain, {traced_ms * 1e3:.1f} us instrumented")
+            for cta in CTAS_KEPT:
+                mine = [e for e in events if e["cta"] == cta]
+                if not mine:
+                    raise RuntimeError(f"timeline: no events for CTA {cta} (kept CTAs: {ctas[:10]}...)")
+                t0 = min(e["start"] for e in mine)
+                for e in mine:
+                    records.append({
+                        "suite": "timeline",
+                        "case": f"timeline/float16/B{B}H{H}/N{N}x{N}/D{D}/full/{schedule}",
+                        "provider": f"gluon-{schedule}", "direction": "fwd",
+                        "shape": {"B": B, "H": H, "Hkv": H, "Nq": N, "Nk": N, "D": D},
+                        "dtype": "float16", "causal": False, "status": "ok", "unit": "ns",
+                        "schedule": schedule, "cta": cta, "warp": e["warp"], "role": role_of(e["warp"]),
+                        "scope": e["scope"], "start": round(e["start"] - t0, 1), "end": round(e["end"] - t0, 1),
+                    })
+    settings = benchmark.Settings(commit=args.commit, rounds=1)
+    prov = benchmark.provenance(settings)
+    prov["proton"] = {
+        "mode": str(mode), "clock": "SM cycle counter (32-bit), converted to ns by Proton",
+        "note": ("kernel time per launch (CUDA events for the instrumented one, do_bench median for the plain "
+                 "one): " + "; ".join(notes)),
+    }
+    doc = {"schema": benchdata.SCHEMA_VERSION, "suite": "timeline", "provenance": prov, "records": records}
+    path = Path(args.out) / f"timeline.{benchdata.slug(prov['gpu'])}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path} ({len(records)} events)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
