@@ -644,7 +644,10 @@ def dispatch_rule() -> str:
     """Which kernel ``flash_attention``'s forward runs, in one sentence (the benchmark records it)."""
     gluon = ("never (KERNELS_GLUON=0)" if hopper.DISABLED else
              f"on sm90 GPUs for contiguous fp16/bf16 inputs with D in {hopper.HEAD_DIMS} and Nq, Nk >= "
-             f"{hopper.AUTO_MIN_LEN} when the grid fills the GPU")
+             f"{hopper.AUTO_MIN_LEN} when the grid fills the GPU (consumer schedule: "
+             + ", ".join(f"{sched} at D = {d} {'causal' if c else 'without a mask'}"
+                         for (d, c), sched in sorted(hopper.DEFAULT_SCHEDULES.items()))
+             + ", serial otherwise)")
     return ("forward: split-K (kernels/splitk.py) when the grid has fewer programs than the GPU has SMs and "
             f"each walks at least {splitk.MIN_KEY_TILES} key tiles; else the Gluon Hopper kernel (kernels/hopper.py) "
             f"{gluon}; else the pointer kernel (kernels/flash.py). backward: the pointer kernels.")

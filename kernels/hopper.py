@@ -60,6 +60,10 @@ TILES = {64: (128, 3), 128: (128, 2)}
 # "pipelined" (FA3's intra-warpgroup overlap: S(t) and PV(t-1) in flight together, softmax
 # under PV), "pingpong" (the two warpgroups take turns at the tensor cores).
 SCHEDULES = ("serial", "pipelined", "pingpong")
+# The schedule run when none is asked for, per (head dim, causal): ping-pong where it beat the
+# serial loop beyond the timing noise at every production length it runs at (N >= 4096), serial
+# elsewhere (PERF_NOTES.md, session 7: `python scripts/hopper_check.py --sweep`).
+DEFAULT_SCHEDULES = {(128, False): "pingpong"}
 # Registers per thread: the producer warp needs a handful, the consumers take the rest.
 PRODUCER_REGS = 24
 CONSUMER_REGS = 240
@@ -247,15 +251,23 @@ if GLUON_IMPORT_ERROR is None:
         so neither waits for a turn the other never hands over."""
         M: gl.constexpr = _M
         # Turn 0: S(0) alone.
+        _mark("wait K/V", True, PROFILE)
         mbarrier.wait(k_ready.index(0), 0)
+        _mark("wait K/V", False, PROFILE)
+        _mark("wait turn", True, PROFILE)
         _turn(turn_bars, 0, WARPGROUP)
+        _mark("wait turn", False, PROFILE)
+        _mark("QK^T", True, PROFILE)
         qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        _mark("QK^T", False, PROFILE)
+        _mark("softmax", True, PROFILE)
         p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
                                            BLOCK_N, s_layout)
         p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        _mark("softmax", False, PROFILE)
         # Turns 1 .. t_hi - 1: unmasked tiles, then the masked ones.
         for t in range(1, gl.maximum(t_full, 1)):
             acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
@@ -269,11 +281,17 @@ if GLUON_IMPORT_ERROR is None:
                                                   s_layout, p_layout, o_layout, PROFILE)
         # Turn t_hi: the last PV.
         last = (t_hi - 1) % STAGES
+        _mark("wait K/V", True, PROFILE)
         mbarrier.wait(v_ready.index(last), ((t_hi - 1) // STAGES) & 1)
+        _mark("wait K/V", False, PROFILE)
+        _mark("wait turn", True, PROFILE)
         _turn(turn_bars, t_hi, WARPGROUP)
+        _mark("wait turn", False, PROFILE)
+        _mark("PV", True, PROFILE)
         acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
         mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        _mark("PV", False, PROFILE)
         mbarrier.arrive(kv_empty.index(last), count=1)
         # Causal: empty turns, and the stages loaded for the other warpgroup only are released.
         for t in range(t_hi, t_all):
@@ -515,16 +533,22 @@ def _descriptor(t2d: torch.Tensor, rows: int):
     return TensorDescriptor(t2d, list(t2d.shape), list(t2d.stride()), block, _smem_layout(t2d.dtype, *block))
 
 
-def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str = "serial", lpt: bool = True,
+def default_schedule(head_dim: int, causal: bool) -> str:
+    return DEFAULT_SCHEDULES.get((head_dim, causal), "serial")
+
+
+def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str | None = None, lpt: bool = True,
                    stages: int | None = None, profile: bool = False):
     """Launch the Gluon forward on (B, H, N, D) inputs that ``hopper_problem`` accepts;
     returns (o4, lse in log2 units, compiled kernel). Switches for post 5's ablation:
-    ``schedule`` is how each consumer orders its matmuls and softmax (SCHEDULES),
+    ``schedule`` is how each consumer orders its matmuls and softmax (SCHEDULES; None: the
+    default for the head dim and mask, ``default_schedule``),
     ``lpt=False`` hands causal query blocks out in order instead of longest first,
     ``stages`` overrides the K/V ring's depth. ``profile=True`` compiles in Proton's
     timestamp records (run it inside a Proton instrumentation session: scripts/timeline.py)."""
     from .flash import _DIRECT  # flash imports this module, so its launcher is imported late
 
+    schedule = schedule or default_schedule(q4.shape[-1], causal)
     if schedule not in SCHEDULES:
         raise ValueError(f"hopper_forward: schedule must be one of {SCHEDULES}, got {schedule!r}")
     B, H, NQ, D = q4.shape

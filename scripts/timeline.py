@@ -42,10 +42,11 @@ def role_of(warp: int) -> str:
 
 
 def parse_trace(trace: dict) -> list[dict]:
-    """Proton's chrome trace -> [{kernel, cta, warp, scope, start, end}] with times in ns.
+    """Proton's chrome trace -> [{lane, cta, warp, scope, start, end}] with times in SM cycles.
 
-    Proton names each lane by its core (SM), CTA and warp; the kernel's launches are laid out
-    one after another on the time axis, so the launch is told apart by its process id."""
+    Proton names each lane by its core (SM), CTA and warp. It writes cycle counts as
+    microseconds at a nominal 1000 MHz ("Frequency (MHz)" in each event), so ts * 1000 is
+    cycles; each SM counts its own cycles, so times compare only within one program."""
     events = []
     for ev in trace.get("traceEvents", []):
         if ev.get("ph") != "X":
@@ -55,15 +56,16 @@ def parse_trace(trace: dict) -> list[dict]:
         warp = re.search(r"warp\s*(\d+)", lane, re.IGNORECASE)
         if not (cta and warp):
             raise ValueError(f"cannot read the CTA and warp from a trace lane: {lane!r}")
-        start = float(ev["ts"]) * 1e3  # chrome traces count microseconds
+        mhz = float(ev.get("args", {}).get("Frequency (MHz)", 1000.0))
+        start = float(ev["ts"]) * mhz  # cycles: Proton wrote cycles / mhz as microseconds
         events.append(dict(lane=lane, cta=int(cta.group(1)), warp=int(warp.group(1)), scope=ev["name"],
-                           start=start, end=start + float(ev["dur"]) * 1e3))
+                           start=start, end=start + float(ev["dur"]) * mhz))
     if not events:
         raise ValueError("the trace holds no timed events")
     return events
 
 
-LAUNCH_GAP_NS = 1e6  # the kernel runs for tens of us; Proton lays launches out further apart
+LAUNCH_GAP = 1e6  # cycles: one program runs for ~1e5; Proton lays launches out further apart
 
 
 def last_launch(events: list[dict]) -> list[dict]:
@@ -72,15 +74,14 @@ def last_launch(events: list[dict]) -> list[dict]:
     events = sorted(events, key=lambda e: e["start"])
     cut = 0
     for i in range(1, len(events)):
-        if events[i]["start"] - max(e["end"] for e in events[cut:i]) > LAUNCH_GAP_NS:
+        if events[i]["start"] - max(e["end"] for e in events[cut:i]) > LAUNCH_GAP:
             cut = i
     return events[cut:]
 
 
 def trace_one(schedule: str, q, k, v, mode, workdir: Path, raw_dir: str | None):
     """Run the instrumented kernel LAUNCHES times inside a Proton session; returns the last
-    launch's events, the kernel time per launch in ms (CUDA events, median of the later
-    launches) and the output. The trace's first events are copied to ``raw_dir`` before it is
+    launch's events and its output. The trace's first events are copied to ``raw_dir`` before it is
     read (the whole trace is tens of MB)."""
     import torch
     import triton.profiler as proton
@@ -90,15 +91,10 @@ def trace_one(schedule: str, q, k, v, mode, workdir: Path, raw_dir: str | None):
     scale = q.shape[-1] ** -0.5
     name = str(workdir / f"timeline-{schedule}")
     proton.start(name, data="trace", backend="instrumentation", mode=mode)
-    times = []
     try:
         for _ in range(LAUNCHES):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
             o, _, _ = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule, profile=True)
-            end.record()
             torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
     finally:
         proton.finalize()
     path = Path(name + ".chrome_trace")
@@ -107,14 +103,15 @@ def trace_one(schedule: str, q, k, v, mode, workdir: Path, raw_dir: str | None):
         Path(raw_dir).mkdir(parents=True, exist_ok=True)
         sample = {**trace, "traceEvents": trace.get("traceEvents", [])[:400]}
         (Path(raw_dir) / f"{path.stem}.sample.json").write_text(json.dumps(sample, indent=1))
-    return last_launch(parse_trace(trace)), statistics.median(times[1:]), o
+    return last_launch(parse_trace(trace)), o
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for timeline.<gpu>.json")
     parser.add_argument("--commit", default=None, help="git commit to record (default: read from the repo)")
-    parser.add_argument("--raw", default=None, help="folder to copy Proton's raw chrome traces into")
+    parser.add_argument("--raw", default=None, help="folder to copy the start of Proton's raw traces into")
+    parser.add_argument("--all-warps", action="store_true", help="record every warp, not one per partition")
     args = parser.parse_args(argv)
 
     import torch
@@ -135,22 +132,30 @@ def main(argv=None) -> int:
     # clock32: a 32-bit cycle counter, cheaper to read than 64 bits (a kernel this short cannot
     # wrap it); time_shift: Proton subtracts the cycles its own records took. The buffer lives in
     # global memory because the kernel leaves too little shared memory for one.
-    mode = proton.mode.Default(optimizations="clock32,time_shift", buffer_type="global",
-                               sampling_strategy="selective", sampling_options=WARPS_SAMPLED)
+    sampling = dict(sampling_strategy="selective", sampling_options=WARPS_SAMPLED) if not args.all_warps else {}
+    mode = proton.mode.Default(optimizations="clock32,time_shift", buffer_type="global", **sampling)
     records, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for schedule in SCHEDULES:
             plain = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule)[0]
             plain_ms = triton.testing.do_bench(
                 lambda: hopper.hopper_forward(q, k, v, False, scale, schedule=schedule), return_mode="median")
-            events, traced_ms, traced_out = trace_one(schedule, q, k, v, mode, Path(tmp), args.raw)
+            clock_mhz = torch.cuda.clock_rate()  # the SM clock now, just after timing (NVML)
+            events, traced_out = trace_one(schedule, q, k, v, mode, Path(tmp), args.raw)
             if not torch.equal(plain, traced_out):  # the records must not change what is computed
                 raise RuntimeError(f"timeline: the instrumented {schedule} kernel's output differs")
             ctas = sorted({e["cta"] for e in events})
+            spans = [max(e["end"] for e in events if e["cta"] == c) - min(e["start"] for e in events if e["cta"] == c)
+                     for c in ctas]
+            plain_cycles = plain_ms * 1e-3 * clock_mhz * 1e6
             print(f"{schedule}: {len(events)} events from {len(ctas)} CTAs, warps "
-                  f"{sorted({e['warp'] for e in events})}; plain {plain_ms * 1e3:.1f} us, instrumented "
-                  f"{traced_ms * 1e3:.1f} us per launch", flush=True)
-            notes.append(f"{schedule}: {plain_ms * 1e3:.1f} us plain, {traced_ms * 1e3:.1f} us instrumented")
+                  f"{sorted({e['warp'] for e in events})}; plain launch {plain_ms * 1e3:.1f} us = "
+                  f"{plain_cycles:.0f} cycles at {clock_mhz} MHz; traced programs span "
+                  f"{statistics.median(spans):.0f} cycles (median), {max(spans):.0f} (max)", flush=True)
+            notes.append(f"{schedule}: the whole uninstrumented launch takes {plain_ms * 1e3:.1f} us, about "
+                         f"{plain_cycles:.0f} cycles at the {clock_mhz} MHz SM clock read after timing; an "
+                         f"instrumented program spans {statistics.median(spans):.0f} cycles from its first "
+                         f"record to its last (median over the {len(ctas)} programs)")
             for cta in CTAS_KEPT:
                 mine = [e for e in events if e["cta"] == cta]
                 if not mine:
@@ -162,17 +167,17 @@ def main(argv=None) -> int:
                         "case": f"timeline/float16/B{B}H{H}/N{N}x{N}/D{D}/full/{schedule}",
                         "provider": f"gluon-{schedule}", "direction": "fwd",
                         "shape": {"B": B, "H": H, "Hkv": H, "Nq": N, "Nk": N, "D": D},
-                        "dtype": "float16", "causal": False, "status": "ok", "unit": "ns",
+                        "dtype": "float16", "causal": False, "status": "ok", "unit": "cycles",
                         "schedule": schedule, "cta": cta, "warp": e["warp"], "role": role_of(e["warp"]),
                         "scope": e["scope"], "start": round(e["start"] - t0, 1), "end": round(e["end"] - t0, 1),
                     })
     settings = benchmark.Settings(commit=args.commit, rounds=1)
     prov = benchmark.provenance(settings)
     prov["proton"] = {
-        "mode": str(mode), "clock": "SM cycle counter (32-bit), converted to ns by Proton",
-        "warps": f"warps {WARPS_SAMPLED} of each program (the first of each partition)",
-        "note": ("kernel time per launch (CUDA events for the instrumented one, do_bench median for the plain "
-                 "one): " + "; ".join(notes)),
+        "mode": str(mode), "clock": "each SM's own cycle counter (32-bit); times are cycles from the program's "
+                                    "first record, comparable within one program only",
+        "warps": "every warp" if args.all_warps else f"warps {WARPS_SAMPLED} of each program (the first of each partition)",
+        "note": "; ".join(notes),
     }
     doc = {"schema": benchdata.SCHEMA_VERSION, "suite": "timeline", "provenance": prov, "records": records}
     path = Path(args.out) / f"timeline.{benchdata.slug(prov['gpu'])}.json"
