@@ -1,7 +1,11 @@
-"""Compile the Gluon Hopper kernel for sm_90 on any machine, GPU or not, and print what the
-compiler reports: registers, spills, shared memory, and (with --sass) the instruction mix.
+"""Compile the Gluon Hopper kernels for sm_90 on any machine, GPU or not, and print what the
+compiler reports: registers, spills, shared memory, ptxas warnings, and (with --sass) the
+instruction mix.
 
-    TRITON_INTERPRET=0 python scripts/compile_hopper.py [--sass]
+    TRITON_INTERPRET=0 python scripts/compile_hopper.py [--kernel fwd|bwd] [--sass]
+
+``--kernel fwd`` (the default) compiles the forward (kernels/hopper.py), ``--kernel bwd`` the
+dK/dV kernel (kernels/hopper_bwd.py).
 
 Needs the Triton that the GPU box runs (3.6); no GPU and no CUDA driver (Triton ships ptxas).
 """
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
 import os
 import re
 import subprocess
@@ -45,6 +51,48 @@ def compile_variant(head_dim: int, causal: bool, dtype: str, schedule: str = "se
                           options={"num_warps": 4, "maxnreg": hopper.MAXNREG})
 
 
+def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, stages: int | None = None):
+    """The Gluon dK/dV kernel for one head dim, mask mode and dtype, as the launcher builds it."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.experimental.gluon import language as gl
+
+    from kernels import hopper_bwd
+
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16}[dtype]
+    layout = gl.NVMMASharedLayout.get_default_for([hopper_bwd.ROWS, head_dim], gl_dtype)
+    desc = f"tensordesc<{dtype}[{hopper_bwd.ROWS}, {head_dim}],{layout!r}>"
+    fn = hopper_bwd._hopper_dkdv_kernel
+    names = [p.name for p in fn.params]
+    runtime = {"q_desc": desc, "k_desc": desc, "v_desc": desc, "do_desc": desc,
+               "lse_ptr": "*fp32", "delta_ptr": "*fp32", "dk_ptr": f"*{dtype}", "dv_ptr": f"*{dtype}",
+               "stride_kb": "i32", "stride_kh": "i32", "stride_kn": "i32", "H": "i32", "H_KV": "i32",
+               "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32", "scale": "fp32"}
+    constexprs = {"IS_CAUSAL": causal, "STAGES": stages or hopper_bwd.STAGES[head_dim],
+                  "CONSUMER_REGS": hopper_bwd.CONSUMER_REGS, "PRODUCER_REGS": hopper_bwd.PRODUCER_REGS}
+    signature = {n: runtime.get(n, "constexpr") for n in names}
+    src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": 4, "maxnreg": hopper_bwd.MAXNREG})
+
+
+def with_ptxas_warnings(build):
+    """Run ``build()`` and return (its result, ptxas's warning lines): Triton prints the ptxas
+    log to stdout when asked, and drops it otherwise."""
+    import triton
+
+    out = io.StringIO()
+    old = triton.knobs.nvidia.dump_ptxas_log
+    triton.knobs.nvidia.dump_ptxas_log = True
+    try:
+        with contextlib.redirect_stdout(out):
+            result = build()
+    finally:
+        triton.knobs.nvidia.dump_ptxas_log = old
+    return result, [line.strip() for line in out.getvalue().splitlines() if "warning" in line.lower()]
+
+
 def cuobjdump(cubin: bytes, flag: str) -> str:
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -69,7 +117,11 @@ def sass_mix(cubin: bytes) -> collections.Counter:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sass", action="store_true", help="count SASS opcodes too")
+    parser.add_argument("--kernel", choices=("fwd", "bwd"), default="fwd",
+                        help="fwd: kernels/hopper.py; bwd: the dK/dV kernel in kernels/hopper_bwd.py")
     args = parser.parse_args(argv)
+    if args.kernel == "bwd":
+        return report_bwd(args.sass)
     for head_dim in (64, 128):
         for causal in (False, True):
             for dtype, schedule in (("fp16", "serial"), ("bf16", "serial"), ("fp16", "pipelined"),
@@ -81,6 +133,29 @@ def main(argv=None):
                     mix = sass_mix(k.asm["cubin"])
                     keep = {op: n for op, n in mix.items() if re.match(r"HGMMA|MUFU|FFMA|LDL|STL|SYNCS|UTMALDG|WARPGROUP|BAR", op)}
                     print("   ", dict(sorted(keep.items())))
+
+
+def report_bwd(sass: bool):
+    for head_dim in (64, 128):
+        for causal in (False, True):
+            for dtype in ("fp16", "bf16"):
+                k, warnings = with_ptxas_warnings(lambda: compile_bwd_variant(head_dim, causal, dtype))
+                print(f"dkdv D={head_dim} causal={causal!s:5} {dtype}: shared={k.metadata.shared} B; "
+                      f"{resources(k.asm['cubin'])}", flush=True)
+                for line in warnings:
+                    print("    ptxas:", line)
+                if sass:
+                    mix = sass_mix(k.asm["cubin"])
+                    keep = {op: n for op, n in mix.items()
+                            if re.match(r"HGMMA|MUFU|LDL|STL|SYNCS|UTMALDG|USETMAXREG|WARPGROUP|BAR|STG|LDG", op)}
+                    print("   ", dict(sorted(keep.items())))
+                    print("    setmaxnreg:", setmaxnreg(k.asm["cubin"]))
+
+
+def setmaxnreg(cubin: bytes) -> list[str]:
+    """Each USETMAXREG instruction as written in the SASS (dealloc/alloc and register count)."""
+    text = cuobjdump(cubin, "-sass")
+    return [" ".join(m.split()) for m in re.findall(r"USETMAXREG[^;]*", text)]
 
 
 if __name__ == "__main__":

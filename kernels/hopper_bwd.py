@@ -1,0 +1,358 @@
+"""The attention backward's dK/dV pass for Hopper, in Gluon, in the style of ``hopper.py``.
+
+FlashAttention-3's backward (https://arxiv.org/abs/2407.08608, section 3 and appendix B),
+dK and dV part: each program owns 128 keys of one (batch, k/v head) and keeps their K and V
+tiles in shared memory while every query tile that can see them streams past.
+
+- a *producer* warp copies K and V once with TMA, then streams (Q, dO) tile pairs of 64
+  query rows, for every query head of the group (grouped-query attention), through a ring
+  of shared-memory stages guarded by "ready" and "empty" mbarriers;
+- two *consumer* warpgroups own 64 of the 128 keys each and run, per query tile, on the
+  tensor cores (``warpgroup_mma``, wgmma):
+
+      S^T  = K_wg Q^T                  (both operands in shared memory; Q^T a permuted view)
+      P^T  = exp2(S^T * qk_scale - lse)  (lse in log2 units, as flash.py's forward stores it)
+      dV  += P^T dO                    (P^T from registers)
+      dP^T = V_wg dO^T
+      dS^T = P^T * (dP^T - delta)      (delta = rowsum(dO * O), flash.py's preprocess kernel)
+      dK  += dS^T Q                    (dS^T from registers)
+
+  then store dK * scale and dV, rows past N_K masked. Working with the transposes keeps the
+  accumulators dK, dV row-major like K and V and lets P^T and dS^T, already in registers,
+  be wgmma's A operand with no trip through shared memory.
+
+dQ is not computed here: the pointer kernel's separate pass (``flash._flash_bwd_dq_kernel``)
+does it. FA3 instead writes dS to shared memory and adds dQ = dS K into an fp32 buffer with
+atomics from this same loop; both designs start from this kernel, which is why the loop
+keeps Q's stage alive until dK's product is done.
+
+Budget, per program (checked against the compiled kernel by ``scripts/compile_hopper.py
+--kernel bwd``):
+
+- shared memory: K and V resident, 2 x 128 x D x 2 B (64 KB at D = 128, 32 KB at D = 64),
+  plus STAGES x (Q + dO) tiles of 64 x D x 2 B each (32 KB a stage at D = 128, 16 KB at
+  D = 64), plus the mbarriers: 2 stages at D = 128 make 128 KB, 3 at D = 64 make 80 KB,
+  within the 227 KB an SM offers one block. One program per SM (registers decide that).
+- registers per consumer thread (128 threads a warpgroup): dK and dV, 2 x 64 x D fp32
+  = 128 registers at D = 128 (64 at D = 64); S^T and dP^T, 2 x 64 x 64 fp32 = 64; P^T
+  and dS^T as 16-bit A operands, 16 each; lse and delta for the tile's 64 columns. About
+  230 at D = 128: the consumers get 240 (``setmaxnreg``), the producer warp 24.
+
+Scope: as ``hopper.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
+causal top-left as ``flash.py``, any Nq and Nk). ``hopper_bwd_problem`` says why an input
+is outside it. Gluon kernels do not run in Triton's CPU interpreter.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from . import hopper
+from ._runtime import new_output
+
+if hopper.GLUON_IMPORT_ERROR is None:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+
+ROWS = hopper.ROWS_PER_WARPGROUP  # 64: keys per consumer warpgroup and query rows per streamed tile
+BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
+# (Q, dO) stages in the ring per head dim: see the shared-memory budget above.
+STAGES = {64: 3, 128: 2}
+PRODUCER_REGS = hopper.PRODUCER_REGS
+CONSUMER_REGS = hopper.CONSUMER_REGS
+MAXNREG = hopper.MAXNREG
+
+
+if hopper.GLUON_IMPORT_ERROR is None:
+    _M = gl.constexpr(ROWS)  # kernels read globals only as constexprs
+
+    @gluon.jit
+    def _dkdv_tiles(
+        q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+        dk, dv, it, m_start, m_end, lse_base, delta_base, keys, N_Q, qk_scale,
+        MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr,
+    ):
+        """Query tiles [m_start, m_end) of one query head into this warpgroup's dK, dV.
+        ``it`` counts the tiles taken from the ring so far (it picks the stage and phase).
+        MASKED: some of the tile's query rows are past N_Q (they are the next head's rows,
+        or TMA's zero fill) or, causal, before some of this warpgroup's keys."""
+        M: gl.constexpr = _M
+        dtype: gl.constexpr = q_bufs.dtype
+        zero_s = gl.zeros([M, M], gl.float32, s_layout)
+        for m in range(m_start, m_end):
+            stage = it % STAGES
+            phase = (it // STAGES) & 1  # each stage is refilled every STAGES tiles
+            cols = m * M + gl.arange(0, M, layout=gl.SliceLayout(0, s_layout))  # query rows = S^T's columns
+            if MASKED:
+                lse = gl.load(lse_base + cols, mask=cols < N_Q, other=0.0)
+                delta = gl.load(delta_base + cols, mask=cols < N_Q, other=0.0)
+            else:
+                lse = gl.load(lse_base + cols)
+                delta = gl.load(delta_base + cols)
+            mbarrier.wait(q_ready.index(stage), phase)
+            q_tile = q_bufs.index(stage)  # (M, HEAD_DIM) in shared memory
+            s_t = warpgroup_mma(k_smem, q_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            mbarrier.wait(do_ready.index(stage), phase)
+            do_tile = do_bufs.index(stage)
+            dp_t = warpgroup_mma(v_smem, do_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            # wgmma groups retire in order: one outstanding means S^T is ready, dP^T may not be.
+            s_t = warpgroup_mma_wait(num_outstanding=1, deps=(s_t,))
+            p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse, 0))
+            if MASKED:
+                keep = gl.expand_dims(cols < N_Q, 0)
+                if IS_CAUSAL:
+                    keep = keep & (gl.expand_dims(cols, 0) >= gl.expand_dims(keys, 1))
+                # where, not a multiply: a masked score may overflow exp2 to inf, and inf * 0 is NaN.
+                p_t = gl.where(keep, p_t, 0.0)
+            p_op = gl.convert_layout(p_t.to(dtype), p_layout)
+            dv = warpgroup_mma(p_op, do_tile, dv, is_async=True)
+            dp_t = warpgroup_mma_wait(num_outstanding=1, deps=(dp_t,))
+            ds_t = p_t * (dp_t - gl.expand_dims(delta, 0))
+            ds_op = gl.convert_layout(ds_t.to(dtype), p_layout)
+            dk = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
+            dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
+            mbarrier.arrive(empty.index(stage), count=1)  # this warpgroup is done with the stage
+            it += 1
+        return dk, dv, it
+
+    @gluon.jit
+    def _skip_tiles(q_ready, do_ready, empty, it, m_start, m_end, STAGES: gl.constexpr):
+        """Causal: query tiles [m_start, m_end) see none of this warpgroup's keys but the other
+        warpgroup's; wait for each (so the barriers' phases stay in step) and release it."""
+        for m in range(m_start, m_end):
+            stage = it % STAGES
+            phase = (it // STAGES) & 1
+            mbarrier.wait(q_ready.index(stage), phase)
+            mbarrier.wait(do_ready.index(stage), phase)
+            mbarrier.arrive(empty.index(stage), count=1)
+            it += 1
+        return it
+
+    @gluon.jit
+    def _consumer(
+        q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+        lse_ptr, delta_ptr, dk_ptr, dv_ptr, stride_kb, stride_kh, stride_kn,
+        H, H_KV, N_Q, N_K, qk_scale, scale,
+        WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
+        # wgmma's accumulator layouts: 4 warps stacked along the rows (keys), 16 rows each.
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, M, 16])
+        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                             instr_shape=[16, HEAD_DIM, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+
+        pid_n = gl.program_id(0)
+        bhk = gl.program_id(1).to(gl.int64)  # int64: b * stride_kb passes 2**31 on large tensors
+        b = bhk // H_KV
+        hk = bhk % H_KV
+        group = H // H_KV
+        key0 = pid_n * (2 * M) + WARPGROUP * M  # this warpgroup's first key
+        keys = key0 + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))  # S^T's rows
+
+        dk = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
+        dv = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
+        k_smem = k_bufs.index(WARPGROUP)
+        v_smem = v_bufs.index(WARPGROUP)
+        mbarrier.wait(kv_bar, 0)
+
+        n_tiles = gl.cdiv(N_Q, M)
+        full_tiles = N_Q // M  # tiles [0, full_tiles) have no row past N_Q
+        it = 0
+        for g in range(group):  # every query head that shares this k/v head
+            bh = b * H + hk * group + g
+            lse_base = lse_ptr + bh * N_Q
+            delta_base = delta_ptr + bh * N_Q
+            if IS_CAUSAL:
+                # The producer starts at the program's first key's tile (rows before it see no key
+                # here). That tile lies wholly before warpgroup 1's keys; each warpgroup's own
+                # diagonal tile is masked, every later tile sees all its keys.
+                first = pid_n * 2
+                diag = first + WARPGROUP
+                it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
+                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                         dk, dv, it, diag, gl.minimum(diag + 1, n_tiles), lse_base, delta_base,
+                                         keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, s_layout, p_layout)
+                lo = diag + 1
+            else:
+                lo = 0
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                     dk, dv, it, lo, full_tiles, lse_base, delta_base,
+                                     keys, N_Q, qk_scale, False, IS_CAUSAL, STAGES, s_layout, p_layout)
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                     dk, dv, it, gl.maximum(lo, full_tiles), n_tiles, lse_base, delta_base,
+                                     keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, s_layout, p_layout)
+
+        rows = key0 + gl.arange(0, M, layout=gl.SliceLayout(1, acc_layout))
+        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
+        offsets = b * stride_kb + hk * stride_kh + gl.expand_dims(rows, 1) * stride_kn + gl.expand_dims(cols, 0)
+        # Rows past N_K were computed from the next head's keys (or zeros): never stored.
+        keep = gl.expand_dims(rows < N_K, 1)
+        # S = scale * Q K^T, so dK picks up the scale (dV does not).
+        gl.store(dk_ptr + offsets, (dk * scale).to(dk_ptr.dtype.element_ty), mask=keep)
+        gl.store(dv_ptr + offsets, dv.to(dv_ptr.dtype.element_ty), mask=keep)
+
+    @gluon.jit
+    def _producer(
+        q_desc, k_desc, v_desc, do_desc, q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+        H, H_KV, N_Q, N_K, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        pid_n = gl.program_id(0)
+        bhk = gl.program_id(1)
+        b = bhk // H_KV
+        hk = bhk % H_KV
+        group = H // H_KV
+        # The descriptors view q, dO as (B*H*N_Q, D) and k, v as (B*H_KV*N_K, D); the launcher
+        # checks those row counts fit TMA's int32 coordinates.
+        kv_row = bhk * N_K + pid_n * (2 * M)
+        mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
+        for half in gl.static_range(2):  # one 64-key slice per consumer warpgroup
+            tma.async_copy_global_to_shared(k_desc, [kv_row + half * M, 0], kv_bar, k_bufs.index(half))
+            tma.async_copy_global_to_shared(v_desc, [kv_row + half * M, 0], kv_bar, v_bufs.index(half))
+
+        first = 0
+        if IS_CAUSAL:
+            first = pid_n * 2  # query rows before this program's first key see none of its keys
+        it = 0
+        for g in range(group):
+            q_row = (b * H + hk * group + g) * N_Q
+            for m in range(first, gl.cdiv(N_Q, M)):
+                stage = it % STAGES
+                phase = (it // STAGES) & 1
+                # A fresh mbarrier counts as having completed the phase before phase 0, so the
+                # first pass over the ring does not wait.
+                mbarrier.wait(empty.index(stage), phase ^ 1)
+                # Q and dO on separate barriers: the consumers start S^T = K Q^T before dO lands.
+                mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [q_row + m * M, 0], q_ready.index(stage),
+                                                q_bufs.index(stage))
+                mbarrier.expect(do_ready.index(stage), do_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(do_desc, [q_row + m * M, 0], do_ready.index(stage),
+                                                do_bufs.index(stage))
+                it += 1
+
+    @gluon.jit
+    def _hopper_dkdv_kernel(
+        q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+        stride_kb, stride_kh, stride_kn,
+        H, H_KV, N_Q, N_K, qk_scale, scale,
+        IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
+        gl.static_assert(q_desc.block_type.shape[0] == M, "a Q tile is 64 query rows")
+        gl.static_assert(k_desc.block_type.shape[0] == M, "a K tile is one warpgroup's 64 keys")
+        gl.static_assert(HEAD_DIM % 16 == 0, "wgmma's K step is 16 for 16-bit inputs")
+        dtype: gl.constexpr = q_desc.dtype
+
+        k_bufs = gl.allocate_shared_memory(dtype, [2, M, HEAD_DIM], k_desc.layout)  # resident
+        v_bufs = gl.allocate_shared_memory(dtype, [2, M, HEAD_DIM], v_desc.layout)
+        q_bufs = gl.allocate_shared_memory(dtype, [STAGES, M, HEAD_DIM], q_desc.layout)  # the ring
+        do_bufs = gl.allocate_shared_memory(dtype, [STAGES, M, HEAD_DIM], do_desc.layout)
+        kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        do_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(kv_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(q_ready.index(i), count=1)  # the producer's expect + TMA bytes
+            mbarrier.init(do_ready.index(i), count=1)
+            mbarrier.init(empty.index(i), count=2)  # both consumers must let go of a stage
+        fence_async_shared()  # make the initialised barriers visible to the copy engine
+
+        gl.warp_specialize([
+            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+                         lse_ptr, delta_ptr, dk_ptr, dv_ptr, stride_kb, stride_kh, stride_kn,
+                         H, H_KV, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, STAGES)),
+            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+                         lse_ptr, delta_ptr, dk_ptr, dv_ptr, stride_kb, stride_kh, stride_kn,
+                         H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES)),
+            (_producer, (q_desc, k_desc, v_desc, do_desc, q_bufs, do_bufs, k_bufs, v_bufs, kv_bar,
+                         q_ready, do_ready, empty, H, H_KV, N_Q, N_K, IS_CAUSAL, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ----------------------------------------------------------------------------- launch
+
+
+def hopper_bwd_problem(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor,
+                       do4: torch.Tensor | None = None) -> str | None:
+    """Why the Gluon dK/dV kernel cannot take these (B, H, N, D) inputs, or None if it can.
+    ``do4``, the output's gradient, is checked too when given: TMA reads it like q."""
+    problem = hopper.hopper_problem(q4, k4, v4)
+    if problem is not None:
+        return problem
+    if k4.shape[0] * k4.shape[1] * k4.shape[2] + BLOCK_KEYS >= 2**31:
+        return "more than 2**31 key rows: TMA coordinates are int32"
+    if do4 is not None:
+        if do4.shape != q4.shape or do4.dtype != q4.dtype:
+            return f"do has shape {tuple(do4.shape)} and dtype {do4.dtype}, not q's"
+        if not do4.is_contiguous():
+            return "do is not a contiguous (B, H, N, D) tensor"
+        if do4.data_ptr() % 16:
+            return "do is not 16-byte aligned (TMA needs it)"
+    return None
+
+
+def _check_statistic(name: str, t: torch.Tensor, q4: torch.Tensor) -> None:
+    if t.dtype != torch.float32 or tuple(t.shape) != tuple(q4.shape[:3]) or not t.is_contiguous():
+        raise ValueError(f"hopper_dkdv: {name} must be a contiguous float32 (B, H, Nq) = "
+                         f"{tuple(q4.shape[:3])} tensor, got {t.dtype} {tuple(t.shape)}")
+    if t.device != q4.device:
+        raise ValueError(f"hopper_dkdv: {name} is on {t.device}, q on {q4.device}")
+
+
+def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None):
+    """dK and dV of attention on (B, H, N, D) inputs that ``hopper_bwd_problem`` accepts.
+
+    ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what
+    ``flash._flash_forward`` and ``hopper.hopper_forward`` return); ``delta``: rowsum(dO * O)
+    per query row, fp32 (``flash._flash_bwd_preprocess_kernel``). ``stages`` overrides the
+    (Q, dO) ring's depth. Returns (dk, dv) shaped like k and v.
+    """
+    problem = hopper_bwd_problem(q4, k4, v4, do4)
+    if problem is not None:
+        raise ValueError(f"hopper_dkdv: {problem}")
+    _check_statistic("lse", lse, q4)
+    _check_statistic("delta", delta, q4)
+    if not isinstance(causal, bool):
+        raise TypeError(f"hopper_dkdv: causal must be a bool, got {type(causal).__name__}")
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:
+        raise ValueError(f"hopper_dkdv: k {tuple(k4.shape)} {k4.dtype} and v {tuple(v4.shape)} {v4.dtype} "
+                         f"do not match q {tuple(q4.shape)} {q4.dtype} (same batch, dtype, H a multiple of H_KV)")
+    stages = STAGES[D] if stages is None else stages
+    if not isinstance(stages, int) or stages < 1:
+        raise ValueError(f"hopper_dkdv: stages must be a positive int, got {stages!r}")
+    dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
+    dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
+    if NQ == 0 or NK == 0:
+        dk.zero_()
+        dv.zero_()
+        return dk, dv
+    q_desc = hopper._descriptor(q4.view(B * H * NQ, D), ROWS)
+    do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
+    k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), ROWS)
+    v_desc = hopper._descriptor(v4.view(B * H_KV * NK, D), ROWS)
+    grid = (triton.cdiv(NK, BLOCK_KEYS), B * H_KV)
+    _hopper_dkdv_kernel[grid](
+        q_desc, k_desc, v_desc, do_desc, lse, delta, dk, dv, *dk.stride()[:3],
+        H, H_KV, NQ, NK, scale * hopper.LOG2E, scale,
+        causal, stages, CONSUMER_REGS, PRODUCER_REGS,
+        num_warps=4, maxnreg=MAXNREG,
+    )
+    return dk, dv
