@@ -66,6 +66,8 @@ ROWS = hopper.ROWS_PER_WARPGROUP  # 64: keys per consumer warpgroup and query ro
 BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
 # (Q, dO) stages in the ring per head dim: see the shared-memory budget above.
 STAGES = {64: 3, 128: 2}
+# How each consumer warpgroup orders its five products per query tile (see _dkdv_tiles).
+SCHEDULES = ("overlap", "serial")
 PRODUCER_REGS = hopper.PRODUCER_REGS
 CONSUMER_REGS = hopper.CONSUMER_REGS
 MAXNREG = hopper.MAXNREG
@@ -76,46 +78,54 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _dkdv_tiles(
-        q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
-        dk, dv, it, m_start, m_end, lse_base, delta_base, keys, N_Q, qk_scale,
-        MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+        dk, dv, it, m_start, m_end, keys, N_Q, qk_scale,
+        MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
         s_layout: gl.constexpr, p_layout: gl.constexpr,
     ):
         """Query tiles [m_start, m_end) of one query head into this warpgroup's dK, dV.
         ``it`` counts the tiles taken from the ring so far (it picks the stage and phase).
         MASKED: some of the tile's query rows are past N_Q (they are the next head's rows,
-        or TMA's zero fill) or, causal, before some of this warpgroup's keys."""
+        or TMA's zero fill) or, causal, before some of this warpgroup's keys.
+        SCHEDULE "overlap": dP^T = V dO^T is issued with S^T = K Q^T and runs under the
+        exponentials; "serial": dP^T is issued after P^T, with dV's product, which keeps S^T,
+        P^T and dP^T from all holding registers at once. Either way dS^T is computed while
+        dV's product runs."""
         M: gl.constexpr = _M
         dtype: gl.constexpr = q_bufs.dtype
         zero_s = gl.zeros([M, M], gl.float32, s_layout)
         for m in range(m_start, m_end):
             stage = it % STAGES
             phase = (it // STAGES) & 1  # each stage is refilled every STAGES tiles
-            cols = m * M + gl.arange(0, M, layout=gl.SliceLayout(0, s_layout))  # query rows = S^T's columns
-            if MASKED:
-                lse = gl.load(lse_base + cols, mask=cols < N_Q, other=0.0)
-                delta = gl.load(delta_base + cols, mask=cols < N_Q, other=0.0)
-            else:
-                lse = gl.load(lse_base + cols)
-                delta = gl.load(delta_base + cols)
             mbarrier.wait(q_ready.index(stage), phase)
             q_tile = q_bufs.index(stage)  # (M, HEAD_DIM) in shared memory
-            s_t = warpgroup_mma(k_smem, q_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            mbarrier.wait(do_ready.index(stage), phase)
             do_tile = do_bufs.index(stage)
-            dp_t = warpgroup_mma(v_smem, do_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            # wgmma groups retire in order: one outstanding means S^T is ready, dP^T may not be.
-            s_t = warpgroup_mma_wait(num_outstanding=1, deps=(s_t,))
+            s_t = warpgroup_mma(k_smem, q_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            if SCHEDULE == "overlap":
+                mbarrier.wait(do_ready.index(stage), phase)
+                dp_t = warpgroup_mma(v_smem, do_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+                # wgmma groups retire in order: one outstanding means S^T is ready, dP^T may not be.
+                s_t = warpgroup_mma_wait(num_outstanding=1, deps=(s_t,))
+            else:
+                s_t = warpgroup_mma_wait(num_outstanding=0, deps=(s_t,))
+            # lse and delta come with Q and dO, per stage: read from shared memory where they are
+            # used, they hold no registers across the loop (global loads there were hoisted).
+            lse = lse_bufs.index(stage).load(gl.SliceLayout(0, s_layout))
             p_t = gl.exp2(s_t * qk_scale - gl.expand_dims(lse, 0))
             if MASKED:
+                cols = m * M + gl.arange(0, M, layout=gl.SliceLayout(0, s_layout))  # query rows = S^T's columns
                 keep = gl.expand_dims(cols < N_Q, 0)
                 if IS_CAUSAL:
                     keep = keep & (gl.expand_dims(cols, 0) >= gl.expand_dims(keys, 1))
                 # where, not a multiply: a masked score may overflow exp2 to inf, and inf * 0 is NaN.
                 p_t = gl.where(keep, p_t, 0.0)
             p_op = gl.convert_layout(p_t.to(dtype), p_layout)
+            if SCHEDULE != "overlap":
+                mbarrier.wait(do_ready.index(stage), phase)
+                dp_t = warpgroup_mma(v_smem, do_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             dv = warpgroup_mma(p_op, do_tile, dv, is_async=True)
-            dp_t = warpgroup_mma_wait(num_outstanding=1, deps=(dp_t,))
+            dp_t = warpgroup_mma_wait(num_outstanding=1, deps=(dp_t,))  # dV's product may still run
+            delta = delta_bufs.index(stage).load(gl.SliceLayout(0, s_layout))
             ds_t = p_t * (dp_t - gl.expand_dims(delta, 0))
             ds_op = gl.convert_layout(ds_t.to(dtype), p_layout)
             dk = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
@@ -139,10 +149,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _consumer(
-        q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-        lse_ptr, delta_ptr, dk_ptr, dv_ptr, stride_kb, stride_kh, stride_kn,
-        H, H_KV, N_Q, N_K, qk_scale, scale,
-        WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+        q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+        dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+        WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -154,9 +163,6 @@ if hopper.GLUON_IMPORT_ERROR is None:
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
 
         pid_n = gl.program_id(0)
-        bhk = gl.program_id(1).to(gl.int64)  # int64: b * stride_kb passes 2**31 on large tensors
-        b = bhk // H_KV
-        hk = bhk % H_KV
         group = H // H_KV
         key0 = pid_n * (2 * M) + WARPGROUP * M  # this warpgroup's first key
         keys = key0 + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))  # S^T's rows
@@ -171,9 +177,6 @@ if hopper.GLUON_IMPORT_ERROR is None:
         full_tiles = N_Q // M  # tiles [0, full_tiles) have no row past N_Q
         it = 0
         for g in range(group):  # every query head that shares this k/v head
-            bh = b * H + hk * group + g
-            lse_base = lse_ptr + bh * N_Q
-            delta_base = delta_ptr + bh * N_Q
             if IS_CAUSAL:
                 # The producer starts at the program's first key's tile (rows before it see no key
                 # here). That tile lies wholly before warpgroup 1's keys; each warpgroup's own
@@ -181,22 +184,26 @@ if hopper.GLUON_IMPORT_ERROR is None:
                 first = pid_n * 2
                 diag = first + WARPGROUP
                 it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
-                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
-                                         dk, dv, it, diag, gl.minimum(diag + 1, n_tiles), lse_base, delta_base,
-                                         keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, s_layout, p_layout)
+                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                         dk, dv, it, diag, gl.minimum(diag + 1, n_tiles),
+                                         keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
                 lo = diag + 1
             else:
                 lo = 0
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
-                                     dk, dv, it, lo, full_tiles, lse_base, delta_base,
-                                     keys, N_Q, qk_scale, False, IS_CAUSAL, STAGES, s_layout, p_layout)
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, q_ready, do_ready, empty, k_smem, v_smem,
-                                     dk, dv, it, gl.maximum(lo, full_tiles), n_tiles, lse_base, delta_base,
-                                     keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, s_layout, p_layout)
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                     dk, dv, it, lo, full_tiles,
+                                     keys, N_Q, qk_scale, False, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                     dk, dv, it, gl.maximum(lo, full_tiles), n_tiles,
+                                     keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
 
         rows = key0 + gl.arange(0, M, layout=gl.SliceLayout(1, acc_layout))
         cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
-        offsets = b * stride_kb + hk * stride_kh + gl.expand_dims(rows, 1) * stride_kn + gl.expand_dims(cols, 0)
+        # dk and dv are contiguous (B, H_KV, N_K, D), so (batch, head) is one row index; int64:
+        # it passes 2**31 on large tensors. (Taken from the program id here, after the loop:
+        # held across it, the batch and head indices were spilled to local memory.)
+        first_row = gl.program_id(1).to(gl.int64) * N_K
+        offsets = (first_row + gl.expand_dims(rows, 1)) * HEAD_DIM + gl.expand_dims(cols, 0)
         # Rows past N_K were computed from the next head's keys (or zeros): never stored.
         keep = gl.expand_dims(rows < N_K, 1)
         # S = scale * Q K^T, so dK picks up the scale (dV does not).
@@ -205,7 +212,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _producer(
-        q_desc, k_desc, v_desc, do_desc, q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+        q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
+        q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
         H, H_KV, N_Q, N_K, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
     ):
         M: gl.constexpr = _M
@@ -214,8 +222,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
         b = bhk // H_KV
         hk = bhk % H_KV
         group = H // H_KV
-        # The descriptors view q, dO as (B*H*N_Q, D) and k, v as (B*H_KV*N_K, D); the launcher
-        # checks those row counts fit TMA's int32 coordinates.
+        # The descriptors view q, dO as (B*H*N_Q, D), lse and delta as (B*H*N_Q,) and k, v as
+        # (B*H_KV*N_K, D); the launcher checks those row counts fit TMA's int32 coordinates.
         kv_row = bhk * N_K + pid_n * (2 * M)
         mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
         for half in gl.static_range(2):  # one 64-key slice per consumer warpgroup
@@ -234,22 +242,23 @@ if hopper.GLUON_IMPORT_ERROR is None:
                 # A fresh mbarrier counts as having completed the phase before phase 0, so the
                 # first pass over the ring does not wait.
                 mbarrier.wait(empty.index(stage), phase ^ 1)
-                # Q and dO on separate barriers: the consumers start S^T = K Q^T before dO lands.
-                mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(q_desc, [q_row + m * M, 0], q_ready.index(stage),
-                                                q_bufs.index(stage))
-                mbarrier.expect(do_ready.index(stage), do_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(do_desc, [q_row + m * M, 0], do_ready.index(stage),
-                                                do_bufs.index(stage))
+                # (Q, lse) and (dO, delta) on separate barriers: the consumers start S^T = K Q^T
+                # before dO lands.
+                row = q_row + m * M
+                mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes + lse_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [row, 0], q_ready.index(stage), q_bufs.index(stage))
+                tma.async_copy_global_to_shared(lse_desc, [row], q_ready.index(stage), lse_bufs.index(stage))
+                mbarrier.expect(do_ready.index(stage), do_desc.block_type.nbytes + delta_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(do_desc, [row, 0], do_ready.index(stage), do_bufs.index(stage))
+                tma.async_copy_global_to_shared(delta_desc, [row], do_ready.index(stage), delta_bufs.index(stage))
                 it += 1
 
     @gluon.jit
     def _hopper_dkdv_kernel(
-        q_desc, k_desc, v_desc, do_desc, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-        stride_kb, stride_kh, stride_kn,
+        q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
         H, H_KV, N_Q, N_K, qk_scale, scale,
         IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -262,6 +271,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
         v_bufs = gl.allocate_shared_memory(dtype, [2, M, HEAD_DIM], v_desc.layout)
         q_bufs = gl.allocate_shared_memory(dtype, [STAGES, M, HEAD_DIM], q_desc.layout)  # the ring
         do_bufs = gl.allocate_shared_memory(dtype, [STAGES, M, HEAD_DIM], do_desc.layout)
+        lse_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, M], lse_desc.layout)
+        delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, M], delta_desc.layout)
         kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         do_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -274,13 +285,12 @@ if hopper.GLUON_IMPORT_ERROR is None:
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
-            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         lse_ptr, delta_ptr, dk_ptr, dv_ptr, stride_kb, stride_kh, stride_kn,
-                         H, H_KV, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, STAGES)),
-            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         lse_ptr, delta_ptr, dk_ptr, dv_ptr, stride_kb, stride_kh, stride_kn,
-                         H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES)),
-            (_producer, (q_desc, k_desc, v_desc, do_desc, q_bufs, do_bufs, k_bufs, v_bufs, kv_bar,
+            (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+                         dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, STAGES, SCHEDULE)),
+            (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+                         dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES, SCHEDULE)),
+            (_producer, (q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
+                         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar,
                          q_ready, do_ready, empty, H, H_KV, N_Q, N_K, IS_CAUSAL, STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
@@ -315,13 +325,20 @@ def _check_statistic(name: str, t: torch.Tensor, q4: torch.Tensor) -> None:
         raise ValueError(f"hopper_dkdv: {name} is on {t.device}, q on {q4.device}")
 
 
-def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None):
+def _row_descriptor(t1d: torch.Tensor):
+    """TMA descriptor over a per-row fp32 statistic, one 64-row tile per copy."""
+    layout = gl.NVMMASharedLayout.get_default_for([ROWS], gl.float32)
+    return hopper.TensorDescriptor.from_tensor(t1d, [ROWS], layout)
+
+
+def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
+                schedule: str = "overlap"):
     """dK and dV of attention on (B, H, N, D) inputs that ``hopper_bwd_problem`` accepts.
 
     ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what
     ``flash._flash_forward`` and ``hopper.hopper_forward`` return); ``delta``: rowsum(dO * O)
     per query row, fp32 (``flash._flash_bwd_preprocess_kernel``). ``stages`` overrides the
-    (Q, dO) ring's depth. Returns (dk, dv) shaped like k and v.
+    (Q, dO) ring's depth; ``schedule`` is one of SCHEDULES. Returns (dk, dv) shaped like k and v.
     """
     problem = hopper_bwd_problem(q4, k4, v4, do4)
     if problem is not None:
@@ -338,6 +355,8 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     stages = STAGES[D] if stages is None else stages
     if not isinstance(stages, int) or stages < 1:
         raise ValueError(f"hopper_dkdv: stages must be a positive int, got {stages!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"hopper_dkdv: schedule must be one of {SCHEDULES}, got {schedule!r}")
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
     if NQ == 0 or NK == 0:
@@ -348,11 +367,13 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
     k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), ROWS)
     v_desc = hopper._descriptor(v4.view(B * H_KV * NK, D), ROWS)
+    lse_desc = _row_descriptor(lse.view(B * H * NQ))
+    delta_desc = _row_descriptor(delta.view(B * H * NQ))
     grid = (triton.cdiv(NK, BLOCK_KEYS), B * H_KV)
     _hopper_dkdv_kernel[grid](
-        q_desc, k_desc, v_desc, do_desc, lse, delta, dk, dv, *dk.stride()[:3],
+        q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk, dv,
         H, H_KV, NQ, NK, scale * hopper.LOG2E, scale,
-        causal, stages, CONSUMER_REGS, PRODUCER_REGS,
+        causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
         num_warps=4, maxnreg=MAXNREG,
     )
     return dk, dv

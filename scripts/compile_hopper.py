@@ -51,7 +51,8 @@ def compile_variant(head_dim: int, causal: bool, dtype: str, schedule: str = "se
                           options={"num_warps": 4, "maxnreg": hopper.MAXNREG})
 
 
-def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, stages: int | None = None):
+def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str = "overlap",
+                        stages: int | None = None):
     """The Gluon dK/dV kernel for one head dim, mask mode and dtype, as the launcher builds it."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -65,12 +66,15 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, stages: int | N
     desc = f"tensordesc<{dtype}[{hopper_bwd.ROWS}, {head_dim}],{layout!r}>"
     fn = hopper_bwd._hopper_dkdv_kernel
     names = [p.name for p in fn.params]
+    row_layout = gl.NVMMASharedLayout.get_default_for([hopper_bwd.ROWS], gl.float32)
+    row_desc = f"tensordesc<fp32[{hopper_bwd.ROWS}],{row_layout!r}>"
     runtime = {"q_desc": desc, "k_desc": desc, "v_desc": desc, "do_desc": desc,
-               "lse_ptr": "*fp32", "delta_ptr": "*fp32", "dk_ptr": f"*{dtype}", "dv_ptr": f"*{dtype}",
-               "stride_kb": "i32", "stride_kh": "i32", "stride_kn": "i32", "H": "i32", "H_KV": "i32",
+               "lse_desc": row_desc, "delta_desc": row_desc, "dk_ptr": f"*{dtype}", "dv_ptr": f"*{dtype}",
+               "H": "i32", "H_KV": "i32",
                "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32", "scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "STAGES": stages or hopper_bwd.STAGES[head_dim],
-                  "CONSUMER_REGS": hopper_bwd.CONSUMER_REGS, "PRODUCER_REGS": hopper_bwd.PRODUCER_REGS}
+                  "CONSUMER_REGS": hopper_bwd.CONSUMER_REGS, "PRODUCER_REGS": hopper_bwd.PRODUCER_REGS,
+                  "SCHEDULE": schedule}
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -136,11 +140,14 @@ def main(argv=None):
 
 
 def report_bwd(sass: bool):
+    from kernels import hopper_bwd
+
     for head_dim in (64, 128):
         for causal in (False, True):
-            for dtype in ("fp16", "bf16"):
-                k, warnings = with_ptxas_warnings(lambda: compile_bwd_variant(head_dim, causal, dtype))
-                print(f"dkdv D={head_dim} causal={causal!s:5} {dtype}: shared={k.metadata.shared} B; "
+            for dtype, schedule in (("fp16", "overlap"), ("bf16", "overlap"), ("fp16", "serial")):
+                k, warnings = with_ptxas_warnings(lambda: compile_bwd_variant(head_dim, causal, dtype, schedule))
+                print(f"dkdv D={head_dim} causal={causal!s:5} {dtype} {schedule:7} "
+                      f"stages={hopper_bwd.STAGES[head_dim]}: shared={k.metadata.shared} B; "
                       f"{resources(k.asm['cubin'])}", flush=True)
                 for line in warnings:
                     print("    ptxas:", line)
