@@ -1,0 +1,399 @@
+"""Check the Gluon dK/dV kernel (kernels/hopper_bwd.py) against float64 and time it beside the
+pointer dK/dV kernel, on an sm90 GPU.
+
+    python3 scripts/hopper_bwd_check.py [--quick] [--case-timeout S] [--out FILE]
+
+A development probe (the site's numbers come from benchmark.py). Every case runs in a worker
+process that the parent watches: a case that hangs (a barrier never completing) or crashes the
+CUDA context is recorded as such, the worker is killed and a fresh one goes on with the next
+case, so the script always ends. Correctness: fresh random inputs, o and lse from our forward,
+delta = rowsum(dO * O), dK/dV from the Gluon kernel into NaN-filled buffers, against float64
+autograd; the error must be at most 2x the pointer kernel's (or 2x PyTorch's own fp16/bf16
+error, whichever is larger) plus one unit in the last place. Timing (do_bench medians): the
+dK/dV kernels alone, then whole backward passes (delta + dK/dV + dQ) with either dK/dV kernel,
+and SDPA's cuDNN backward. Prints a table last; writes JSON to --out, or $OUT/bwd_check.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+# (B, H, H_KV, N_Q, N_K): ragged on both sides, Nq != Nk, GQA and MQA, one query row.
+SHAPES = [
+    (1, 4, 4, 1000, 1030),
+    (2, 8, 2, 4096, 4096),
+    (1, 4, 4, 4111, 4096),
+    (2, 3, 3, 7, 100),
+    (1, 4, 1, 257, 130),
+    (1, 2, 2, 1, 300),
+    (2, 2, 2, 128, 128),
+    (1, 2, 2, 63, 257),
+]
+QUICK_SHAPES = SHAPES[:3]
+# (B, H, N, D): the timing shapes, fp16 and bf16, full and causal.
+TIMING = [(4, 16, 8192, 128), (4, 32, 8192, 64)]
+
+
+def correctness_cases(quick: bool):
+    for shape in QUICK_SHAPES if quick else SHAPES:
+        for head_dim in (64, 128):
+            for dtype in ("float16", "bfloat16"):
+                for causal in (False, True):
+                    schedules = ("overlap", "serial") if dtype == "float16" else ("overlap",)
+                    yield {"kind": "check", "shape": shape, "D": head_dim, "dtype": dtype, "causal": causal,
+                           "schedules": schedules}
+
+
+def timing_cases(bf16: bool):
+    for B, H, N, D in TIMING:
+        for dtype in ("float16", "bfloat16") if bf16 else ("float16",):
+            for causal in (False, True):
+                yield {"kind": "time", "shape": (B, H, H, N, N), "D": D, "dtype": dtype, "causal": causal}
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _setup(case):
+    import torch
+
+    from kernels import flash
+
+    B, H, H_KV, NQ, NK = case["shape"]
+    D = case["D"]
+    dtype = getattr(torch, case["dtype"])
+    q = torch.randn(B, H, NQ, D, device="cuda").to(dtype)
+    k = torch.randn(B, H_KV, NK, D, device="cuda").to(dtype)
+    v = torch.randn(B, H_KV, NK, D, device="cuda").to(dtype)
+    do = torch.randn(B, H, NQ, D, device="cuda").to(dtype)
+    scale = D**-0.5
+    o, lse, _ = flash._flash_forward(q, k, v, case["causal"], scale, "ieee")
+    delta = (o.float() * do.float()).sum(-1).contiguous()  # what the preprocess kernel computes
+    return q, k, v, do, o, lse, delta, scale
+
+
+def pointer_dkdv(q4, k4, v4, do4, lse, delta, causal, scale):
+    """The pointer dK/dV kernel alone, launched as ``flash._flash_backward`` launches it."""
+    import torch
+    import triton
+
+    from kernels import flash
+
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    head_dim = flash._head_dim(D)
+    dk = torch.empty_like(k4)
+    dv = torch.empty_like(v4)
+    tune_n = flash._tune_n(NQ, NK)
+    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
+    flash._launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV),
+                  (q4, k4, v4, do4, lse, delta, dk, dv),
+                  (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
+                   H, H_KV, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
+                  meta, (tune_n, q4.dtype, do4.dtype))
+    return dk, dv
+
+
+def hybrid_backward(do4, q4, k4, v4, o4, lse, causal, scale, schedule):
+    """A whole backward pass as ``flash._flash_backward`` runs it, with the Gluon dK/dV kernel
+    in place of the pointer one: the preprocess kernel (delta), Gluon dK/dV, pointer dQ."""
+    import torch
+    import triton
+
+    from kernels import flash, hopper_bwd
+
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    head_dim = flash._head_dim(D)
+    delta = torch.empty((B, H, NQ), dtype=torch.float32, device=q4.device)
+    flash._DIRECT("pre", flash._flash_bwd_preprocess_kernel, (triton.cdiv(NQ, 64), B * H),
+                  (o4, do4, delta), (*o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=64))
+    dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do4, lse, delta, causal, scale, schedule=schedule)
+    dq = torch.empty_like(q4)
+    tune_n = flash._tune_n(NQ, NK)
+    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
+    flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
+                  (q4, k4, v4, do4, lse, delta, dq),
+                  (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
+                   H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
+                  meta, (tune_n, q4.dtype, do4.dtype))
+    return dq, dk, dv
+
+
+def _err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def run_check(case):
+    import torch
+    import torch.nn.functional as F
+
+    from kernels import hopper_bwd
+    from kernels.reference import reference_attention
+
+    q, k, v, do, o, lse, delta, scale = _setup(case)
+    causal = case["causal"]
+    # float64 autograd on batch 0 only (dK, dV of batch 0 depend on batch 0 alone): memory.
+    q0, k0, v0 = (t[:1].double().requires_grad_(True) for t in (q, k, v))
+    reference_attention(q0, k0, v0, causal=causal, scale=scale).backward(do[:1].double())
+    ref = {"dk": k0.grad, "dv": v0.grad}
+    # PyTorch's own low-precision backward (SDPA, any backend), the usual yardstick.
+    qt, kt, vt = (t[:1].detach().clone().requires_grad_(True) for t in (q, k, v))
+    group = q.shape[1] // k.shape[1]
+    F.scaled_dot_product_attention(qt, kt.repeat_interleave(group, 1), vt.repeat_interleave(group, 1),
+                                   is_causal=causal, scale=scale).backward(do[:1])
+    torch_err = {"dk": _err(kt.grad, ref["dk"]), "dv": _err(vt.grad, ref["dv"])}
+    pk, pv = pointer_dkdv(q, k, v, do, lse, delta, causal, scale)
+    pointer_err = {"dk": _err(pk[:1], ref["dk"]), "dv": _err(pv[:1], ref["dv"])}
+    ulp = {n: torch.finfo(q.dtype).eps * max(1.0, ref[n].abs().max().item()) for n in ref}
+    tol = {n: 2 * max(pointer_err[n], torch_err[n]) + ulp[n] for n in ref}
+    result = {"torch_err": torch_err, "pointer_err": pointer_err, "tol": tol, "schedules": {}}
+    ok = True
+    for schedule in case["schedules"]:
+        dk, dv = hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
+        torch.cuda.synchronize()
+        row = {"unwritten": int(dk.isnan().sum().item() + dv.isnan().sum().item()),
+               "dk": _err(dk[:1], ref["dk"]), "dv": _err(dv[:1], ref["dv"]),
+               # every batch, against the pointer kernel (no float64 there: memory)
+               "dk_vs_pointer": _err(dk, pk), "dv_vs_pointer": _err(dv, pv)}
+        row["ok"] = row["unwritten"] == 0 and row["dk"] <= tol["dk"] and row["dv"] <= tol["dv"]
+        ok = ok and row["ok"]
+        result["schedules"][schedule] = row
+    result["ok"] = ok
+    return result
+
+
+def run_timing(case):
+    import torch
+    import torch.nn.functional as F
+    import triton
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from kernels import flash, hopper_bwd
+
+    q, k, v, do, o, lse, delta, scale = _setup(case)
+    causal = case["causal"]
+    B, H, _, N, _ = case["shape"]
+    D = case["D"]
+    flops = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)  # the forward's, FA convention
+    stages = hopper_bwd.STAGES[D]
+    other_stages = 3 if D == 128 else 4
+    providers = {
+        "pointer_dkdv": lambda: pointer_dkdv(q, k, v, do, lse, delta, causal, scale),
+        "gluon_overlap": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale),
+        "gluon_serial": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule="serial"),
+        f"gluon_stages{other_stages}": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale,
+                                                                      stages=other_stages),
+        "pointer_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee"),
+        "hybrid_bwd": lambda: hybrid_backward(do, q, k, v, o, lse, causal, scale, "overlap"),
+    }
+    qc, kc, vc = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        out = F.scaled_dot_product_attention(qc, kc, vc, is_causal=causal, scale=scale)
+
+    def cudnn_bwd():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return torch.autograd.grad(out, (qc, kc, vc), do, retain_graph=True)
+    providers["cudnn_bwd"] = cudnn_bwd
+    # The dK/dV kernels do 4 of the backward's 5 matmuls: 2.0x the forward's FLOPs; a whole
+    # backward is 2.5x (the FA convention).
+    work = {name: (2.5 if name.endswith("_bwd") else 2.0) * flops for name in providers}
+    result = {"stages_default": stages}
+    for name, fn in providers.items():
+        try:
+            ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+            result[name] = {"ms": ms, "tflops": work[name] / ms / 1e9}
+        except Exception as exc:  # noqa: BLE001 - a provider that cannot run is recorded, not fatal
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["ok"] = True
+    return result
+
+
+def worker(cases, start):
+    import torch
+
+    print(f"@@DEVICE {json.dumps(torch.cuda.get_device_name())}", flush=True)
+    for index in range(start, len(cases)):
+        case = cases[index]
+        print(f"@@START {index}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            result = (run_check if case["kind"] == "check" else run_timing)(case)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which starts a fresh worker
+            print("@@RESULT " + json.dumps({"index": index, "status": "error",
+                                            "error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
+            return 3  # the CUDA context may be unusable: let the parent start a fresh process
+        result.update(index=index, status="ok" if result["ok"] else "wrong", seconds=time.perf_counter() - t0)
+        print("@@RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def run_phase(cases, env_extra, case_timeout, deadline):
+    """Run ``cases`` in worker processes; returns (one record per case, in order; the GPU's name)."""
+    records, device, start = {}, None, 0
+    while start < len(cases):
+        if time.monotonic() > deadline:
+            for i in range(start, len(cases)):
+                records[i] = {"index": i, "status": "skipped", "error": "this phase's time ran out"}
+            break
+        cmd = [sys.executable, __file__, "--worker", "--start", str(start), "--phase-json", json.dumps(cases)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, **env_extra), start_new_session=True)
+        lines = queue.Queue()  # a reader thread, so a silent worker never blocks the clock
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)],
+                         daemon=True).start()
+        current, case_started, tail = None, time.monotonic(), []
+        while True:
+            # Before the first case: start-up and the first compilations, so twice the time.
+            limit = case_timeout if current is not None else 2 * case_timeout
+            wait = min(case_started + limit, deadline) - time.monotonic()
+            try:
+                line = lines.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                os.killpg(proc.pid, signal.SIGKILL)
+                if current is not None:
+                    records[current] = {"index": current, "status": "timeout",
+                                        "error": f"no result within {limit:.0f} s (a hang?)"}
+                    print(summary_line(cases[current], records[current]), flush=True)
+                    current = None
+                break
+            if line is None:  # the worker exited
+                break
+            if line.startswith("@@START"):
+                current, case_started = int(line.split()[1]), time.monotonic()
+            elif line.startswith("@@RESULT"):
+                record = json.loads(line[len("@@RESULT "):])
+                records[record["index"]] = record
+                print(summary_line(cases[record["index"]], record), flush=True)
+                current = None
+            elif line.startswith("@@DEVICE"):
+                device = json.loads(line.split(" ", 1)[1])
+            else:
+                tail = (tail + [line.rstrip()])[-20:]
+        proc.wait()
+        if current is not None:  # the worker died inside a case
+            records[current] = {"index": current, "status": "crashed", "error": "\n".join(tail)[-800:]}
+            print(summary_line(cases[current], records[current]), flush=True)
+        done = [i for i in records if i >= start]
+        if not done:  # it died before its first case: record that on the case it would have run
+            records[start] = {"index": start, "status": "crashed", "error": "\n".join(tail)[-800:]}
+            print(summary_line(cases[start], records[start]), flush=True)
+            done = [start]
+        start = max(done) + 1
+    return [records.get(i, {"index": i, "status": "missing"}) for i in range(len(cases))], device
+
+
+def case_name(case):
+    B, H, H_KV, NQ, NK = case["shape"]
+    return (f"{case['dtype'][:4]} B{B} H{H}/{H_KV} Nq{NQ} Nk{NK} D{case['D']} "
+            f"{'causal' if case['causal'] else 'full'}")
+
+
+def summary_line(case, record):
+    name = case_name(case)
+    if record.get("status") not in ("ok", "wrong"):
+        return f"{name:44} {record.get('status').upper()}: {record.get('error', '')[:200]}"
+    if case["kind"] == "check":
+        parts = []
+        for schedule, row in record["schedules"].items():
+            parts.append(f"{schedule}: dk {row['dk']:.2e} dv {row['dv']:.2e}"
+                         f"{' NaN=' + str(row['unwritten']) if row['unwritten'] else ''}{'' if row['ok'] else ' FAIL'}")
+        return (f"{name:44} tol dk {record['tol']['dk']:.2e} dv {record['tol']['dv']:.2e} "
+                f"(pointer {record['pointer_err']['dk']:.1e}/{record['pointer_err']['dv']:.1e}, "
+                f"torch {record['torch_err']['dk']:.1e}/{record['torch_err']['dv']:.1e}); " + "; ".join(parts))
+    cells = []
+    for name_, value in record.items():
+        if isinstance(value, dict) and "ms" in value:
+            cells.append(f"{name_} {value['ms']:.3f} ms ({value['tflops']:.0f})")
+        elif isinstance(value, dict) and "error" in value:
+            cells.append(f"{name_} ERROR {value['error'][:80]}")
+    return f"{name:44} " + ", ".join(cells)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="correctness on three shapes only")
+    parser.add_argument("--no-timing", action="store_true", help="correctness only")
+    parser.add_argument("--bf16-timing", action="store_true", help="time bf16 too (fp16 only by default)")
+    parser.add_argument("--case-timeout", type=float, default=90.0,
+                        help="seconds one case may take before its worker is killed (default 90)")
+    parser.add_argument("--total-timeout", type=float, default=420.0,
+                        help="seconds for the whole script, 60%% of it for correctness; cases left when "
+                             "a phase's time runs out are skipped (default 420)")
+    parser.add_argument("--out", default=None, help="JSON output (default: $OUT/bwd_check.json if OUT is set)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--phase-json", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if args.worker:
+        cases = json.loads(args.phase_json)
+        for case in cases:
+            case["shape"] = tuple(case["shape"])
+        return worker(cases, args.start)
+
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+        print("hopper_bwd_check: needs an sm90 (Hopper) GPU", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    checks = list(correctness_cases(args.quick))
+    # Correctness: NaN-filled outputs everywhere, one fixed pointer tile (no autotuning: it would
+    # compile every candidate for every shape).
+    check_records, device = run_phase(checks, {"KERNELS_POISON_OUTPUTS": "1", "KERNELS_AUTOTUNE": "0"},
+                                      args.case_timeout, started + 0.6 * args.total_timeout)
+    timings, timing_records = [], []
+    if not args.no_timing:
+        timings = list(timing_cases(args.bf16_timing))
+        # Timing: plain outputs, the pointer kernels autotuned as flash_attention runs them.
+        timing_records, device_t = run_phase(timings, {"KERNELS_POISON_OUTPUTS": "0"}, args.case_timeout * 2,
+                                             started + args.total_timeout)
+        device = device or device_t
+
+    print(f"\n{device}: Gluon dK/dV against float64 ({len(checks)} cases)")
+    bad = 0
+    for case, record in zip(checks, check_records):
+        if record.get("status") != "ok":
+            bad += 1
+            print("  NOT OK:", summary_line(case, record))
+    print(f"  {len(checks) - bad} ok, {bad} not ok")
+    if timings:
+        print(f"\n{'case':44} {'ptr dkdv':>9} {'overlap':>9} {'serial':>9} {'stages':>9} {'ptr bwd':>9} "
+              f"{'hyb bwd':>9} {'cudnn':>9}  ms; overlap/ptr dkdv, hybrid/cudnn bwd")
+        for case, record in zip(timings, timing_records):
+            if record.get("status") != "ok":
+                print(summary_line(case, record))
+                continue
+            stage_key = next(key for key in record if key.startswith("gluon_stages"))
+
+            def ms(key):
+                return record[key].get("ms", float("nan"))
+            print(f"{case_name(case):44} {ms('pointer_dkdv'):9.3f} {ms('gluon_overlap'):9.3f} {ms('gluon_serial'):9.3f} "
+                  f"{ms(stage_key):9.3f} {ms('pointer_bwd'):9.3f} {ms('hybrid_bwd'):9.3f} {ms('cudnn_bwd'):9.3f}  "
+                  f"{ms('pointer_dkdv') / ms('gluon_overlap'):.2f}x, {ms('cudnn_bwd') / ms('hybrid_bwd'):.2f}x")
+    out = args.out or (os.path.join(os.environ["OUT"], "bwd_check.json") if os.environ.get("OUT") else None)
+    if out:
+        import triton
+        with open(out, "w") as f:
+            json.dump({"gpu": device, "torch": torch.__version__, "triton": triton.__version__,
+                       "checks": [dict(case, **record) for case, record in zip(checks, check_records)],
+                       "timings": [dict(case, **record) for case, record in zip(timings, timing_records)]},
+                      f, indent=1)
+        print(f"wrote {out}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
