@@ -1,7 +1,7 @@
 """The attention backward's dK/dV pass for Hopper, in Gluon, in the style of ``hopper.py``.
 
-FlashAttention-3's backward (https://arxiv.org/abs/2407.08608, section 3 and appendix B),
-dK and dV part: each program owns 128 keys of one (batch, k/v head) and keeps their K and V
+FlashAttention-3's backward (https://arxiv.org/abs/2407.08608, section 3 and the backward
+algorithm in its appendix), dK and dV part: each program owns 128 keys of one (batch, k/v head) and keeps their K and V
 tiles in shared memory while every query tile that can see them streams past.
 
 - a *producer* warp copies K and V once with TMA, then streams (Q, dO) tile pairs of 64
@@ -23,20 +23,25 @@ tiles in shared memory while every query tile that can see them streams past.
 
 dQ is not computed here: the pointer kernel's separate pass (``flash._flash_bwd_dq_kernel``)
 does it. FA3 instead writes dS to shared memory and adds dQ = dS K into an fp32 buffer with
-atomics from this same loop; both designs start from this kernel, which is why the loop
-keeps Q's stage alive until dK's product is done.
+atomics from this same loop; that design would extend ``_dkdv_tiles`` (dS^T is already in
+registers there, and K is resident), so both stay open.
 
-Budget, per program (checked against the compiled kernel by ``scripts/compile_hopper.py
---kernel bwd``):
+Budget, per program, checked against the compiled kernel (``scripts/compile_hopper.py
+--kernel bwd``, Triton 3.6's ptxas, sm_90a):
 
-- shared memory: K and V resident, 2 x 128 x D x 2 B (64 KB at D = 128, 32 KB at D = 64),
-  plus STAGES x (Q + dO) tiles of 64 x D x 2 B each (32 KB a stage at D = 128, 16 KB at
-  D = 64), plus the mbarriers: 2 stages at D = 128 make 128 KB, 3 at D = 64 make 80 KB,
-  within the 227 KB an SM offers one block. One program per SM (registers decide that).
-- registers per consumer thread (128 threads a warpgroup): dK and dV, 2 x 64 x D fp32
-  = 128 registers at D = 128 (64 at D = 64); S^T and dP^T, 2 x 64 x 64 fp32 = 64; P^T
-  and dS^T as 16-bit A operands, 16 each; lse and delta for the tile's 64 columns. About
-  230 at D = 128: the consumers get 240 (``setmaxnreg``), the producer warp 24.
+- shared memory: K and V resident, 2 x 128 x D x 2 B (64 KB at D = 128, 32 KB at D = 64);
+  per stage of the ring a Q and a dO tile, 2 x 64 x D x 2 B, with their 64 lse and delta
+  values, 2 x 64 x 4 B (32.5 KB a stage at D = 128, 16.5 KB at D = 64); and the mbarriers.
+  2 stages at D = 128 make 132,432 B, 3 at D = 64 make 83,840 B (compiled), within the
+  227 KB an SM offers one block. One program per SM either way: registers decide that.
+- registers per consumer thread (128 threads a warpgroup): dK and dV, 2 x 64 x D fp32 =
+  128 at D = 128 (64 at D = 64); S^T and dP^T, 2 x 64 x 64 fp32 = 64; P^T and dS^T as
+  16-bit A operands, 16 each; lse and delta, 16 each, briefly. That is the whole 240 the
+  consumers get (``setmaxnreg``; the producer warp keeps 24): the compiled D = 128 kernel
+  uses registers up to R237 and spills nothing. lse and delta travel by TMA with Q and dO
+  and are read from shared memory where they are used: loaded from global memory instead,
+  their loads were hoisted out of the loop with 64-bit addresses held in registers, and
+  ptxas spilled 248 B per thread.
 
 Scope: as ``hopper.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
 causal top-left as ``flash.py``, any Nq and Nk). ``hopper_bwd_problem`` says why an input
@@ -164,8 +169,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
         pid_n = gl.program_id(0)
         group = H // H_KV
-        key0 = pid_n * (2 * M) + WARPGROUP * M  # this warpgroup's first key
-        keys = key0 + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))  # S^T's rows
+        # This warpgroup's keys, S^T's rows (the causal mask's; the epilogue derives them again).
+        keys = pid_n * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))
 
         dk = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
         dv = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
@@ -197,11 +202,12 @@ if hopper.GLUON_IMPORT_ERROR is None:
                                      dk, dv, it, gl.maximum(lo, full_tiles), n_tiles,
                                      keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
 
-        rows = key0 + gl.arange(0, M, layout=gl.SliceLayout(1, acc_layout))
+        # Program ids are read again here rather than held across the loop, where every
+        # register is taken (held, they were spilled to local memory).
+        rows = gl.program_id(0) * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, acc_layout))
         cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
         # dk and dv are contiguous (B, H_KV, N_K, D), so (batch, head) is one row index; int64:
-        # it passes 2**31 on large tensors. (Taken from the program id here, after the loop:
-        # held across it, the batch and head indices were spilled to local memory.)
+        # it passes 2**31 on large tensors.
         first_row = gl.program_id(1).to(gl.int64) * N_K
         offsets = (first_row + gl.expand_dims(rows, 1)) * HEAD_DIM + gl.expand_dims(cols, 0)
         # Rows past N_K were computed from the next head's keys (or zeros): never stored.

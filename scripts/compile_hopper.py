@@ -82,19 +82,24 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str =
 
 
 def with_ptxas_warnings(build):
-    """Run ``build()`` and return (its result, ptxas's warning lines): Triton prints the ptxas
-    log to stdout when asked, and drops it otherwise."""
+    """Run ``build()`` and return (its result, ptxas's warning lines, e.g. C7508 "wgmma
+    serialized"). Triton prints the ptxas log to stdout when asked and drops it otherwise; a
+    kernel found in Triton's cache runs no ptxas, so the cache is bypassed here."""
     import triton
 
     out = io.StringIO()
-    old = triton.knobs.nvidia.dump_ptxas_log
-    triton.knobs.nvidia.dump_ptxas_log = True
+    knobs = triton.knobs
+    old = knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile
+    knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = True, True
     try:
         with contextlib.redirect_stdout(out):
             result = build()
     finally:
-        triton.knobs.nvidia.dump_ptxas_log = old
-    return result, [line.strip() for line in out.getvalue().splitlines() if "warning" in line.lower()]
+        knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = old
+    log = out.getvalue()
+    if "ptxas info" not in log:
+        raise RuntimeError("no ptxas log came back: cannot tell whether ptxas warned")
+    return result, [line.strip() for line in log.splitlines() if "warning" in line.lower()]
 
 
 def cuobjdump(cubin: bytes, flag: str) -> str:
@@ -149,8 +154,7 @@ def report_bwd(sass: bool):
                 print(f"dkdv D={head_dim} causal={causal!s:5} {dtype} {schedule:7} "
                       f"stages={hopper_bwd.STAGES[head_dim]}: shared={k.metadata.shared} B; "
                       f"{resources(k.asm['cubin'])}", flush=True)
-                for line in warnings:
-                    print("    ptxas:", line)
+                print("    ptxas warnings:", warnings or "none")
                 if sass:
                     mix = sass_mix(k.asm["cubin"])
                     keep = {op: n for op, n in mix.items()
@@ -159,10 +163,12 @@ def report_bwd(sass: bool):
                     print("    setmaxnreg:", setmaxnreg(k.asm["cubin"]))
 
 
-def setmaxnreg(cubin: bytes) -> list[str]:
-    """Each USETMAXREG instruction as written in the SASS (dealloc/alloc and register count)."""
+def setmaxnreg(cubin: bytes) -> dict[str, int]:
+    """The distinct USETMAXREG forms in the SASS (dealloc/alloc, register count in hex) and how
+    often each occurs."""
     text = cuobjdump(cubin, "-sass")
-    return [" ".join(m.split()) for m in re.findall(r"USETMAXREG[^;]*", text)]
+    forms = (re.sub(r"UP\d+, ", "", " ".join(m.split())) for m in re.findall(r"USETMAXREG[^;]*", text))
+    return dict(sorted(collections.Counter(forms).items()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""The Gluon dK/dV kernel (kernels/hopper_bwd.py): on an sm90 GPU against float64 autograd,
+elsewhere the reasons it declines and the errors its launcher raises."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from kernels import flash, hopper, hopper_bwd
+from kernels.reference import reference_attention
+
+from conftest import max_err, rand, tolerance, torch_lowp_attention
+
+ON_HOPPER = (not hopper.INTERPRET and torch.cuda.is_available()
+             and torch.cuda.get_device_capability() == (9, 0) and hopper.GLUON_IMPORT_ERROR is None)
+gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+
+# (B, H, H_KV, N_Q, N_K): one row, one key, ragged lengths on both sides (not multiples of the
+# 64-row query tiles or the 128-key blocks), Nq < Nk and Nq > Nk (causal: key blocks no query
+# sees), GQA and MQA (several query heads per program), exact multiples.
+SHAPES = [
+    (1, 1, 1, 1, 1),
+    (2, 3, 3, 7, 100),
+    (1, 2, 2, 63, 257),
+    (2, 4, 2, 100, 63),
+    (1, 4, 1, 257, 130),
+    (2, 2, 2, 128, 128),
+    (1, 4, 4, 1000, 1030),
+    (1, 2, 2, 129, 700),
+]
+
+
+def inputs(B, H, H_KV, NQ, NK, head_dim, dtype, causal):
+    """q, k, v, dO, and the forward's lse and delta = rowsum(dO * O) as the backward gets them."""
+    q = rand(B, H, NQ, head_dim, dtype=dtype)
+    k, v = rand(B, H_KV, NK, head_dim, dtype=dtype), rand(B, H_KV, NK, head_dim, dtype=dtype)
+    do = rand(B, H, NQ, head_dim, dtype=dtype)
+    scale = head_dim**-0.5
+    o, lse, _ = flash._flash_forward(q, k, v, causal, scale, "ieee")
+    delta = (o.float() * do.float()).sum(-1).contiguous()
+    return q, k, v, do, lse, delta, scale
+
+
+def reference_grads(q, k, v, do, causal, scale):
+    """dK, dV in float64, and PyTorch's own low-precision dK, dV (the error yardstick)."""
+    q64, k64, v64 = (t.double().requires_grad_(True) for t in (q, k, v))
+    reference_attention(q64, k64, v64, causal=causal, scale=scale).backward(do.double())
+    ql, kl, vl = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    torch_lowp_attention(ql, kl, vl, causal, scale).backward(do)
+    return (k64.grad, v64.grad), (kl.grad, vl.grad)
+
+
+@gpu_only
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("head_dim", hopper.HEAD_DIMS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("schedule", hopper_bwd.SCHEDULES)
+def test_dkdv_matches_float64(shape, head_dim, dtype, causal, schedule):
+    q, k, v, do, lse, delta, scale = inputs(*shape, head_dim, dtype, causal)
+    dk, dv = hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
+    (ref_dk, ref_dv), (low_dk, low_dv) = reference_grads(q, k, v, do, causal, scale)
+    for name, got, ref, low in (("dk", dk, ref_dk, low_dk), ("dv", dv, ref_dv, low_dv)):
+        assert got.shape == ref.shape and got.dtype == dtype
+        assert not got.isnan().any(), f"{name}: an element was never written (outputs start as NaN)"
+        err, tol = max_err(got, ref), tolerance(dtype, ref, max_err(low, ref))
+        assert err <= tol, f"{name}: max abs error {err:.3e} > {tol:.3e}"
+
+
+@gpu_only
+@pytest.mark.parametrize("stages", [1, 3, 4])
+def test_ring_depth_does_not_change_the_result(stages):
+    # One stage: the producer waits for both consumers on every tile; more: it runs ahead.
+    q, k, v, do, lse, delta, scale = inputs(1, 4, 2, 300, 260, 64, torch.float16, True)
+    want = hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, True, scale)
+    got = hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, True, scale, stages=stages)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)  # same products in the same order: bit-identical
+
+
+@gpu_only
+def test_fresh_inputs_each_call_give_fresh_outputs():
+    # The same launch twice on different data: a cached or stale result would match the first.
+    first = inputs(2, 2, 2, 300, 300, 128, torch.float16, False)
+    dk1, _ = hopper_bwd.hopper_dkdv(*first[:6], False, first[6])
+    second = inputs(2, 2, 2, 300, 300, 128, torch.float16, False)
+    dk2, _ = hopper_bwd.hopper_dkdv(*second[:6], False, second[6])
+    q, k, v, do = second[:4]
+    (ref_dk, _), _ = reference_grads(q, k, v, do, False, second[6])
+    assert max_err(dk2, ref_dk) < max_err(dk1, ref_dk)
+
+
+@gpu_only
+def test_launcher_checks_its_arguments():
+    q, k, v, do, lse, delta, scale = inputs(1, 2, 2, 64, 64, 64, torch.float16, False)
+    with pytest.raises(ValueError, match="lse"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse[..., :-1], delta, False, scale)
+    with pytest.raises(ValueError, match="delta"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta.double(), False, scale)
+    with pytest.raises(ValueError, match="schedule"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, False, scale, schedule="pingpong")
+    with pytest.raises(ValueError, match="stages"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, False, scale, stages=0)
+    with pytest.raises(TypeError, match="causal"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, 1, scale)
+    with pytest.raises(ValueError, match="contiguous"):
+        hopper_bwd.hopper_dkdv(q, k, v, do.transpose(1, 2).contiguous().transpose(1, 2), lse, delta, False, scale)
+    assert "do has shape" in hopper_bwd.hopper_bwd_problem(q, k, v, do[:, :1])
+    assert "float16" in hopper_bwd.hopper_bwd_problem(q.float(), k.float(), v.float())
+    assert "head dim" in hopper_bwd.hopper_bwd_problem(q[..., :40].contiguous(), k[..., :40].contiguous(),
+                                                       v[..., :40].contiguous())
+
+
+def test_declines_with_a_reason_off_hopper():
+    if ON_HOPPER:
+        pytest.skip("on Hopper the kernel runs: test_launcher_checks_its_arguments covers its refusals")
+    q = torch.zeros(1, 2, 8, 64, dtype=torch.float16, device="cpu")
+    lse = torch.zeros(1, 2, 8, dtype=torch.float32)
+    reason = hopper_bwd.hopper_bwd_problem(q, q, q, q)
+    assert reason  # interpreter, no Gluon, not CUDA or not sm90: each says so
+    assert reason == hopper.hopper_problem(q, q, q)  # the forward's scope, one sentence for both
+    with pytest.raises(ValueError, match="hopper_dkdv: " + re.escape(reason)):
+        hopper_bwd.hopper_dkdv(q, q, q, q, lse, lse, False, 0.125)
