@@ -67,6 +67,10 @@ if hopper.GLUON_IMPORT_ERROR is None:
         warpgroup_mma_wait,
     )
 
+    # TMA's global-to-shared copy: ``async_copy_global_to_shared`` in Triton 3.6, ``async_load``
+    # (same arguments) in Triton 3.9, where the old name is kept only to raise an error.
+    _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
+
 ROWS = hopper.ROWS_PER_WARPGROUP  # 64: keys per consumer warpgroup and query rows per streamed tile
 BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
 # (Q, dO) stages in the ring per head dim: see the shared-memory budget above.
@@ -233,8 +237,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
         kv_row = bhk * N_K + pid_n * (2 * M)
         mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
         for half in gl.static_range(2):  # one 64-key slice per consumer warpgroup
-            tma.async_copy_global_to_shared(k_desc, [kv_row + half * M, 0], kv_bar, k_bufs.index(half))
-            tma.async_copy_global_to_shared(v_desc, [kv_row + half * M, 0], kv_bar, v_bufs.index(half))
+            _tma_load(k_desc, [kv_row + half * M, 0], kv_bar, k_bufs.index(half))
+            _tma_load(v_desc, [kv_row + half * M, 0], kv_bar, v_bufs.index(half))
 
         first = 0
         if IS_CAUSAL:
@@ -252,11 +256,11 @@ if hopper.GLUON_IMPORT_ERROR is None:
                 # before dO lands.
                 row = q_row + m * M
                 mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes + lse_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(q_desc, [row, 0], q_ready.index(stage), q_bufs.index(stage))
-                tma.async_copy_global_to_shared(lse_desc, [row], q_ready.index(stage), lse_bufs.index(stage))
+                _tma_load(q_desc, [row, 0], q_ready.index(stage), q_bufs.index(stage))
+                _tma_load(lse_desc, [row], q_ready.index(stage), lse_bufs.index(stage))
                 mbarrier.expect(do_ready.index(stage), do_desc.block_type.nbytes + delta_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(do_desc, [row, 0], do_ready.index(stage), do_bufs.index(stage))
-                tma.async_copy_global_to_shared(delta_desc, [row], do_ready.index(stage), delta_bufs.index(stage))
+                _tma_load(do_desc, [row, 0], do_ready.index(stage), do_bufs.index(stage))
+                _tma_load(delta_desc, [row], do_ready.index(stage), delta_bufs.index(stage))
                 it += 1
 
     @gluon.jit
