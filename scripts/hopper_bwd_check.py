@@ -196,12 +196,13 @@ def run_timing(case):
         "hybrid_bwd": lambda: hybrid_backward(do, q, k, v, o, lse, causal, scale, "overlap"),
     }
     qc, kc, vc = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        out = F.scaled_dot_product_attention(qc, kc, vc, is_causal=causal, scale=scale)
+    graph = {}
 
-    def cudnn_bwd():
+    def cudnn_bwd():  # the backward alone: the forward runs once, on the first call
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return torch.autograd.grad(out, (qc, kc, vc), do, retain_graph=True)
+            if "out" not in graph:
+                graph["out"] = F.scaled_dot_product_attention(qc, kc, vc, is_causal=causal, scale=scale)
+            return torch.autograd.grad(graph["out"], (qc, kc, vc), do, retain_graph=True)
     providers["cudnn_bwd"] = cudnn_bwd
     # The dK/dV kernels do 4 of the backward's 5 matmuls: 2.0x the forward's FLOPs; a whole
     # backward is 2.5x (the FA convention).
@@ -217,6 +218,41 @@ def run_timing(case):
     return result
 
 
+def run_warm(case):
+    """Compile, without timing, every kernel ``run_timing`` launches for this case: each
+    pointer candidate tile (the autotuner then finds them in Triton's cache and only times
+    them), and the Gluon variants. Runs in parallel with other cases; timing never does."""
+    import torch
+    import triton
+
+    from kernels import flash, hopper_bwd
+
+    q, k, v, do, o, lse, delta, scale = _setup(case)
+    causal = case["causal"]
+    B, H, NQ, D = q.shape
+    H_KV, NK = k.shape[1], k.shape[2]
+    head_dim = flash._head_dim(D)
+    tune_n = flash._tune_n(NQ, NK)
+    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
+    key = (tune_n, q.dtype, do.dtype)
+    args = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
+    for tile in flash.candidate_tiles("dkdv", head_dim):
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        flash._launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV), (q, k, v, do, lse, delta, dk, dv),
+                      (*args, *dk.stride(), H, H_KV, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
+                      meta, key, tile=tile)
+    for tile in flash.candidate_tiles("dq", head_dim):
+        dq = torch.empty_like(q)
+        flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H), (q, k, v, do, lse, delta, dq),
+                      (*args, *dq.stride(), H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
+                      meta, key, tile=tile)
+    for schedule in hopper_bwd.SCHEDULES:
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
+    hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, stages=3 if D == 128 else 4)
+    hybrid_backward(do, q, k, v, o, lse, causal, scale, "overlap")  # the preprocess kernel
+    return {"ok": True}
+
+
 def worker(cases, start):
     import torch
 
@@ -226,7 +262,7 @@ def worker(cases, start):
         print(f"@@START {index}", flush=True)
         t0 = time.perf_counter()
         try:
-            result = (run_check if case["kind"] == "check" else run_timing)(case)
+            result = {"check": run_check, "time": run_timing, "warm": run_warm}[case["kind"]](case)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which starts a fresh worker
             print("@@RESULT " + json.dumps({"index": index, "status": "error",
                                             "error": f"{type(exc).__name__}: {exc}"[:500]}), flush=True)
@@ -294,6 +330,25 @@ def run_phase(cases, env_extra, case_timeout, deadline):
     return [records.get(i, {"index": i, "status": "missing"}) for i in range(len(cases))], device
 
 
+def run_sharded(cases, env_extra, case_timeout, deadline):
+    """``run_phase`` with one worker per (D, causal) group of cases, the groups in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = {}
+    for index, case in enumerate(cases):
+        groups.setdefault((case["D"], case["causal"]), []).append(index)
+    with ThreadPoolExecutor(len(groups)) as pool:
+        futures = [pool.submit(run_phase, [cases[i] for i in indices], env_extra, case_timeout, deadline)
+                   for indices in groups.values()]
+        results = [future.result() for future in futures]
+    records, device = [None] * len(cases), None
+    for indices, (group_records, group_device) in zip(groups.values(), results):
+        device = device or group_device
+        for i, record in zip(indices, group_records):
+            records[i] = dict(record, index=i)
+    return records, device
+
+
 def case_name(case):
     B, H, H_KV, NQ, NK = case["shape"]
     return (f"{case['dtype'][:4]} B{B} H{H}/{H_KV} Nq{NQ} Nk{NK} D{case['D']} "
@@ -304,6 +359,8 @@ def summary_line(case, record):
     name = case_name(case)
     if record.get("status") not in ("ok", "wrong"):
         return f"{name:44} {record.get('status').upper()}: {record.get('error', '')[:200]}"
+    if case["kind"] == "warm":
+        return f"{name:44} compiled in {record['seconds']:.0f} s"
     if case["kind"] == "check":
         parts = []
         for schedule, row in record["schedules"].items():
@@ -351,14 +408,18 @@ def main(argv=None):
     started = time.monotonic()
     checks = list(correctness_cases(args.quick))
     # Correctness: NaN-filled outputs everywhere, one fixed pointer tile (no autotuning: it would
-    # compile every candidate for every shape).
-    check_records, device = run_phase(checks, {"KERNELS_POISON_OUTPUTS": "1", "KERNELS_AUTOTUNE": "0"},
-                                      args.case_timeout, started + 0.6 * args.total_timeout)
+    # compile every candidate for every shape); one worker per (D, causal), in parallel, so the
+    # compilations (most of the time) use several CPU cores.
+    check_records, device = run_sharded(checks, {"KERNELS_POISON_OUTPUTS": "1", "KERNELS_AUTOTUNE": "0"},
+                                        args.case_timeout, started + 0.6 * args.total_timeout)
     timings, timing_records = [], []
     if not args.no_timing:
         timings = list(timing_cases(args.bf16_timing))
-        # Timing: plain outputs, the pointer kernels autotuned as flash_attention runs them.
-        timing_records, device_t = run_phase(timings, {"KERNELS_POISON_OUTPUTS": "0"}, args.case_timeout * 2,
+        # Compile everything the timing launches first, in parallel; then time one case at a time,
+        # plain outputs, the pointer kernels autotuned as flash_attention runs them.
+        run_sharded([dict(case, kind="warm") for case in timings], {"KERNELS_POISON_OUTPUTS": "0"},
+                    args.case_timeout, started + 0.75 * args.total_timeout)
+        timing_records, device_t = run_phase(timings, {"KERNELS_POISON_OUTPUTS": "0"}, args.case_timeout,
                                              started + args.total_timeout)
         device = device or device_t
 
