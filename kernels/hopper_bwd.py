@@ -50,6 +50,8 @@ is outside it. Gluon kernels do not run in Triton's CPU interpreter.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
@@ -335,10 +337,14 @@ def _check_statistic(name: str, t: torch.Tensor, q4: torch.Tensor) -> None:
         raise ValueError(f"hopper_dkdv: {name} is on {t.device}, q on {q4.device}")
 
 
+@functools.cache
+def _row_layout():
+    return gl.NVMMASharedLayout.get_default_for([ROWS], gl.float32)
+
+
 def _row_descriptor(t1d: torch.Tensor):
     """TMA descriptor over a per-row fp32 statistic, one 64-row tile per copy."""
-    layout = gl.NVMMASharedLayout.get_default_for([ROWS], gl.float32)
-    return hopper.TensorDescriptor.from_tensor(t1d, [ROWS], layout)
+    return hopper.TensorDescriptor(t1d, [t1d.shape[0]], [1], [ROWS], _row_layout())
 
 
 def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
