@@ -226,7 +226,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
     def _producer(
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-        H, H_KV, N_Q, N_K, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+        H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
     ):
         M: gl.constexpr = _M
         pid_n = gl.program_id(0)
@@ -248,6 +248,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
         it = 0
         for g in range(group):
             q_row = (b * H + hk * group + g) * N_Q
+            # lse and delta rows start STAT_STRIDE apart, a multiple of 4 floats: a TMA copy's
+            # start must be 16-byte aligned, which (b*H + h) * N_Q floats is not for odd N_Q.
+            stat_row = (b * H + hk * group + g) * STAT_STRIDE
             for m in range(first, gl.cdiv(N_Q, M)):
                 stage = it % STAGES
                 phase = (it // STAGES) & 1
@@ -259,16 +262,16 @@ if hopper.GLUON_IMPORT_ERROR is None:
                 row = q_row + m * M
                 mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes + lse_desc.block_type.nbytes)
                 _tma_load(q_desc, [row, 0], q_ready.index(stage), q_bufs.index(stage))
-                _tma_load(lse_desc, [row], q_ready.index(stage), lse_bufs.index(stage))
+                _tma_load(lse_desc, [stat_row + m * M], q_ready.index(stage), lse_bufs.index(stage))
                 mbarrier.expect(do_ready.index(stage), do_desc.block_type.nbytes + delta_desc.block_type.nbytes)
                 _tma_load(do_desc, [row, 0], do_ready.index(stage), do_bufs.index(stage))
-                _tma_load(delta_desc, [row], do_ready.index(stage), delta_bufs.index(stage))
+                _tma_load(delta_desc, [stat_row + m * M], do_ready.index(stage), delta_bufs.index(stage))
                 it += 1
 
     @gluon.jit
     def _hopper_dkdv_kernel(
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
-        H, H_KV, N_Q, N_K, qk_scale, scale,
+        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale,
         IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr,
     ):
@@ -303,7 +306,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
                          dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES, SCHEDULE)),
             (_producer, (q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
                          q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar,
-                         q_ready, do_ready, empty, H, H_KV, N_Q, N_K, IS_CAUSAL, STAGES)),
+                         q_ready, do_ready, empty, H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL, STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -340,6 +343,18 @@ def _check_statistic(name: str, t: torch.Tensor, q4: torch.Tensor) -> None:
 @functools.cache
 def _row_layout():
     return gl.NVMMASharedLayout.get_default_for([ROWS], gl.float32)
+
+
+def _aligned_rows(stat: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, H, Nq) fp32 -> a flat buffer whose (b, h) rows start ``stride`` floats apart (a copy
+    only when Nq is not already a multiple of 4; the padding is zeros, read only for rows the
+    kernel masks)."""
+    B, H, NQ = stat.shape
+    if stride == NQ:
+        return stat.view(B * H * NQ)
+    padded = torch.zeros(B * H, stride, dtype=stat.dtype, device=stat.device)
+    padded[:, :NQ] = stat.view(B * H, NQ)
+    return padded.view(B * H * stride)
 
 
 def _row_descriptor(t1d: torch.Tensor):
@@ -383,12 +398,13 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
     k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), ROWS)
     v_desc = hopper._descriptor(v4.view(B * H_KV * NK, D), ROWS)
-    lse_desc = _row_descriptor(lse.view(B * H * NQ))
-    delta_desc = _row_descriptor(delta.view(B * H * NQ))
+    stat_stride = -(-NQ // 4) * 4  # 16-byte aligned rows (see _producer)
+    lse_desc = _row_descriptor(_aligned_rows(lse, stat_stride))
+    delta_desc = _row_descriptor(_aligned_rows(delta, stat_stride))
     grid = (triton.cdiv(NK, BLOCK_KEYS), B * H_KV)
     _hopper_dkdv_kernel[grid](
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk, dv,
-        H, H_KV, NQ, NK, scale * hopper.LOG2E, scale,
+        H, H_KV, NQ, NK, stat_stride, scale * hopper.LOG2E, scale,
         causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
         num_warps=4, maxnreg=MAXNREG,
     )

@@ -71,7 +71,7 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str =
     runtime = {"q_desc": desc, "k_desc": desc, "v_desc": desc, "do_desc": desc,
                "lse_desc": row_desc, "delta_desc": row_desc, "dk_ptr": f"*{dtype}", "dv_ptr": f"*{dtype}",
                "H": "i32", "H_KV": "i32",
-               "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32", "scale": "fp32"}
+               "N_Q": "i32", "N_K": "i32", "STAT_STRIDE": "i32", "qk_scale": "fp32", "scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "STAGES": stages or hopper_bwd.STAGES[head_dim],
                   "CONSUMER_REGS": hopper_bwd.CONSUMER_REGS, "PRODUCER_REGS": hopper_bwd.PRODUCER_REGS,
                   "SCHEDULE": schedule}

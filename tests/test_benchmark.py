@@ -299,6 +299,10 @@ def test_sharded_interpreted_run_merges_into_the_whole_suite(tmp_path, interpret
 
 
 def test_merge_refuses_shards_of_different_commits_and_keeps_the_old_file(tmp_path):
+    from kernels._runtime import interpreter_problem
+
+    if interpreter_problem():  # the shards come from interpreted runs (seen on the GPU box: NumPy 2.5)
+        pytest.skip(interpreter_problem())
     for k, commit in ((1, "aaaa111"), (2, "bbbb222")):
         res = run("--interpret", "--suite", "production", "--shard", f"{k}/2", "--out", str(tmp_path), "--commit", commit)
         assert res.returncode == 0, res.stderr[-2000:]
