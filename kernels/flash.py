@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from . import hopper
+from . import hopper, hopper_bwd
 from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
 
 LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E); exp2 is the native instruction
@@ -610,10 +610,16 @@ def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, ti
     return o4, lse, launch
 
 
-def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precision: str, *, tiles=None):
+def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precision: str, *, tiles=None,
+                    dkdv_backend=None):
     """Launch the three backward kernels; returns (dq, dk, dv). ``tiles`` maps "dkdv" and/or
-    "dq" to a forced (BLOCK_M, BLOCK_N, num_warps, num_stages) (tests); else autotuned."""
+    "dq" to a forced (BLOCK_M, BLOCK_N, num_warps, num_stages) (tests); else autotuned.
+    ``dkdv_backend``: None runs the Gluon dK/dV kernel (``kernels/hopper_bwd.py``) where
+    ``hopper_bwd.auto_applies``, "pointer" forces this file's kernel, "gluon" forces Gluon."""
+    if dkdv_backend not in (None, "pointer", "gluon"):
+        raise ValueError(f"flash_attention: dkdv_backend must be None, 'pointer' or 'gluon', got {dkdv_backend!r}")
     tiles = tiles or {}
+    do4 = do4.contiguous()  # autograd may hand over a strided gradient; TMA reads rows
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(D)
@@ -622,16 +628,22 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     _DIRECT("pre", _flash_bwd_preprocess_kernel, (triton.cdiv(NQ, pre_block), B * H),
             (o4, do4, delta), (*o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=pre_block))
     dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
-    dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
-    dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
     tune_n = _tune_n(NQ, NK)
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision)
     key = (tune_n, q4.dtype, do4.dtype)
-    _launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV),
-            (q4, k4, v4, do4, lse, delta, dk, dv),
-            (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
-             H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
-            meta, key, tile=tiles.get("dkdv"))
+    if dkdv_backend == "gluon" or (dkdv_backend is None and "dkdv" not in tiles
+                                   and hopper_bwd.auto_applies(q4, k4, v4, do4, scale)):
+        if "dkdv" in tiles:
+            raise ValueError("flash_attention: a dK/dV tile applies to the pointer kernel only")
+        dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do4, lse, delta, causal, scale)
+    else:
+        dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
+        dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
+        _launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV),
+                (q4, k4, v4, do4, lse, delta, dk, dv),
+                (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
+                 H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
+                meta, key, tile=tiles.get("dkdv"))
     _launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
             (q4, k4, v4, do4, lse, delta, dq),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
@@ -650,7 +662,9 @@ def dispatch_rule() -> str:
              + ", serial otherwise)")
     return ("forward: split-K (kernels/splitk.py) when the grid has fewer programs than the GPU has SMs and "
             f"each walks at least {splitk.MIN_KEY_TILES} key tiles; else the Gluon Hopper kernel (kernels/hopper.py) "
-            f"{gluon}; else the pointer kernel (kernels/flash.py). backward: the pointer kernels.")
+            f"{gluon}; else the pointer kernel (kernels/flash.py). backward: dK and dV by the Gluon Hopper kernel "
+            "(kernels/hopper_bwd.py) where the forward runs the Gluon kernel, else the pointer kernel; "
+            "dQ by the pointer kernel.")
 
 
 class _FlashAttention(torch.autograd.Function):

@@ -79,6 +79,9 @@ BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgro
 STAGES = {64: 3, 128: 2}
 # How each consumer warpgroup orders its five products per query tile (see _dkdv_tiles).
 SCHEDULES = ("overlap", "serial")
+# The order flash_attention runs: "serial" was faster at all four timed shapes (B4 N8192, D 64/128,
+# causal or not; one run on an H200, PERF_NOTES.md session 7), by 0.6-9%.
+DEFAULT_SCHEDULE = "serial"
 PRODUCER_REGS = hopper.PRODUCER_REGS
 CONSUMER_REGS = hopper.CONSUMER_REGS
 MAXNREG = hopper.MAXNREG
@@ -362,8 +365,14 @@ def _row_descriptor(t1d: torch.Tensor):
     return hopper.TensorDescriptor(t1d, [t1d.shape[0]], [1], [ROWS], _row_layout())
 
 
+def auto_applies(q4, k4, v4, do4, scale: float) -> bool:
+    """Whether ``flash_attention``'s backward should run this dK/dV kernel by itself: where its
+    forward runs the Gluon kernel (``hopper.auto_applies``) and this kernel takes the inputs."""
+    return hopper.auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4, do4) is None
+
+
 def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
-                schedule: str = "overlap"):
+                schedule: str = DEFAULT_SCHEDULE):
     """dK and dV of attention on (B, H, N, D) inputs that ``hopper_bwd_problem`` accepts.
 
     ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what

@@ -126,10 +126,14 @@ def test_declines_with_a_reason_off_hopper():
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 # Grids of at least one program per SM: smaller ones take the split-K path first.
 @pytest.mark.parametrize("shape", [(1, 8, 4, 4096, 4100), (1, 4, 4, 4111, 4096)], ids=lambda s: "x".join(map(str, s)))
-def test_flash_attention_dispatches_and_backward_runs_on_its_lse(shape, causal):
-    # Long enough for flash_attention to pick the Gluon forward; the pointer backward then
-    # rebuilds P from the Gluon kernel's lse, so wrong statistics show up in the gradients.
-    from kernels import flash
+def test_flash_attention_dispatches_and_backward_runs_on_its_lse(shape, causal, monkeypatch):
+    # Long enough for flash_attention to pick the Gluon forward and the Gluon dK/dV kernel; the
+    # backward rebuilds P from the forward's lse, so wrong statistics show up in the gradients.
+    from kernels import flash, hopper_bwd
+
+    calls = []
+    real_dkdv = hopper_bwd.hopper_dkdv
+    monkeypatch.setattr(hopper_bwd, "hopper_dkdv", lambda *a, **kw: calls.append(1) or real_dkdv(*a, **kw))
 
     B, H, H_KV, NQ, NK = shape
     q = rand(B, H, NQ, 128, dtype=torch.float16, requires_grad=True)
@@ -150,6 +154,7 @@ def test_flash_attention_dispatches_and_backward_runs_on_its_lse(shape, causal):
     for got, want, yard in ((out, ref, low), (q.grad, qd.grad, ql.grad), (k.grad, kd.grad, kl.grad),
                             (v.grad, vd.grad, vl.grad)):
         assert max_err(got, want) <= tolerance(torch.float16, want, max_err(yard, want))
+    assert calls == [1], "the backward did not run the Gluon dK/dV kernel"
 
 
 def test_backend_choice_is_checked():
@@ -161,3 +166,5 @@ def test_backend_choice_is_checked():
     with pytest.raises(ValueError, match="Gluon Hopper kernel cannot run here"):
         flash._flash_forward(q, q, q, False, 0.1, "ieee", backend="gluon")  # fp32: outside its scope
     assert not hopper.auto_applies(q, q, q, 0.1)
+    with pytest.raises(ValueError, match="dkdv_backend"):
+        flash._flash_backward(q, q, q, q, q, q[..., 0], False, 0.1, "ieee", dkdv_backend="cuda")
