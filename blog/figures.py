@@ -521,7 +521,7 @@ def _warp_label(role: str, warp: int) -> str:
 def timeline(doc: dict) -> go.Figure:
     """Post 5: what each warp of one program did over time, from Proton's instrumentation. One panel
     per traced case (schedule), one row per warp, one bar per scope; the panels share the time axis.
-    Buttons pick the program when several were traced."""
+    A dropdown picks the program when several were traced."""
     cases = query.timeline_cases(doc)
     if not cases:
         raise ValueError("the timeline holds no event that ran: every record failed")
@@ -558,10 +558,12 @@ def timeline(doc: dict) -> go.Figure:
                             visible=vi == 0, y=[_warp_label(r["role"], r["warp"]) for r in rs],
                             base=[round(r["start"] / 1e3, 4) for r in rs],
                             x=[round((r["end"] - r["start"]) / 1e3, 4) for r in rs],
-                            customdata=[round(r["start"] / 1e3, 4) for r in rs],
+                            # Start and length from customdata: with a base, plotly.js hovers x as the bar's end.
+                            customdata=[[round(r["start"] / 1e3, 4), round((r["end"] - r["start"]) / 1e3, 4)]
+                                        for r in rs],
                             marker=dict(color=colors[scope], line=dict(width=0)), row=i + 1, col=1,
-                            hovertemplate="%{y}<br><b>" + scope + "</b> from %{customdata:.3f} µs, "
-                                          "%{x:.3f} µs long<extra></extra>")
+                            hovertemplate="%{y}<br><b>" + scope + "</b> from %{customdata[0]:.3f} µs, "
+                                          "%{customdata[1]:.3f} µs long<extra></extra>")
                 visibility.append(vi)
                 in_legend.add(scope)
     for i, r in enumerate(rows):
@@ -575,8 +577,10 @@ def timeline(doc: dict) -> go.Figure:
             f"{', causal' if first['causal'] else ''}")
     view_titles = [f"Inside one program (program {cta}): {what}" for cta in ctas]
     if len(ctas) > 1:
+        # A dropdown, not buttons: plotly.js paints the active button a fixed near-white, which
+        # the dark palette's light text cannot be read on.
         fig.update_layout(updatemenus=[dict(
-            type="buttons", direction="right", x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=30),
+            type="dropdown", direction="down", x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=30),
             showactive=True, active=0,
             buttons=[dict(label=f"program {cta}", method="update",
                           args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])

@@ -346,10 +346,11 @@ def timeline_table(doc: dict) -> str:
     for c, by_role in summaries:
         for role, s in by_role.items():
             under = s["softmax_under_matmul"]
-            body.append([f"{html.escape(label(c['provider']))}<br><small>{html.escape(role)}</small>"]
+            body.append([f'<span title="{html.escape(label(c["provider"]))}">{html.escape(short_label(c["provider"]))}'
+                         f"</span><br><small>{html.escape(role)}</small>"]
                         + [f"{s['share'][k]:.0%}" if k in s["share"] else "–" for k in kinds]
                         + ["–" if under is None else f"{under:.0%}"])
-    head = [_th("warps") + "".join(_th(k) for k in kinds) + _th("softmax under the other's matmul")]
+    head = [_th("schedule") + "".join(_th(k) for k in kinds) + _th("softmax under matmul")]
     programs = sorted({len(c["ctas"]) for c in cases})
     scopes = {}
     for r in (r for c in cases for r in query.timeline_events(doc, c["case"])):
@@ -357,7 +358,7 @@ def timeline_table(doc: dict) -> str:
     kinds_text = "; ".join(f"{k}: {', '.join(scopes[k])}" for k in kinds)
     foot = (f"Share of each warp's time, from its first record to its last, spent inside scopes of each kind ({kinds_text}), "
             f"summed over the role's warps and the {'/'.join(map(str, programs))} traced program(s) of each case. "
-            "Last column: the fraction of a consumer's softmax time during which a warp of the other consumer was "
-            f"inside a matmul scope. From an instrumented run: {doc['provenance']['proton']['note'].rstrip('.')}.")
+            "Softmax under matmul: the fraction of a consumer's softmax time during which a warp of the other "
+            f"consumer was inside a matmul scope. From an instrumented run: {doc['provenance']['proton']['note'].rstrip('.')}.")
     return _table("Where each role's time went, per schedule", head, body, foot=html.escape(foot), docs=[doc],
                   table_id="timeline-shares")

@@ -60,7 +60,7 @@ MARKS = {
     "gluon": ("#00838f", "#4dd0e1"),  # post 5's Gluon kernel, every variant
     "reference": ("#424242", "#c7c7c7"),  # reference lines, predictions, the compulsory-bytes ticks
     # Post 5's timeline colours its bars by what a scope does (blog.query.scope_kind): matmuls in
-    # blues, softmax in oranges, copies in greens, waits in greys, anything else in brown and plum.
+    # blues, softmax in oranges, copies in greens, waits in greys, anything else in plum and brown.
     # Within a family, the scopes take the shades in turn (SCOPE_FAMILIES).
     "scope-matmul-1": ("#1a56b8", "#6fa8f5"),
     "scope-matmul-2": ("#0b7fa6", "#4fd0f0"),
@@ -73,8 +73,8 @@ MARKS = {
     "scope-wait-2": ("#62808f", "#8fa9b5"),
     "scope-wait-3": ("#575757", "#aeb2ba"),
     "scope-wait-4": ("#857a70", "#b0a59b"),
-    "scope-other-1": ("#8c5a3c", "#d6a88a"),
-    "scope-other-2": ("#9c2f7a", "#f08cd0"),
+    "scope-other-1": ("#9c2f7a", "#f08cd0"),
+    "scope-other-2": ("#8c5a3c", "#d6a88a"),
 }
 SCOPE_FAMILIES = {kind: tuple(role for role in MARKS if role.startswith(f"scope-{kind}-"))
                   for kind in ("matmul", "softmax", "load", "wait", "other")}

@@ -614,7 +614,7 @@ def test_timeline_figure_one_panel_per_case_one_row_per_warp_and_a_button_per_pr
     assert len(set(colours.values())) == len(colours)
     assert colours["QK^T"] in [theme.color(r) for r in theme.SCOPE_FAMILIES["matmul"]]
     assert colours["wait K"] in [theme.color(r) for r in theme.SCOPE_FAMILIES["wait"]]
-    # Buttons switch programs: each shows exactly its own traces, and each scope once in the legend.
+    # The dropdown switches programs: each entry shows exactly its own traces, and each scope once in the legend.
     (menu,) = fig.layout.updatemenus
     assert [b.label for b in menu.buttons] == ["program 0", "program 2"]
     for button in menu.buttons:
