@@ -468,15 +468,18 @@ def _launch(kernel_name: str, grid_of, tensors: tuple, scalars: tuple, meta: dic
 # argument layout; see PERF_NOTES.md.)
 
 
-def _specialization(tensors: tuple, scalars: tuple) -> tuple:
+def _specialization(tensors: tuple, scalars: tuple, descriptors: tuple = ()) -> tuple:
     """A key at least as fine as what Triton specialises a compiled kernel on.
 
     Triton specialises tensors on dtype and 16-byte alignment of the pointer, ints on being
-    1, divisible by 16, or beyond int32. Here tensors key on dtype and the pointer's low four
-    bits, and scalars on their exact values (cheaper to hash than to classify): equal keys
-    always mean the same compiled kernel; a new key only costs one launch through Triton.
+    1, divisible by 16, or beyond int32, and a Gluon tensor descriptor on its dtype, block
+    shape and shared-memory layout. Here tensors key on dtype and the pointer's low four
+    bits, descriptors on dtype, block shape, layout, shape and strides, and scalars on their
+    exact values (cheaper to hash than to classify): equal keys always mean the same compiled
+    kernel; a new key only costs one launch through Triton.
     """
-    return (*[(t.dtype, t.data_ptr() & 15) for t in tensors], *scalars)
+    descs = [(d.base.dtype, *d.block_shape, repr(d.layout), *d.shape, *d.strides) for d in descriptors]
+    return (*descs, *[(t.dtype, t.data_ptr() & 15) for t in tensors], *scalars)
 
 
 def _constexpr_params(kernel, n_args: int) -> tuple | None:
@@ -507,16 +510,21 @@ class DirectLauncher:
     def __len__(self) -> int:
         return len(self._compiled)
 
-    def __call__(self, name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, constexprs: dict):
-        """Launch ``kernel[grid](*tensors, *scalars, **constexprs)``; returns the compiled kernel."""
+    def __call__(self, name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, constexprs: dict,
+                 descriptors: tuple = (), options: dict | None = None):
+        """Launch ``kernel[grid](*descriptors, *tensors, *scalars, **constexprs, **options)``; returns
+        the compiled kernel. ``descriptors`` are Gluon TensorDescriptors, the kernel's first
+        arguments; ``options`` are launch options such as ``num_warps`` (part of the key)."""
+        options = options or {}
         if not self.enabled:
-            return kernel[grid](*tensors, *scalars, **constexprs)
-        key = (name, self._current_device(), *grid, *constexprs.values(), *_specialization(tensors, scalars))
+            return kernel[grid](*descriptors, *tensors, *scalars, **constexprs, **options)
+        key = (name, self._current_device(), *grid, *constexprs.values(), *options.items(),
+               *_specialization(tensors, scalars, descriptors))
         hit = self._compiled.get(key)
         if hit is not None:
             compiled, runner, consts = hit
             try:
-                runner(*tensors, *scalars, *consts)
+                runner(*descriptors, *tensors, *scalars, *consts)
                 return compiled
             except (TypeError, AttributeError, ValueError, IndexError) as exc:
                 self.enabled = False
@@ -525,8 +533,9 @@ class DirectLauncher:
                               "every later launch goes through Triton's own launcher (a few us slower per "
                               "call). Please report this with your Triton version.", RuntimeWarning,
                               stacklevel=2)
-        compiled = kernel[grid](*tensors, *scalars, **constexprs)
-        params = _constexpr_params(kernel, len(tensors) + len(scalars)) if self.enabled else None
+        compiled = kernel[grid](*descriptors, *tensors, *scalars, **constexprs, **options)
+        n_args = len(descriptors) + len(tensors) + len(scalars)
+        params = _constexpr_params(kernel, n_args) if self.enabled else None
         if params is not None:
             if len(self._compiled) >= self._max_entries:
                 self._compiled.clear()
@@ -635,7 +644,10 @@ def dispatch_rule() -> str:
     """Which kernel ``flash_attention``'s forward runs, in one sentence (the benchmark records it)."""
     gluon = ("never (KERNELS_GLUON=0)" if hopper.DISABLED else
              f"on sm90 GPUs for contiguous fp16/bf16 inputs with D in {hopper.HEAD_DIMS} and Nq, Nk >= "
-             f"{hopper.AUTO_MIN_LEN} when the grid fills the GPU")
+             f"{hopper.AUTO_MIN_LEN} when the grid fills the GPU (consumer schedule: "
+             + ", ".join(f"{sched} at D = {d} {'causal' if c else 'without a mask'}"
+                         for (d, c), sched in sorted(hopper.DEFAULT_SCHEDULES.items()))
+             + ", serial otherwise)")
     return ("forward: split-K (kernels/splitk.py) when the grid has fewer programs than the GPU has SMs and "
             f"each walks at least {splitk.MIN_KEY_TILES} key tiles; else the Gluon Hopper kernel (kernels/hopper.py) "
             f"{gluon}; else the pointer kernel (kernels/flash.py). backward: the pointer kernels.")

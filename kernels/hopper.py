@@ -44,6 +44,7 @@ try:  # Gluon's Hopper API (Triton >= 3.5); absent or different elsewhere.
         warpgroup_mma_wait,
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    import triton.profiler.language as pl  # Proton's in-kernel scopes (scripts/timeline.py)
 
     GLUON_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - depends on the installed Triton
@@ -59,6 +60,10 @@ TILES = {64: (128, 3), 128: (128, 2)}
 # "pipelined" (FA3's intra-warpgroup overlap: S(t) and PV(t-1) in flight together, softmax
 # under PV), "pingpong" (the two warpgroups take turns at the tensor cores).
 SCHEDULES = ("serial", "pipelined", "pingpong")
+# The schedule run when none is asked for, per (head dim, causal): ping-pong where it beat the
+# serial loop beyond the timing noise at every production length it runs at (N >= 4096), serial
+# elsewhere (PERF_NOTES.md, session 7: `python scripts/hopper_check.py --sweep`).
+DEFAULT_SCHEDULES = {(128, False): "pingpong"}
 # Registers per thread: the producer warp needs a handful, the consumers take the rest.
 PRODUCER_REGS = 24
 CONSUMER_REGS = 240
@@ -67,6 +72,16 @@ MAXNREG = 168  # launch cap: (4 + 4 + 4 padded producer warps) * 32 threads * 16
 
 if GLUON_IMPORT_ERROR is None:
     _M = gl.constexpr(ROWS_PER_WARPGROUP)  # kernels read globals only as constexprs
+
+    @gluon.jit
+    def _mark(name: gl.constexpr, start: gl.constexpr, PROFILE: gl.constexpr):
+        """A Proton timestamp record (scripts/timeline.py). PROFILE is a constexpr, so the kernel
+        that flash_attention runs carries no records at all."""
+        if PROFILE:
+            if start:
+                pl.enter_scope(name)
+            else:
+                pl.exit_scope(name)
 
     @gluon.jit
     def _query_block(N_Q, IS_CAUSAL: gl.constexpr, LPT: gl.constexpr):
@@ -83,26 +98,36 @@ if GLUON_IMPORT_ERROR is None:
         acc, l_i, m_i, rows, t_lo, t_hi, N_K, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr,
         BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr, PROFILE: gl.constexpr = False,
     ):
         M: gl.constexpr = _M
         for t in range(t_lo, t_hi):
             stage = t % STAGES
             phase = (t // STAGES) & 1  # each stage is refilled every STAGES tiles
+            _mark("wait K", True, PROFILE)
             mbarrier.wait(k_ready.index(stage), phase)
+            _mark("wait K", False, PROFILE)
+            _mark("QK^T", True, PROFILE)
             k_tile = k_bufs.index(stage)  # (BLOCK_N, HEAD_DIM) in shared memory
             # S = Q K^T on the tensor cores; K^T is a transposed *view* that wgmma reads directly.
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                                use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))  # (M, BLOCK_N) fp32, unscaled
+            _mark("QK^T", False, PROFILE)
+            _mark("softmax", True, PROFILE)
             p, alpha, m_new, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
                                                  BLOCK_N, s_layout)
             acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
             # P goes to the second matmul from registers (wgmma's A operand may live there).
             p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+            _mark("softmax", False, PROFILE)
+            _mark("wait V", True, PROFILE)
             mbarrier.wait(v_ready.index(stage), phase)
+            _mark("wait V", False, PROFILE)
+            _mark("PV", True, PROFILE)
             acc = warpgroup_mma(p_op, v_bufs.index(stage), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+            _mark("PV", False, PROFILE)
             mbarrier.arrive(kv_empty.index(stage), count=1)  # this consumer is done with the stage
             m_i = m_new
         return acc, l_i, m_i
@@ -182,15 +207,21 @@ if GLUON_IMPORT_ERROR is None:
         acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
         WARPGROUP: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+        PROFILE: gl.constexpr = False,
     ):
         """Turn t: O += P(t-1) V(t-1) and S(t) = Q K(t)^T back to back, then hand the tensor cores
         to the other warpgroup and run tile t's softmax while its matmuls run."""
         M: gl.constexpr = _M
         stage = t % STAGES
         prev = (t - 1) % STAGES
+        _mark("wait K/V", True, PROFILE)
         mbarrier.wait(v_ready.index(prev), ((t - 1) // STAGES) & 1)
         mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
+        _mark("wait K/V", False, PROFILE)
+        _mark("wait turn", True, PROFILE)
         _turn(turn_bars, t, WARPGROUP)
+        _mark("wait turn", False, PROFILE)
+        _mark("PV + QK^T", True, PROFILE)
         acc = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
         qk = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                            use_acc=False, is_async=True)
@@ -198,10 +229,13 @@ if GLUON_IMPORT_ERROR is None:
         acc, p_op = warpgroup_mma_wait(num_outstanding=1, deps=(acc, p_op))
         mbarrier.arrive(kv_empty.index(prev), count=1)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        _mark("PV + QK^T", False, PROFILE)
+        _mark("softmax", True, PROFILE)
         p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
                                            BLOCK_N, s_layout)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
         p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        _mark("softmax", False, PROFILE)
         return acc, p_op, m_i, l_i
 
     @gluon.jit
@@ -209,7 +243,7 @@ if GLUON_IMPORT_ERROR is None:
         q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
         acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WARPGROUP: gl.constexpr,
-        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr, PROFILE: gl.constexpr = False,
     ):
         """FlashAttention-3's ping-pong: the two consumer warpgroups take turns at the tensor
         cores (turn barriers), so one's softmax always runs under the other's matmuls. Each
@@ -217,33 +251,47 @@ if GLUON_IMPORT_ERROR is None:
         so neither waits for a turn the other never hands over."""
         M: gl.constexpr = _M
         # Turn 0: S(0) alone.
+        _mark("wait K/V", True, PROFILE)
         mbarrier.wait(k_ready.index(0), 0)
+        _mark("wait K/V", False, PROFILE)
+        _mark("wait turn", True, PROFILE)
         _turn(turn_bars, 0, WARPGROUP)
+        _mark("wait turn", False, PROFILE)
+        _mark("QK^T", True, PROFILE)
         qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+        _mark("QK^T", False, PROFILE)
+        _mark("softmax", True, PROFILE)
         p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
                                            BLOCK_N, s_layout)
         p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        _mark("softmax", False, PROFILE)
         # Turns 1 .. t_hi - 1: unmasked tiles, then the masked ones.
         for t in range(1, gl.maximum(t_full, 1)):
             acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
                                                   acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
                                                   False, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
-                                                  s_layout, p_layout, o_layout)
+                                                  s_layout, p_layout, o_layout, PROFILE)
         for t in range(gl.maximum(t_full, 1), t_hi):
             acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
                                                   acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
                                                   True, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
-                                                  s_layout, p_layout, o_layout)
+                                                  s_layout, p_layout, o_layout, PROFILE)
         # Turn t_hi: the last PV.
         last = (t_hi - 1) % STAGES
+        _mark("wait K/V", True, PROFILE)
         mbarrier.wait(v_ready.index(last), ((t_hi - 1) // STAGES) & 1)
+        _mark("wait K/V", False, PROFILE)
+        _mark("wait turn", True, PROFILE)
         _turn(turn_bars, t_hi, WARPGROUP)
+        _mark("wait turn", False, PROFILE)
+        _mark("PV", True, PROFILE)
         acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
         mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        _mark("PV", False, PROFILE)
         mbarrier.arrive(kv_empty.index(last), count=1)
         # Causal: empty turns, and the stages loaded for the other warpgroup only are released.
         for t in range(t_hi, t_all):
@@ -270,7 +318,7 @@ if GLUON_IMPORT_ERROR is None:
         q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        SCHEDULE: gl.constexpr, LPT: gl.constexpr,
+        SCHEDULE: gl.constexpr, LPT: gl.constexpr, PROFILE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -309,7 +357,8 @@ if GLUON_IMPORT_ERROR is None:
         if SCHEDULE == "pingpong":
             acc, l_i, m_i = _consume_pingpong(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
                                               acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
-                                              IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP, s_layout, p_layout, o_layout)
+                                              IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP, s_layout, p_layout, o_layout,
+                                              PROFILE)
         elif SCHEDULE == "pipelined":
             acc, l_i, m_i = _consume_pipelined(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
                                                acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
@@ -317,13 +366,14 @@ if GLUON_IMPORT_ERROR is None:
         else:
             acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
                                      0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES,
-                                     s_layout, p_layout, o_layout)
+                                     s_layout, p_layout, o_layout, PROFILE)
             acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
                                      t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
-                                     s_layout, p_layout, o_layout)
+                                     s_layout, p_layout, o_layout, PROFILE)
         if SCHEDULE != "pingpong":  # (the ping-pong loop releases these itself)
             _release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
 
+        _mark("epilogue", True, PROFILE)
         out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
         o_rows = m0 + gl.arange(0, M, layout=gl.SliceLayout(1, o_layout))
         o_cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
@@ -333,12 +383,14 @@ if GLUON_IMPORT_ERROR is None:
         gl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=gl.expand_dims(o_rows < N_Q, 1))
         # log2-sum-exp2 per row, the convention of flash.py's backward.
         gl.store(lse_ptr + bh * N_Q + rows, m_i + gl.log2(l_i), mask=rows < N_Q)
+        _mark("epilogue", False, PROFILE)
 
     @gluon.jit
     def _producer(
         q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         H, GROUP, N_Q, N_K,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, LPT: gl.constexpr,
+        PROFILE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         pid_m = _query_block(N_Q, IS_CAUSAL, LPT)
@@ -362,7 +414,10 @@ if GLUON_IMPORT_ERROR is None:
             phase = (t // STAGES) & 1
             # A fresh mbarrier counts as having completed the phase before phase 0, so the
             # first pass over the ring does not wait.
+            _mark("wait empty", True, PROFILE)
             mbarrier.wait(kv_empty.index(stage), phase ^ 1)
+            _mark("wait empty", False, PROFILE)
+            _mark("load K/V", True, PROFILE)
             # K and V land on separate barriers: the consumers start S = QK^T before V arrives.
             mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage),
@@ -370,6 +425,7 @@ if GLUON_IMPORT_ERROR is None:
             mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage),
                                             v_bufs.index(stage))
+            _mark("load K/V", False, PROFILE)
 
     @gluon.jit
     def _hopper_fwd_kernel(
@@ -378,7 +434,7 @@ if GLUON_IMPORT_ERROR is None:
         H, GROUP, N_Q, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr = "serial",
-        LPT: gl.constexpr = True,
+        LPT: gl.constexpr = True, PROFILE: gl.constexpr = False,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -407,12 +463,12 @@ if GLUON_IMPORT_ERROR is None:
         gl.warp_specialize([
             (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         0, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT)),
+                         0, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT, PROFILE)),
             (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
-                         1, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT)),
+                         1, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT, PROFILE)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                         H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES, LPT)),
+                         H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES, LPT, PROFILE)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -466,19 +522,33 @@ def auto_applies(q4, k4, v4, scale: float) -> bool:
     return hopper_problem(q4, k4, v4) is None
 
 
+@functools.cache
+def _smem_layout(dtype: torch.dtype, rows: int, cols: int):
+    """The swizzled shared-memory layout of a (rows, cols) tile: computed once per shape."""
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], TORCH_TO_GL[dtype])
+
+
 def _descriptor(t2d: torch.Tensor, rows: int):
     block = [rows, t2d.shape[1]]
-    layout = gl.NVMMASharedLayout.get_default_for(block, TORCH_TO_GL[t2d.dtype])
-    return TensorDescriptor.from_tensor(t2d, block, layout)
+    return TensorDescriptor(t2d, list(t2d.shape), list(t2d.stride()), block, _smem_layout(t2d.dtype, *block))
 
 
-def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str = "serial", lpt: bool = True,
-                   stages: int | None = None):
+def default_schedule(head_dim: int, causal: bool) -> str:
+    return DEFAULT_SCHEDULES.get((head_dim, causal), "serial")
+
+
+def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str | None = None, lpt: bool = True,
+                   stages: int | None = None, profile: bool = False):
     """Launch the Gluon forward on (B, H, N, D) inputs that ``hopper_problem`` accepts;
     returns (o4, lse in log2 units, compiled kernel). Switches for post 5's ablation:
-    ``schedule`` is how each consumer orders its matmuls and softmax (SCHEDULES),
+    ``schedule`` is how each consumer orders its matmuls and softmax (SCHEDULES; None: the
+    default for the head dim and mask, ``default_schedule``),
     ``lpt=False`` hands causal query blocks out in order instead of longest first,
-    ``stages`` overrides the K/V ring's depth."""
+    ``stages`` overrides the K/V ring's depth. ``profile=True`` compiles in Proton's
+    timestamp records (run it inside a Proton instrumentation session: scripts/timeline.py)."""
+    from .flash import _DIRECT  # flash imports this module, so its launcher is imported late
+
+    schedule = schedule or default_schedule(q4.shape[-1], causal)
     if schedule not in SCHEDULES:
         raise ValueError(f"hopper_forward: schedule must be one of {SCHEDULES}, got {schedule!r}")
     B, H, NQ, D = q4.shape
@@ -491,12 +561,18 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str = "s
     k_desc = _descriptor(k4.view(B * H_KV * NK, D), block_n)
     v_desc = _descriptor(v4.view(B * H_KV * NK, D), block_n)
     grid = (triton.cdiv(NQ, 2 * ROWS_PER_WARPGROUP), B * H)
-    compiled = _hopper_fwd_kernel[grid](
-        q_desc, k_desc, v_desc, o4, lse, *o4.stride()[:3],
-        H, H // H_KV, NQ, NK, scale * LOG2E,
-        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, schedule, lpt,
-        num_warps=4, maxnreg=MAXNREG,
-    )
+    descriptors = (q_desc, k_desc, v_desc)
+    scalars = (*o4.stride()[:3], H, H // H_KV, NQ, NK, scale * LOG2E)
+    constexprs = dict(IS_CAUSAL=causal, BLOCK_N=block_n, STAGES=stages, CONSUMER_REGS=CONSUMER_REGS,
+                      PRODUCER_REGS=PRODUCER_REGS, SCHEDULE=schedule, LPT=lpt, PROFILE=profile)
+    options = dict(num_warps=4, maxnreg=MAXNREG)
+    if profile:  # through Triton's own launch path, where Proton's hooks see the launch
+        compiled = _hopper_fwd_kernel[grid](*descriptors, o4, lse, *scalars, **constexprs, **options)
+    else:
+        # The compiled kernel's own launch entry after the first call: Triton's binding of
+        # descriptor arguments cost 143-222 us of host time per call (PERF_NOTES.md, session 6).
+        compiled = _DIRECT("gluon-fwd", _hopper_fwd_kernel, grid, (o4, lse), scalars, constexprs,
+                           descriptors=descriptors, options=options)
     return o4, lse, compiled
 
 

@@ -233,11 +233,11 @@ def _gluon(q, k, v, causal, scale, **opts):
 
 # Post 5: the Gluon kernel's schedule and its other switches, one at a time from the default.
 GLUON_VARIANTS = {
-    "gluon-serial": {},
+    "gluon-serial": {"schedule": "serial"},
     "gluon-pipelined": {"schedule": "pipelined"},
     "gluon-pingpong": {"schedule": "pingpong"},
-    "gluon-in-order": {"lpt": False},
-    "gluon-3-stages": {"stages": 3},
+    "gluon-in-order": {"schedule": "serial", "lpt": False},
+    "gluon-3-stages": {"schedule": "serial", "stages": 3},
 }
 
 

@@ -20,29 +20,75 @@ def fa_flops(B, H, NQ, NK, D, causal):
 
 
 def host_probe():
-    """Host time per call of the Gluon launcher, fp16 against bf16, and whether the launch
-    cache grows (a cache miss per call would recompile or reload the kernel every time)."""
+    """Host time per call of the Gluon launcher, through Triton's own launch path and through the
+    compiled kernel's entry (``kernels.flash._DIRECT``), fp16 and bf16; and whether Triton's launch
+    cache grows (a miss per call would recompile or reload the kernel every time)."""
     import time
 
     import torch
 
+    from kernels import flash, hopper
+
+    for direct in (False, True):
+        flash._DIRECT.enabled = direct
+        for dtype in (torch.float16, torch.bfloat16):
+            q, k, v = (torch.randn(4, 16, 2048, 128, device="cuda", dtype=dtype) for _ in range(3))
+            for _ in range(3):
+                hopper.hopper_forward(q, k, v, False, 0.088)
+            torch.cuda.synchronize()
+            caches = lambda: sum(len(c[0]) for c in hopper._hopper_fwd_kernel.device_caches.values())  # noqa: E731
+            before = caches()
+            t0 = time.perf_counter()
+            for _ in range(50):  # the GPU needs ~0.5 ms per call, so these calls only queue work
+                hopper.hopper_forward(q, k, v, False, 0.088)
+            host = (time.perf_counter() - t0) / 50 * 1e6
+            torch.cuda.synchronize()
+            wall = (time.perf_counter() - t0) / 50 * 1e6
+            print(f"{'direct' if direct else 'triton'} {dtype}: host {host:.0f} us per call, wall {wall:.0f} us "
+                  f"per call, compiled kernels in the launch cache {before} -> {caches()}", flush=True)
+    return 0
+
+
+def sweep(out: str | None):
+    """The schedule and block-order switches over the production suite's long shapes, in three
+    interleaved rounds (a ratio counts only where the rounds do not overlap), beside cuDNN."""
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+    import triton
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from kernels import hopper
 
-    for dtype in (torch.float16, torch.bfloat16):
-        q, k, v = (torch.randn(4, 16, 2048, 128, device="cuda", dtype=dtype) for _ in range(3))
+    records = []
+    for (H, D), N, dtype, causal in itertools.product(((16, 128), (32, 64)), (2048, 4096, 8192, 16384),
+                                                      (torch.float16, torch.bfloat16), (False, True)):
+        q, k, v = (torch.randn(4, H, N, D, device="cuda", dtype=dtype) for _ in range(3))
+        scale = D**-0.5
+        variants = {f"{sched}{'' if lpt else '-inorder'}": (sched, lpt)
+                    for sched in ("serial", "pingpong") for lpt in ((True, False) if causal else (True,))}
+        calls = {name: (lambda s=s, lpt=lpt: hopper.hopper_forward(q, k, v, causal, scale, schedule=s, lpt=lpt))
+                 for name, (s, lpt) in variants.items()}
+
+        def cudnn():
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        calls["cudnn"] = cudnn
+        rounds = {name: [] for name in calls}
         for _ in range(3):
-            hopper.hopper_forward(q, k, v, False, 0.088)
-        torch.cuda.synchronize()
-        caches = lambda: sum(len(c[0]) for c in hopper._hopper_fwd_kernel.device_caches.values())  # noqa: E731
-        before = caches()
-        t0 = time.perf_counter()
-        for _ in range(50):
-            hopper.hopper_forward(q, k, v, False, 0.088)
-        host = (time.perf_counter() - t0) / 50 * 1e6
-        torch.cuda.synchronize()
-        wall = (time.perf_counter() - t0) / 50 * 1e6
-        print(f"{dtype}: host {host:.0f} us per call, wall {wall:.0f} us per call, "
-              f"compiled kernels in the launch cache {before} -> {caches()}", flush=True)
+            for name, fn in calls.items():
+                rounds[name].append(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        row = dict(H=H, D=D, N=N, dtype=str(dtype).split(".")[-1], causal=causal, rounds_ms=rounds)
+        records.append(row)
+        flops = fa_flops(4, H, N, N, D, causal)
+        print(f"{row['dtype']} D{D} N{N} {'causal' if causal else 'full':6} " + " ".join(
+            f"{name} {flops / sorted(r)[1] / 1e9:.0f} [{flops / max(r) / 1e9:.0f}-{flops / min(r) / 1e9:.0f}]"
+            for name, r in rounds.items()), flush=True)
+    if out:
+        with open(out, "w") as f:
+            json.dump({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "triton": triton.__version__, "records": records}, f, indent=1)
     return 0
 
 
@@ -50,6 +96,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two shapes only")
     parser.add_argument("--host", action="store_true", help="only probe host time per call, fp16 against bf16")
+    parser.add_argument("--sweep", action="store_true",
+                        help="schedules and causal block order over the production shapes, beside cuDNN")
     parser.add_argument("--out", default=None, help="write the records here as JSON")
     args = parser.parse_args(argv)
 
@@ -63,6 +111,8 @@ def main(argv=None):
 
     if args.host:
         return host_probe()
+    if args.sweep:
+        return sweep(args.out)
     cases = [(4, 16, 128, 4096), (4, 16, 128, 16384), (4, 32, 64, 4096), (4, 32, 64, 16384), (4, 16, 128, 2048),
              (4, 32, 64, 2048)]
     if args.quick:

@@ -23,6 +23,10 @@ from kernels import _runtime
 
 INTERPRET = kernels.INTERPRET
 DEVICE = "cpu" if INTERPRET else "cuda"
+if not INTERPRET and torch.cuda.device_count() > 1 and os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    # pytest -n on a host with several GPUs: worker gwK runs on GPU K mod count, so one run of the
+    # suite spreads over every GPU ("cuda" then means that GPU for the worker's tests).
+    torch.cuda.set_device(int(os.environ["PYTEST_XDIST_WORKER"][2:]) % torch.cuda.device_count())
 DTYPES = [torch.float32, torch.float16] if INTERPRET else [torch.float32, torch.float16, torch.bfloat16]
 
 

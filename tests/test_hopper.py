@@ -73,6 +73,40 @@ def test_fresh_inputs_each_call_give_fresh_outputs():
     assert max_err(o2, ref2) < max_err(o1, ref2)
 
 
+@gpu_only
+@pytest.mark.parametrize("schedule", hopper.SCHEDULES)
+def test_direct_launches_compute_each_call(schedule):
+    # After the first call, launches go through the compiled kernel's own entry (flash._DIRECT):
+    # every later call, on fresh data and a NaN-filled output, must still match float64.
+    from kernels import flash
+
+    assert flash._DIRECT.enabled, "the direct launch is off (KERNELS_DIRECT_LAUNCH=0?)"
+    for causal in (False, True):
+        for _ in range(3):
+            q, k, v = (rand(1, 2, 300, 64, dtype=torch.float16) for _ in range(3))
+            o, _, _ = hopper.hopper_forward(q, k, v, causal, 0.125, schedule=schedule)
+            ref = reference_attention(q.double(), k.double(), v.double(), causal=causal, scale=0.125)
+            torch_err = max_err(torch_lowp_attention(q, k, v, causal, 0.125), ref)
+            assert not o.isnan().any(), "an output element was never written"
+            assert max_err(o, ref) <= tolerance(torch.float16, ref, torch_err)
+    assert any(key[0] == "gluon-fwd" for key in flash._DIRECT._compiled), "no launch took the direct path"
+
+
+def test_descriptor_specialisation_keys_differ():
+    # Two descriptors that Triton would compile differently (block shape, dtype) or that describe
+    # other memory (shape, strides) must never share a direct-launch entry.
+    from types import SimpleNamespace
+
+    from kernels import flash
+
+    def desc(dtype=torch.float16, block=(64, 128), shape=(4096, 128), strides=(128, 1)):
+        return SimpleNamespace(base=torch.empty(0, dtype=dtype), block_shape=list(block), layout="L",
+                               shape=list(shape), strides=list(strides))
+    keys = {flash._specialization((), (), (d,)) for d in
+            (desc(), desc(torch.bfloat16), desc(block=(128, 128)), desc(shape=(8192, 128)), desc(strides=(256, 1)))}
+    assert len(keys) == 5
+
+
 def test_declines_with_a_reason_off_hopper():
     q = torch.zeros(1, 2, 8, 64, dtype=torch.float16, device="cpu")
     if ON_HOPPER:
