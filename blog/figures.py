@@ -500,6 +500,9 @@ def ablation_profile(prof: dict, abl: dict) -> go.Figure:
 # ----------------------------------------------------------------------------- post 5: inside one program
 
 ROW_PX = 20  # px per warp row of the timeline
+# The time axis per unit of the file: (divisor, axis unit, hover format). Cycles stay whole: the
+# axis prints them with SI suffixes (20k).
+TIME_AXES = {"ns": (1e3, "µs", ".3f"), "cycles": (1, "SM cycles", ",.0f")}
 
 
 def _scope_colors(scopes) -> dict[str, str]:
@@ -525,6 +528,7 @@ def timeline(doc: dict) -> go.Figure:
     cases = query.timeline_cases(doc)
     if not cases:
         raise ValueError("the timeline holds no event that ran: every record failed")
+    divisor, unit, form = TIME_AXES[query.timeline_unit(doc)]
     ctas = sorted({cta for c in cases for cta in c["ctas"]})
     rows = [[_warp_label(*rw) for rw in query.timeline_warps(query.timeline_events(doc, c["case"]))] for c in cases]
     # Scopes in the order the kernel reaches them in the first case, so the legend reads like the loop.
@@ -556,21 +560,21 @@ def timeline(doc: dict) -> go.Figure:
                     continue
                 fig.add_bar(orientation="h", name=scope, legendgroup=scope, showlegend=scope not in in_legend,
                             visible=vi == 0, y=[_warp_label(r["role"], r["warp"]) for r in rs],
-                            base=[round(r["start"] / 1e3, 4) for r in rs],
-                            x=[round((r["end"] - r["start"]) / 1e3, 4) for r in rs],
+                            base=[round(r["start"] / divisor, 4) for r in rs],
+                            x=[round((r["end"] - r["start"]) / divisor, 4) for r in rs],
                             # Start and length from customdata: with a base, plotly.js hovers x as the bar's end.
-                            customdata=[[round(r["start"] / 1e3, 4), round((r["end"] - r["start"]) / 1e3, 4)]
+                            customdata=[[round(r["start"] / divisor, 4), round((r["end"] - r["start"]) / divisor, 4)]
                                         for r in rs],
                             marker=dict(color=colors[scope], line=dict(width=0)), row=i + 1, col=1,
-                            hovertemplate="%{y}<br><b>" + scope + "</b> from %{customdata[0]:.3f} µs, "
-                                          "%{customdata[1]:.3f} µs long<extra></extra>")
+                            hovertemplate=f"%{{y}}<br><b>{scope}</b> from %{{customdata[0]:{form}}} {unit}, "
+                                          f"%{{customdata[1]:{form}}} {unit} long<extra></extra>")
                 visibility.append(vi)
                 in_legend.add(scope)
     for i, r in enumerate(rows):
         fig.update_yaxes(type="category", categoryorder="array", categoryarray=r, autorange="reversed",
                          fixedrange=True, title=dict(text="warp", standoff=4), row=i + 1, col=1)
     fig.update_xaxes(rangemode="tozero")
-    fig.update_xaxes(title="µs since the program's first record", row=len(cases), col=1)
+    fig.update_xaxes(title=f"{unit} since the program's first record", row=len(cases), col=1)
     fig.update_layout(barmode="overlay", bargap=0.25, hovermode="closest")
     first = cases[0]
     what = (f"{first['dtype']}, {query.shape_caption([{'shape': c['shape']} for c in cases], skip=('Nk', 'Hkv'))}"
@@ -586,7 +590,8 @@ def timeline(doc: dict) -> go.Figure:
                           args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])
                      for vi, cta in enumerate(ctas)])])
     proton = doc["provenance"]["proton"]
-    notes = [f"Proton's trace ({proton['mode']}; clock: {proton['clock']}). {proton['note']}",
+    notes = [f"Proton's trace ({proton['mode']}; clock: {proton['clock']}"
+             + (f"; {proton['warps']}" if proton.get("warps") else "") + f"). {proton['note'].rstrip('.')}.",
              "Each bar is the time one warp spent between two records of one scope; every program's time starts at "
              "its first record. A warp inside a matmul scope may be issuing, or waiting for, the tensor cores."]
     untraced = [f"{label(c['provider'])}: programs {', '.join(map(str, c['ctas']))} only" for c in cases

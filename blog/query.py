@@ -334,6 +334,14 @@ def timeline_cases(doc: dict) -> list[dict]:
     return [{**c, "ctas": sorted(c["ctas"])} for c in cases.values()]
 
 
+def timeline_unit(doc: dict) -> str:
+    """The unit of a timeline's start and end times: 'ns' or 'cycles' (one per file)."""
+    units = {r["unit"] for r in _ok_events(doc)}
+    if len(units) != 1:
+        raise ValueError(f"a timeline needs one time unit, got {sorted(units)}")
+    return units.pop()
+
+
 def timeline_events(doc: dict, case: str, cta: int | None = None) -> list[dict]:
     """The events of one case (of one program if ``cta`` is given), in row order (producer,
     consumer 0, consumer 1; warps in order), each warp's events by start time."""
@@ -377,7 +385,7 @@ def _intersection(a: list[tuple[float, float]], b: list[tuple[float, float]]) ->
 
 
 def program_times(doc: dict, case: str) -> dict[int, float]:
-    """Program (CTA) -> ns from its first event to its last, for one case."""
+    """Program (CTA) -> time from its first event to its last (in the file's unit), for one case."""
     out: dict[int, float] = {}
     for r in timeline_events(doc, case):
         out[r["cta"]] = max(out.get(r["cta"], 0.0), r["end"])

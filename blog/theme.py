@@ -73,6 +73,8 @@ MARKS = {
     "scope-wait-2": ("#62808f", "#8fa9b5"),
     "scope-wait-3": ("#575757", "#aeb2ba"),
     "scope-wait-4": ("#857a70", "#b0a59b"),
+    "scope-wait-5": ("#6e7a63", "#a6b59b"),
+    "scope-wait-6": ("#7a6e80", "#b8a9c0"),
     "scope-other-1": ("#9c2f7a", "#f08cd0"),
     "scope-other-2": ("#8c5a3c", "#d6a88a"),
 }

@@ -190,10 +190,13 @@ def validate_profile(doc: dict, path: str = "<data>") -> dict:
 
 
 # The timeline suite (Proton's intra-kernel instrumentation): one record per (case, program, warp,
-# scope) event, with its start and end in ns from that program's first event. Events, not timings,
-# so it too has a validator of its own. provenance.proton says how the trace was taken: Proton's
-# mode, which clock the times come from, and a note (the instrumented kernel's measured slowdown).
+# scope) event, with its start and end from that program's first event, in ns or in the SM's clock
+# cycles (``unit``, one for the whole file). Events, not timings, so it too has a validator of its
+# own. provenance.proton says how the trace was taken: Proton's mode, which clock the times come
+# from, and a note (how the instrumented kernel compares with the real one); optionally ``warps``,
+# which warps of each program were recorded.
 TIMELINE_SUITE = "timeline"
+TIMELINE_UNITS = ("ns", "cycles")
 TIMELINE_PROVENANCE_KEYS = {**PROVENANCE_KEYS, "proton": dict}
 PROTON_KEYS = ("mode", "clock", "note")
 TIMELINE_ROLES = ("consumer 0", "consumer 1", "producer")
@@ -217,14 +220,18 @@ def validate_timeline(doc: dict, path: str = "<data>") -> dict:
     for key in PROTON_KEYS:
         if not (isinstance(prov["proton"].get(key), str) and prov["proton"][key]):
             _fail(path, f"provenance.proton.{key} missing or not a non-empty str")
-    schedules, roles = {}, {}  # case -> schedule; (case, cta, warp) -> role: one each
+    if not isinstance(prov["proton"].get("warps", ""), str):
+        _fail(path, "provenance.proton.warps, when given, must say in a str which warps were recorded")
+    schedules, roles, units = {}, {}, {}  # case -> schedule; (case, cta, warp) -> role; one unit per file
     for where, rec in _records(doc, path, RECORD_KEYS, TIMELINE_SUITE):
         if rec["status"] != "ok":
             if not rec.get("reason"):
                 _fail(path, f"{where}: status {rec['status']} needs a reason")
             continue
-        if rec["unit"] != "ns":
-            _fail(path, f"{where}.unit must be 'ns', got {rec['unit']!r}")
+        if rec["unit"] not in TIMELINE_UNITS:
+            _fail(path, f"{where}.unit must be one of {TIMELINE_UNITS}, got {rec['unit']!r}")
+        if units.setdefault("file", rec["unit"]) != rec["unit"]:
+            _fail(path, f"{where}.unit {rec['unit']!r} differs from the file's first event's, {units['file']!r}")
         for key, typ in TIMELINE_EVENT_KEYS.items():
             if not (isinstance(rec.get(key), typ) and rec[key]):
                 _fail(path, f"{where}.{key} missing or not a non-empty {typ.__name__}")
@@ -235,7 +242,7 @@ def validate_timeline(doc: dict, path: str = "<data>") -> dict:
             _fail(path, f"{where}.role {rec['role']!r} not in {TIMELINE_ROLES}")
         start, end = rec.get("start"), rec.get("end")
         if not (_time(start) and _time(end)):
-            _fail(path, f"{where}: start and end must be finite numbers (ns), got {start!r} and {end!r}")
+            _fail(path, f"{where}: start and end must be finite numbers, got {start!r} and {end!r}")
         if not 0 <= start < end:
             _fail(path, f"{where}: needs 0 <= start < end, got start {start} and end {end}")
         if schedules.setdefault(rec["case"], rec["schedule"]) != rec["schedule"]:

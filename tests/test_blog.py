@@ -548,10 +548,11 @@ def _timeline(events):
 
 def test_scope_kinds_follow_the_names():
     kinds = {s: query.scope_kind(s) for s in ("wait K", "wait turn", "QK^T", "PV", "softmax", "load K/V",
-                                              "epilogue", "wgmma issue", "tma_loads_issue", "Wait empty")}
+                                              "epilogue", "wgmma issue", "tma_loads_issue", "Wait empty",
+                                              "PV + QK^T", "wait K/V")}
     assert kinds == {"wait K": "wait", "wait turn": "wait", "QK^T": "matmul", "PV": "matmul", "softmax": "softmax",
                      "load K/V": "load", "epilogue": "other", "wgmma issue": "matmul", "tma_loads_issue": "load",
-                     "Wait empty": "wait"}
+                     "Wait empty": "wait", "PV + QK^T": "matmul", "wait K/V": "wait"}
     with pytest.raises(TypeError, match="scope must be a str"):
         query.scope_kind(3)
 
@@ -647,7 +648,7 @@ def test_timeline_table_is_computed_from_the_events():
     assert re.search(r"<caption>[^<]+</caption><thead><tr><th scope=\"col\"", html_)
     s = query.timeline_summary(doc, query.timeline_cases(doc)[1]["case"])
     assert f"{s['consumer 0']['softmax_under_matmul']:.0%}" in html_
-    assert "wait: wait empty, wait K, wait V, wait turn" in html_  # the kinds, named from the data
+    assert "wait: wait empty, wait K, wait V, wait K/V, wait turn" in html_  # the kinds, named from the data
     assert html_.count("<tr>") == 1 + 3 * 2  # header, and three roles in each of two cases
 
 
@@ -666,3 +667,20 @@ def test_an_absent_suite_is_optional_only_when_asked(tmp_path):
     (tmp_path / "timeline.h100.json").write_text("{")
     with pytest.raises(schema.BenchDataError, match="not valid JSON"):
         query.load("timeline", tmp_path, required=False)  # corrupt is never "absent"
+
+
+def test_a_timeline_in_cycles_keeps_its_unit_on_the_axis_in_the_hover_and_in_words():
+    doc = timeline_doc(unit="cycles", warps=(0, 4, 8), ctas=(0, 64))
+    doc["provenance"]["proton"]["warps"] = "warps 0,4,8 of each program"
+    assert query.timeline_unit(doc) == "cycles"
+    fig = figures.timeline(doc)
+    assert fig.layout.xaxis2.title.text == "SM cycles since the program's first record"
+    assert "cycles long" in fig.data[0].hovertemplate and "µs" not in fig.data[0].hovertemplate
+    first = query.timeline_events(doc, query.timeline_cases(doc)[0]["case"], 0)[0]
+    bar = next(b for b in fig.data if b.name == first["scope"] and b.visible)
+    assert bar.base[0] == pytest.approx(first["start"]) and bar.x[0] == pytest.approx(first["end"] - first["start"])
+    assert list(fig.layout.yaxis.categoryarray) == ["producer · warp 8", "consumer 0 · warp 0", "consumer 1 · warp 4"]
+    assert "warps 0,4,8 of each program" in fig.layout.meta["notes"][0]
+    assert fmt.duration(12345.6, "cycles") == "12,346 cycles" and fmt.duration(12345.6, "ns") == "12.3 µs"
+    with pytest.raises(ValueError, match="unit must be"):
+        fmt.duration(1.0, "ms")

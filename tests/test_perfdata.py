@@ -169,6 +169,9 @@ def _set(path, value):
 def test_timeline_validates_and_dispatches():
     doc = timeline_doc()
     assert schema.validate(copy.deepcopy(doc)) == doc
+    cycles = timeline_doc(unit="cycles", warps=(0, 4, 8))  # what scripts/timeline.py writes by default
+    cycles["provenance"]["proton"]["warps"] = "warps 0,4,8 of each program"
+    assert schema.validate(copy.deepcopy(cycles)) == cycles
     assert schema.TIMELINE_SUITE == "timeline"
 
 
@@ -185,7 +188,9 @@ def test_timeline_validates_and_dispatches():
     (_set(("records", 3, "warp"), True), r"records\[3\]\.warp must be a non-negative int"),
     (_set(("records", 3, "schedule"), 2), r"records\[3\]\.schedule missing or not a non-empty str"),
     (_set(("records", 3, "scope"), ""), r"records\[3\]\.scope missing"),
-    (_set(("records", 3, "unit"), "cycles"), r"records\[3\]\.unit must be 'ns'"),
+    (_set(("records", 3, "unit"), "ms"), r"records\[3\]\.unit must be one of \('ns', 'cycles'\)"),
+    (_set(("records", 3, "unit"), "cycles"), r"records\[3\]\.unit 'cycles' differs from the file's first event's, 'ns'"),
+    (_set(("provenance", "proton", "warps"), 3), r"provenance\.proton\.warps"),
     (_set(("records", 3, "suite"), "hopper"), r"records\[3\]\.suite 'hopper' differs"),
     (_set(("records", 3, "status"), "error"), r"records\[3\]: status error needs a reason"),
     (_set(("records",), []), "records must be a non-empty list"),

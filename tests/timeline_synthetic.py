@@ -1,7 +1,7 @@
 """A synthetic timeline document (the format of docs/data/timeline.<gpu>.json), for tests and for
 trying the site's build before a real trace exists. Nothing here is measured.
 
-    python tests/timeline_synthetic.py docs/data/timeline.h100.json   # never commit that file
+    python tests/timeline_synthetic.py docs/data/timeline.h100.json [cycles]   # never commit that file
 
 Each program has two consumer warpgroups (warps 0-3 and 4-7) and one producer warp (8). The
 times follow a made-up cost per scope with a little jitter: enough to look like a trace and to
@@ -14,9 +14,9 @@ import json
 import random
 import sys
 
-# Made-up costs (ns) per scope.
+# Made-up costs (ns) per scope; the names are kernels/hopper.py's.
 COST = {"load K/V": 90.0, "wait empty": 60.0, "wait K": 40.0, "QK^T": 260.0, "softmax": 300.0, "wait V": 30.0,
-        "PV": 240.0, "wait turn": 0.0, "epilogue": 350.0}
+        "PV": 240.0, "wait turn": 0.0, "wait K/V": 30.0, "PV + QK^T": 500.0, "epilogue": 350.0}
 SCHEDULES = {"serial": "gluon-serial", "pingpong": "gluon-pingpong", "pipelined": "gluon-pipelined"}
 PROVENANCE = {"gpu": "NVIDIA H100 80GB HBM3", "sm_count": 132, "driver": "0.0 (synthetic)", "cuda": "0.0",
               "torch": "0.0", "triton": "0.0", "git_commit": "0000000synthetic", "date": "2030-01-01T00:00:00Z",
@@ -46,8 +46,8 @@ def program(rng, schedule: str, tiles: int = 7) -> list[tuple]:
     if schedule == "pingpong":
         # Each consumer waits its turn while the other multiplies, then multiplies during the other's softmax.
         def tile(t):
-            return ("wait turn", "QK^T", "PV", "softmax")
-        matmuls = COST["QK^T"] + COST["PV"]
+            return ("wait K/V", "wait turn", "PV + QK^T", "softmax")
+        matmuls = COST["PV + QK^T"]
         c0 = _warp_events(rng, "consumer 0", range(4), tile, tiles, 150, matmuls - COST["softmax"])
         c1 = _warp_events(rng, "consumer 1", range(4, 8), tile, tiles, 150 + matmuls, matmuls - COST["softmax"])
     else:
@@ -60,24 +60,30 @@ def program(rng, schedule: str, tiles: int = 7) -> list[tuple]:
     return [(w, role, scope, start - first, end - first) for w, role, scope, start, end in events]
 
 
-def timeline_doc(schedules=("serial", "pingpong"), ctas=(0, 1), tiles: int = 7, seed: int = 0) -> dict:
-    """The document: one case per schedule, ``ctas`` programs each."""
+def timeline_doc(schedules=("serial", "pingpong"), ctas=(0, 1), tiles: int = 7, seed: int = 0, unit: str = "ns",
+                 warps=range(9)) -> dict:
+    """The document: one case per schedule, ``ctas`` programs each, the events of ``warps`` only,
+    times in ns or in cycles (of a made-up 1.755 GHz clock)."""
     rng = random.Random(seed)
+    per_ns = {"ns": 1.0, "cycles": 1.755}[unit]
     records = []
     for schedule in schedules:
         case = f"timeline/float16/B1H4/N2048x2048/D128/full/{schedule}"
         for cta in ctas:
-            for warp, role, scope, start, end in program(rng, schedule, tiles):
+            events = [e for e in program(rng, schedule, tiles) if e[0] in warps]
+            first = min(e[3] for e in events)
+            for warp, role, scope, start, end in events:
+                start, end = (start - first) * per_ns, (end - first) * per_ns
                 records.append({"suite": "timeline", "case": case, "provider": SCHEDULES[schedule], "direction": "fwd",
                                 "shape": {"B": 1, "H": 4, "Hkv": 4, "Nq": 2048, "Nk": 2048, "D": 128},
-                                "dtype": "float16", "causal": False, "status": "ok", "unit": "ns",
+                                "dtype": "float16", "causal": False, "status": "ok", "unit": unit,
                                 "schedule": schedule, "cta": cta, "warp": warp, "role": role, "scope": scope,
                                 "start": round(start, 1), "end": round(end, 1)})
     return {"schema": 1, "suite": "timeline", "provenance": json.loads(json.dumps(PROVENANCE)), "records": records}
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} OUT.json")
+    if len(sys.argv) not in (2, 3) or sys.argv[2:] not in ([], ["ns"], ["cycles"]):
+        sys.exit(f"usage: {sys.argv[0]} OUT.json [ns|cycles]")
     with open(sys.argv[1], "w") as f:
-        json.dump(timeline_doc(), f, indent=1)
+        json.dump(timeline_doc(unit=(sys.argv[2:] or ["ns"])[0]), f, indent=1)

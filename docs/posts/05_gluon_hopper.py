@@ -34,7 +34,7 @@
 # %%
 import kernels
 from kernels import hopper
-from blog import figures, query, tables
+from blog import figures, fmt, query, tables
 from blog.notebook import md, show, show_source
 from blog.theme import label
 
@@ -245,15 +245,16 @@ def trace_reading(doc, case):
     """One bullet per traced case: how long a program took, and per role its waits and its softmax
     under the other consumer's matrix products."""
     shares = query.timeline_summary(doc, case["case"])
-    times = list(query.program_times(doc, case["case"]).values())
-    span = f"{min(times) / 1e3:.1f}" + ("" if len(times) == 1 else f"–{max(times) / 1e3:.1f}")
+    times = sorted(query.program_times(doc, case["case"]).values())
+    unit = query.timeline_unit(doc)
+    span = fmt.duration(times[0], unit) + ("" if len(times) == 1 else f" to {fmt.duration(times[-1], unit)}")
     parts = []
     for role, share in shares.items():
         text = f"the {role} waited for {share['share'].get('wait', 0.0):.0%} of its time"
         if share["softmax_under_matmul"] is not None:
             text += f" and ran {share['softmax_under_matmul']:.0%} of its softmax under the other consumer's matrix products"
         parts.append(text)
-    return f"- **{label(case['provider'])}**: a program took {span} µs under instrumentation; " + "; ".join(parts) + "."
+    return f"- **{label(case['provider'])}**: a program took {span} under instrumentation; " + "; ".join(parts) + "."
 
 
 timeline_docs = query.load("timeline", required=False)
@@ -268,10 +269,11 @@ else:
                           for c in traced for cta in c["ctas"]})
     trace_programs = sorted({len(c["ctas"]) for c in traced})
     trace_events = sum(1 for r in trace["records"] if r["status"] == "ok")
-    md(f"The trace below was taken on the {trace['provenance']['gpu']} with Proton's {proton['mode']} mode (clock: "
+    md(f"The trace below was taken on the {trace['provenance']['gpu']} with Proton's mode `{proton['mode']}` (clock: "
        f"{proton['clock']}). It holds {trace_events} scope events: {len(traced)} schedules, "
        f"{' or '.join(map(str, trace_programs))} programs each, {' or '.join(map(str, trace_warps))} warps per "
-       f"program. What instrumenting cost: {proton['note'].rstrip('.')}.\n\n"
+       f"program" + (f" ({proton['warps']})" if proton.get("warps") else "") + ". The profiling script's own "
+       f"comparison with the uninstrumented kernel: {proton['note'].rstrip('.')}.\n\n"
        "How to read it: one row per warp, the producer's on top, then the warps of each consumer warpgroup; one "
        "bar per scope the warp was inside, coloured by what the scope does (blues for the matrix products, orange "
        "for the softmax, green for the producer's copies, greys for every kind of wait). Each panel is one "
