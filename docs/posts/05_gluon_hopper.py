@@ -250,7 +250,7 @@ def trace_reading(doc, case):
     span = fmt.duration(times[0], unit) + ("" if len(times) == 1 else f" to {fmt.duration(times[-1], unit)}")
     parts = []
     for role, share in shares.items():
-        text = f"the {role} waited for {share['share'].get('wait', 0.0):.0%} of its time"
+        text = f"{'the ' if role == 'producer' else ''}{role} waited for {share['share'].get('wait', 0.0):.0%} of its time"
         if share["softmax_under_matmul"] is not None:
             text += f" and ran {share['softmax_under_matmul']:.0%} of its softmax under the other consumer's matrix products"
         parts.append(text)
