@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from perfdata import traffic
 
-from . import fmt, query
+from . import fmt, query, theme
 from .theme import CELL_TEXT, CELLS, TEMPLATE_NAME, color, label, mark_color, short_label
 
 PANEL_HEIGHT = 300  # px per row of facets; charts.js adds rows of this height when it reflows
@@ -495,3 +495,110 @@ def ablation_profile(prof: dict, abl: dict) -> go.Figure:
     dtype = next(iter(steps.values()))["dtype"]
     return _finish(fig, [prof, abl] if same_gpu else [prof], f"Each step under Nsight Compute: {dtype}, B={shape['B']}, H={shape['H']}, "
                    f"N={shape['Nq']}", short_title="Each step, profiled", height=820)
+
+
+# ----------------------------------------------------------------------------- post 5: inside one program
+
+ROW_PX = 20  # px per warp row of the timeline
+# The time axis per unit of the file: (divisor, axis unit, hover format). Cycles stay whole: the
+# axis prints them with SI suffixes (20k).
+TIME_AXES = {"ns": (1e3, "µs", ".3f"), "cycles": (1, "SM cycles", ",.0f")}
+
+
+def _scope_colors(scopes) -> dict[str, str]:
+    """A colour per scope name: its kind's family, shades taken in order of first appearance, so a
+    scope keeps its colour in every panel and program of one figure."""
+    taken: dict[str, int] = {}
+    out = {}
+    for scope in dict.fromkeys(scopes):
+        kind = query.scope_kind(scope)
+        out[scope] = theme.scope_color(kind, taken.get(kind, 0))
+        taken[kind] = taken.get(kind, 0) + 1
+    return out
+
+
+def _warp_label(role: str, warp: int) -> str:
+    return f"{role} · warp {warp}"
+
+
+def timeline(doc: dict) -> go.Figure:
+    """Post 5: what each warp of one program did over time, from Proton's instrumentation. One panel
+    per traced case (schedule), one row per warp, one bar per scope; the panels share the time axis.
+    A dropdown picks the program when several were traced."""
+    cases = query.timeline_cases(doc)
+    if not cases:
+        raise ValueError("the timeline holds no event that ran: every record failed")
+    divisor, unit, form = TIME_AXES[query.timeline_unit(doc)]
+    ctas = sorted({cta for c in cases for cta in c["ctas"]})
+    rows = [[_warp_label(*rw) for rw in query.timeline_warps(query.timeline_events(doc, c["case"]))] for c in cases]
+    # Scopes in the order the kernel reaches them in the first case, so the legend reads like the loop.
+    events = [r for c in cases for r in query.timeline_events(doc, c["case"])]
+    colors = _scope_colors(r["scope"] for r in sorted(events, key=lambda r: r["start"]))
+    plot_px = ROW_PX * sum(len(r) for r in rows)
+    title_px = 34  # room over each panel for its title
+    height_px = plot_px + title_px * len(cases)
+    fig = make_subplots(rows=len(cases), cols=1, shared_xaxes=True, vertical_spacing=title_px / height_px,
+                        row_heights=[len(r) for r in rows])
+    for i, c in enumerate(cases):
+        suffix = "" if i == 0 else str(i + 1)
+        name = label(c["provider"]) if c["provider"] in theme.LABELS else f"schedule {c['schedule']}"
+        fig.add_annotation(text=f"<b>{name}</b>", xref=f"x{suffix} domain", yref=f"y{suffix} domain", x=0, y=1,
+                           xanchor="left", yanchor="bottom", yshift=2, showarrow=False,
+                           font=dict(size=12, color=color("text")))
+    visibility = []
+    for vi, cta in enumerate(ctas):
+        in_legend = set()
+        for i, c in enumerate(cases):
+            if cta not in c["ctas"]:
+                continue
+            by_scope: dict[str, list[dict]] = {}
+            for r in query.timeline_events(doc, c["case"], cta):
+                by_scope.setdefault(r["scope"], []).append(r)
+            for scope in colors:
+                rs = by_scope.get(scope)
+                if not rs:
+                    continue
+                fig.add_bar(orientation="h", name=scope, legendgroup=scope, showlegend=scope not in in_legend,
+                            visible=vi == 0, y=[_warp_label(r["role"], r["warp"]) for r in rs],
+                            base=[round(r["start"] / divisor, 4) for r in rs],
+                            x=[round((r["end"] - r["start"]) / divisor, 4) for r in rs],
+                            # Start and length from customdata: with a base, plotly.js hovers x as the bar's end.
+                            customdata=[[round(r["start"] / divisor, 4), round((r["end"] - r["start"]) / divisor, 4)]
+                                        for r in rs],
+                            marker=dict(color=colors[scope], line=dict(width=0)), row=i + 1, col=1,
+                            hovertemplate=f"%{{y}}<br><b>{scope}</b> from %{{customdata[0]:{form}}} {unit}, "
+                                          f"%{{customdata[1]:{form}}} {unit} long<extra></extra>")
+                visibility.append(vi)
+                in_legend.add(scope)
+    for i, r in enumerate(rows):
+        fig.update_yaxes(type="category", categoryorder="array", categoryarray=r, autorange="reversed",
+                         fixedrange=True, title=dict(text="warp", standoff=4), row=i + 1, col=1)
+    fig.update_xaxes(rangemode="tozero")
+    fig.update_xaxes(title=f"{unit} since the program's first record", row=len(cases), col=1)
+    fig.update_layout(barmode="overlay", bargap=0.25, hovermode="closest")
+    first = cases[0]
+    what = (f"{first['dtype']}, {query.shape_caption([{'shape': c['shape']} for c in cases], skip=('Nk', 'Hkv'))}"
+            f"{', causal' if first['causal'] else ''}")
+    view_titles = [f"Inside one program (program {cta}): {what}" for cta in ctas]
+    if len(ctas) > 1:
+        # A dropdown, not buttons: plotly.js paints the active button a fixed near-white, which
+        # the dark palette's light text cannot be read on.
+        fig.update_layout(updatemenus=[dict(
+            type="dropdown", direction="down", x=0, xanchor="left", y=1, yanchor="bottom", pad=dict(b=30),
+            showactive=True, active=0,
+            buttons=[dict(label=f"program {cta}", method="update",
+                          args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])
+                     for vi, cta in enumerate(ctas)])])
+    proton = doc["provenance"]["proton"]
+    notes = [f"Proton's trace ({proton['mode']}; clock: {proton['clock']}"
+             + (f"; {proton['warps']}" if proton.get("warps") else "") + f"). {proton['note'].rstrip('.')}.",
+             "Each bar is the time one warp spent between two records of one scope; every program's time starts at "
+             "its first record. A warp inside a matmul scope may be issuing, or waiting for, the tensor cores."]
+    untraced = [f"{label(c['provider'])}: programs {', '.join(map(str, c['ctas']))} only" for c in cases
+                if c["ctas"] != ctas]
+    if untraced:
+        notes.append("Not every program was traced in every case: " + "; ".join(untraced) + ".")
+    fig = _finish(fig, [doc], view_titles[0], short_title="Inside one program",
+                  height=height_px + (250 if len(ctas) > 1 else 210), notes=notes)
+    fig.update_layout(margin=dict(t=130 if len(ctas) > 1 else 80))
+    return fig

@@ -24,3 +24,13 @@ def size(n: int) -> str:
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"size must be a positive int, got {n!r}")
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def duration(value: float, unit: str) -> str:
+    """A span of a timeline in its file's unit: ns as '12.3 µs', SM clock cycles as '45,678 cycles'."""
+    value = _check(value, "duration")
+    if unit == "ns":
+        return f"{value / 1e3:.1f} µs"
+    if unit == "cycles":
+        return f"{value:,.0f} cycles"
+    raise ValueError(f"unit must be 'ns' or 'cycles', got {unit!r}")

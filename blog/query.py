@@ -7,6 +7,7 @@ emptying them. Standard library only, besides the data format in ``perfdata``.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,13 +19,15 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "docs" / "data"
 RECORD_FIELDS = ("provider", "direction", "dtype", "causal", "case", "status", "suite")
 
 
-def load(suite: str, data_dir: Path | None = None) -> list[dict]:
-    """Validated documents for ``suite``, one per GPU; a clear error if there are none."""
-    if suite not in (*schema.SUITES, schema.PROFILE_SUITE):
-        raise ValueError(f"suite must be one of {(*schema.SUITES, schema.PROFILE_SUITE)}, got {suite!r}")
+def load(suite: str, data_dir: Path | None = None, *, required: bool = True) -> list[dict]:
+    """Validated documents for ``suite``, one per GPU; a clear error if there are none, or an
+    empty list if not ``required`` (a suite not measured yet). A corrupt file always raises."""
+    suites = (*schema.SUITES, schema.PROFILE_SUITE, schema.TIMELINE_SUITE)
+    if suite not in suites:
+        raise ValueError(f"suite must be one of {suites}, got {suite!r}")
     folder = Path(data_dir) if data_dir is not None else DATA_DIR
     docs = schema.load_suite(folder, suite)
-    if not docs:
+    if not docs and required:
         raise schema.BenchDataError(
             f"no {suite}.*.json in {folder}: run scripts/benchmark.py --suite {suite} on a GPU")
     return docs
@@ -283,4 +286,144 @@ def hopper_rows(doc: dict, d: int, causal: bool) -> list[dict]:
         out.append({**r, "vs_serial": r["tflops"] / base["tflops"] if good else None,
                     "spread": spread[0] if spread else None,
                     "beyond_noise": separated(r, base) if good and r is not base else False})
+    return out
+
+
+# ----------------------------------------------------------------------------- the timeline (post 5)
+
+# Rows of a program's timeline, top to bottom: the warp that feeds, then the two that compute.
+TIMELINE_ROW_ORDER = ("producer", "consumer 0", "consumer 1")
+SCOPE_KINDS = ("matmul", "softmax", "load", "wait", "other")
+
+
+def scope_kind(scope: str) -> str:
+    """What a scope name says its warp was doing: 'wait', 'matmul', 'softmax', 'load' or 'other'.
+
+    Scope names are the kernel's instrumentation labels ("wait K", "QK^T", "PV", "softmax",
+    "load K/V", ...); a new name falls in the first kind whose words it contains.
+    """
+    if not isinstance(scope, str):
+        raise TypeError(f"scope must be a str, got {type(scope).__name__}")
+    name = scope.lower()
+    words = set(re.split(r"[^a-z0-9]+", name))
+    if "wait" in words:
+        return "wait"
+    if "softmax" in name or "exp" in words:
+        return "softmax"
+    if name.startswith(("qk", "pv")) or words & {"mma", "wgmma", "matmul", "dot", "gemm"}:
+        return "matmul"
+    if words & {"load", "loads", "tma", "copy"}:
+        return "load"
+    return "other"
+
+
+def _ok_events(doc: dict) -> list[dict]:
+    if doc.get("suite") != schema.TIMELINE_SUITE:
+        raise ValueError(f"expected a {schema.TIMELINE_SUITE} document, got suite {doc.get('suite')!r}")
+    return [r for r in doc["records"] if r["status"] == "ok"]
+
+
+def timeline_cases(doc: dict) -> list[dict]:
+    """The traced cases in the order of the file: case, schedule, provider, shape, dtype, causal,
+    and ``ctas``, the programs traced (sorted)."""
+    cases: dict[str, dict] = {}
+    for r in _ok_events(doc):
+        c = cases.setdefault(r["case"], {k: r[k] for k in ("case", "schedule", "provider", "shape", "dtype", "causal")}
+                             | {"ctas": set()})
+        c["ctas"].add(r["cta"])
+    return [{**c, "ctas": sorted(c["ctas"])} for c in cases.values()]
+
+
+def timeline_unit(doc: dict) -> str:
+    """The unit of a timeline's start and end times: 'ns' or 'cycles' (one per file)."""
+    units = {r["unit"] for r in _ok_events(doc)}
+    if len(units) != 1:
+        raise ValueError(f"a timeline needs one time unit, got {sorted(units)}")
+    return units.pop()
+
+
+def timeline_events(doc: dict, case: str, cta: int | None = None) -> list[dict]:
+    """The events of one case (of one program if ``cta`` is given), in row order (producer,
+    consumer 0, consumer 1; warps in order), each warp's events by start time."""
+    rs = [r for r in _ok_events(doc) if r["case"] == case and (cta is None or r["cta"] == cta)]
+    if not rs:
+        known = {c["case"]: c["ctas"] for c in timeline_cases(doc)}
+        raise KeyError(f"no events for program {cta} of {case!r}; traced: {known}")
+    return sorted(rs, key=lambda r: (TIMELINE_ROW_ORDER.index(r["role"]), r["warp"], r["cta"], r["start"]))
+
+
+def timeline_warps(events: list[dict]) -> list[tuple[str, int]]:
+    """The distinct (role, warp) of ``events``, in row order."""
+    return sorted({(r["role"], r["warp"]) for r in events}, key=lambda rw: (TIMELINE_ROW_ORDER.index(rw[0]), rw[1]))
+
+
+def _union(intervals) -> list[tuple[float, float]]:
+    """Overlapping or touching intervals merged, sorted."""
+    out: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
+
+
+def _length(intervals) -> float:
+    return sum(b - a for a, b in intervals)
+
+
+def _intersection(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Total length of the overlap of two merged, sorted interval lists."""
+    total, i, j = 0.0, 0, 0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def program_times(doc: dict, case: str) -> dict[int, float]:
+    """Program (CTA) -> time from its first event to its last (in the file's unit), for one case."""
+    out: dict[int, float] = {}
+    for r in timeline_events(doc, case):
+        out[r["cta"]] = max(out.get(r["cta"], 0.0), r["end"])
+    return dict(sorted(out.items()))
+
+
+def timeline_summary(doc: dict, case: str) -> dict[str, dict]:
+    """Per role of one case, over its warps and programs: ``share`` (kind -> fraction of the
+    warps' time, first event to last, spent in scopes of that kind; nested scopes of one kind
+    count once), ``softmax_under_matmul`` (the fraction of its softmax time during which a warp
+    of the other consumer was inside a matmul scope; None for the producer or without softmax)
+    and ``warps`` (how many warp traces it sums)."""
+    events = timeline_events(doc, case)
+    per_warp: dict[tuple, list[dict]] = defaultdict(list)
+    for r in events:
+        per_warp[(r["role"], r["cta"], r["warp"])].append(r)
+    matmul = defaultdict(list)  # (role, cta) -> matmul intervals of all its warps
+    for (role, cta, _), rs in per_warp.items():
+        matmul[(role, cta)] += [(r["start"], r["end"]) for r in rs if scope_kind(r["scope"]) == "matmul"]
+    out: dict[str, dict] = {}
+    for role in TIMELINE_ROW_ORDER:
+        warps = {key: rs for key, rs in per_warp.items() if key[0] == role}
+        if not warps:
+            continue
+        span = sum(max(r["end"] for r in rs) - min(r["start"] for r in rs) for rs in warps.values())
+        share = {}
+        for kind in SCOPE_KINDS:
+            spent = sum(_length(_union((r["start"], r["end"]) for r in rs if scope_kind(r["scope"]) == kind))
+                        for rs in warps.values())
+            if spent:
+                share[kind] = spent / span
+        other = {"consumer 0": "consumer 1", "consumer 1": "consumer 0"}.get(role)
+        softmax = hidden = 0.0
+        for (_, cta, _), rs in warps.items():
+            mine = _union((r["start"], r["end"]) for r in rs if scope_kind(r["scope"]) == "softmax")
+            softmax += _length(mine)
+            if other:
+                hidden += _intersection(mine, _union(matmul[(other, cta)]))
+        under = hidden / softmax if other and softmax and any(k[0] == other for k in per_warp) else None
+        out[role] = {"share": share, "softmax_under_matmul": under, "warps": len(warps)}
     return out

@@ -332,3 +332,33 @@ def hopper_table(doc: dict) -> str:
             f"spills; the default uses {smem} of shared memory. {html.escape(query.timing_note(doc))}.")
     return _table(f"The Gluon kernel's switches ({query.shape_caption(doc['records'], skip=('Nk', 'Hkv', 'D', 'H'))})",
                   head, body, notes=notes, foot=foot, docs=[doc], table_id="hopper-switches")
+
+
+def timeline_table(doc: dict) -> str:
+    """Per traced case and role: the share of the warps' time in each kind of scope, and how much of
+    each consumer's softmax ran while the other consumer was inside a matmul scope."""
+    cases = query.timeline_cases(doc)
+    if not cases:
+        raise ValueError("the timeline holds no event that ran: every record failed")
+    summaries = [(c, query.timeline_summary(doc, c["case"])) for c in cases]
+    kinds = [k for k in query.SCOPE_KINDS if any(k in s["share"] for _, by_role in summaries for s in by_role.values())]
+    body = []
+    for c, by_role in summaries:
+        for role, s in by_role.items():
+            under = s["softmax_under_matmul"]
+            body.append([f'<span title="{html.escape(label(c["provider"]))}">{html.escape(short_label(c["provider"]))}'
+                         f"</span><br><small>{html.escape(role)}</small>"]
+                        + [f"{s['share'][k]:.0%}" if k in s["share"] else "–" for k in kinds]
+                        + ["–" if under is None else f"{under:.0%}"])
+    head = [_th("schedule") + "".join(_th(k) for k in kinds) + _th("softmax under matmul")]
+    programs = sorted({len(c["ctas"]) for c in cases})
+    scopes = {}
+    for r in (r for c in cases for r in query.timeline_events(doc, c["case"])):
+        scopes.setdefault(query.scope_kind(r["scope"]), {})[r["scope"]] = None
+    kinds_text = "; ".join(f"{k}: {', '.join(scopes[k])}" for k in kinds)
+    foot = (f"Share of each warp's time, from its first record to its last, spent inside scopes of each kind ({kinds_text}), "
+            f"summed over the role's warps and the {'/'.join(map(str, programs))} traced program(s) of each case. "
+            "Softmax under matmul: the fraction of a consumer's softmax time during which a warp of the other "
+            f"consumer was inside a matmul scope. From an instrumented run: {doc['provenance']['proton']['note'].rstrip('.')}.")
+    return _table("Where each role's time went, per schedule", head, body, foot=html.escape(foot), docs=[doc],
+                  table_id="timeline-shares")

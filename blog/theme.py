@@ -59,7 +59,27 @@ MARKS = {
     "fa4": ("#e65100", "#ff9e40"),
     "gluon": ("#00838f", "#4dd0e1"),  # post 5's Gluon kernel, every variant
     "reference": ("#424242", "#c7c7c7"),  # reference lines, predictions, the compulsory-bytes ticks
+    # Post 5's timeline colours its bars by what a scope does (blog.query.scope_kind): matmuls in
+    # blues, softmax in oranges, copies in greens, waits in greys, anything else in plum and brown.
+    # Within a family, the scopes take the shades in turn (SCOPE_FAMILIES).
+    "scope-matmul-1": ("#1a56b8", "#6fa8f5"),
+    "scope-matmul-2": ("#0b7fa6", "#4fd0f0"),
+    "scope-matmul-3": ("#4a3fb5", "#a59cf5"),
+    "scope-softmax-1": ("#c75a00", "#ffa040"),
+    "scope-softmax-2": ("#a33b1e", "#ff7a5c"),
+    "scope-load-1": ("#3d7a1f", "#8fd16a"),
+    "scope-load-2": ("#1f7a55", "#5fd6a4"),
+    "scope-wait-1": ("#8a8a8a", "#70747c"),
+    "scope-wait-2": ("#62808f", "#8fa9b5"),
+    "scope-wait-3": ("#575757", "#aeb2ba"),
+    "scope-wait-4": ("#857a70", "#b0a59b"),
+    "scope-wait-5": ("#6e7a63", "#a6b59b"),
+    "scope-wait-6": ("#7a6e80", "#b8a9c0"),
+    "scope-other-1": ("#9c2f7a", "#f08cd0"),
+    "scope-other-2": ("#8c5a3c", "#d6a88a"),
 }
+SCOPE_FAMILIES = {kind: tuple(role for role in MARKS if role.startswith(f"scope-{kind}-"))
+                  for kind in ("matmul", "softmax", "load", "wait", "other")}
 TEXT = {
     "text": ("#212121", "#e3e5ea"),
     "muted": ("#595959", "#a9adb8"),  # secondary labels; still 4.5:1
@@ -113,6 +133,16 @@ def short_label(provider: str) -> str:
 def mark_color(provider: str, scheme: str = "light") -> str:
     """A provider's trace colour; providers without one of their own share the reference colour."""
     return color(provider if provider in MARKS else "reference", scheme)
+
+
+def scope_color(kind: str, index: int, scheme: str = "light") -> str:
+    """The ``index``-th shade (cycling) of a scope family ("matmul", "softmax", "load", "wait", "other")."""
+    if kind not in SCOPE_FAMILIES:
+        raise ValueError(f"no colours for scope kind {kind!r}; kinds: {sorted(SCOPE_FAMILIES)}")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"index must be a non-negative int, got {index!r}")
+    family = SCOPE_FAMILIES[kind]
+    return color(family[index % len(family)], scheme)
 
 
 def dark_recolor() -> dict[str, str]:

@@ -3,6 +3,8 @@
 Standard library only, so the GPU box that runs the benchmarks needs nothing more
 than torch and triton. One JSON file per suite and GPU:
 ``docs/data/<suite>.<gpu-slug>.json`` = {"schema", "suite", "provenance", "records"}.
+The profile and timeline suites (counters, and events inside one kernel) have validators of
+their own; ``validate`` dispatches on the suite.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def validate(doc: dict, path: str = "<data>") -> dict:
         _fail(path, "top level must be an object")
     if doc.get("suite") == PROFILE_SUITE:
         return validate_profile(doc, path)
+    if doc.get("suite") == TIMELINE_SUITE:
+        return validate_timeline(doc, path)
     if doc.get("schema") != SCHEMA_VERSION:
         _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
     if doc.get("suite") not in SUITES:
@@ -182,6 +186,72 @@ def validate_profile(doc: dict, path: str = "<data>") -> dict:
         for key in PROFILE_MODEL_KEYS:
             if not (isinstance(model.get(key), int) and model[key] > 0):
                 _fail(path, f"{where}.model.{key} must be a positive int")
+    return doc
+
+
+# The timeline suite (Proton's intra-kernel instrumentation): one record per (case, program, warp,
+# scope) event, with its start and end from that program's first event, in ns or in the SM's clock
+# cycles (``unit``, one for the whole file). Events, not timings, so it too has a validator of its
+# own. provenance.proton says how the trace was taken: Proton's mode, which clock the times come
+# from, and a note (how the instrumented kernel compares with the real one); optionally ``warps``,
+# which warps of each program were recorded.
+TIMELINE_SUITE = "timeline"
+TIMELINE_UNITS = ("ns", "cycles")
+TIMELINE_PROVENANCE_KEYS = {**PROVENANCE_KEYS, "proton": dict}
+PROTON_KEYS = ("mode", "clock", "note")
+TIMELINE_ROLES = ("consumer 0", "consumer 1", "producer")
+TIMELINE_EVENT_KEYS = {"schedule": str, "role": str, "scope": str}
+
+
+def _count(value) -> bool:
+    """A non-negative int that is not a bool (True would pass isinstance(x, int))."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _time(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_timeline(doc: dict, path: str = "<data>") -> dict:
+    """Check a timeline-suite document; raise BenchDataError naming the first problem."""
+    if doc.get("schema") != SCHEMA_VERSION:
+        _fail(path, f"schema must be {SCHEMA_VERSION}, got {doc.get('schema')!r}")
+    prov = _provenance(doc, path, TIMELINE_PROVENANCE_KEYS)
+    for key in PROTON_KEYS:
+        if not (isinstance(prov["proton"].get(key), str) and prov["proton"][key]):
+            _fail(path, f"provenance.proton.{key} missing or not a non-empty str")
+    if not isinstance(prov["proton"].get("warps", ""), str):
+        _fail(path, "provenance.proton.warps, when given, must say in a str which warps were recorded")
+    schedules, roles, units = {}, {}, {}  # case -> schedule; (case, cta, warp) -> role; one unit per file
+    for where, rec in _records(doc, path, RECORD_KEYS, TIMELINE_SUITE):
+        if rec["status"] != "ok":
+            if not rec.get("reason"):
+                _fail(path, f"{where}: status {rec['status']} needs a reason")
+            continue
+        if rec["unit"] not in TIMELINE_UNITS:
+            _fail(path, f"{where}.unit must be one of {TIMELINE_UNITS}, got {rec['unit']!r}")
+        if units.setdefault("file", rec["unit"]) != rec["unit"]:
+            _fail(path, f"{where}.unit {rec['unit']!r} differs from the file's first event's, {units['file']!r}")
+        for key, typ in TIMELINE_EVENT_KEYS.items():
+            if not (isinstance(rec.get(key), typ) and rec[key]):
+                _fail(path, f"{where}.{key} missing or not a non-empty {typ.__name__}")
+        for key in ("cta", "warp"):
+            if not _count(rec.get(key)):
+                _fail(path, f"{where}.{key} must be a non-negative int, got {rec.get(key)!r}")
+        if rec["role"] not in TIMELINE_ROLES:
+            _fail(path, f"{where}.role {rec['role']!r} not in {TIMELINE_ROLES}")
+        start, end = rec.get("start"), rec.get("end")
+        if not (_time(start) and _time(end)):
+            _fail(path, f"{where}: start and end must be finite numbers, got {start!r} and {end!r}")
+        if not 0 <= start < end:
+            _fail(path, f"{where}: needs 0 <= start < end, got start {start} and end {end}")
+        if schedules.setdefault(rec["case"], rec["schedule"]) != rec["schedule"]:
+            _fail(path, f"{where}: case {rec['case']!r} has two schedules, "
+                        f"{schedules[rec['case']]!r} and {rec['schedule']!r}")
+        warp = (rec["case"], rec["cta"], rec["warp"])
+        if roles.setdefault(warp, rec["role"]) != rec["role"]:
+            _fail(path, f"{where}: warp {rec['warp']} of program {rec['cta']} in {rec['case']!r} has two roles, "
+                        f"{roles[warp]!r} and {rec['role']!r}")
     return doc
 
 

@@ -235,6 +235,12 @@ def test_scaling_marks_where_a_provider_stopped():
 
 # ----------------------------------------------------------------------------- what every figure must have
 
+def _timeline_fixture():
+    from timeline_synthetic import timeline_doc
+
+    return timeline_doc(schedules=("serial", "pingpong", "pipelined"), ctas=(0, 1))
+
+
 def _all_figures():
     prod = production(dtypes=("float16", "bfloat16"))
     ladder = _doc("ladder", [_record("ladder", p, N=n, D=32, tflops=n / 100 + i)
@@ -242,7 +248,7 @@ def _all_figures():
     return [figures.production_tflops([prod], "fwd"), figures.seed_comparison(seed()), figures.seed_speedup(seed()),
             figures.memory_traffic(seed()), figures.scaling(ladder), figures.roofline(ladder),
             figures.ablation_ladder(ablation(cases=((96, False), (96, True)))), figures.address_grid(),
-            figures.causal_tiles()]
+            figures.causal_tiles(), figures.timeline(_timeline_fixture())]
 
 
 @pytest.mark.parametrize("fig", _all_figures(), ids=lambda f: f.layout.meta["short_title"])
@@ -519,3 +525,162 @@ def test_hopper_rows_and_table_mark_only_differences_beyond_the_noise():
     assert bars[0].error_y.array is not None  # whiskers from the rounds
     with pytest.raises(KeyError):
         query.hopper_rows(doc, 64, False)
+
+
+# ----------------------------------------------------------------------------- post 5: the timeline
+
+from timeline_synthetic import timeline_doc  # noqa: E402
+
+
+def _event(case="timeline/x/pingpong", schedule="pingpong", cta=0, warp=0, role="consumer 0", scope="softmax",
+           start=0.0, end=1.0):
+    return {"suite": "timeline", "case": case, "provider": f"gluon-{schedule}", "direction": "fwd",
+            "shape": {"B": 1, "H": 1, "Hkv": 1, "Nq": 256, "Nk": 256, "D": 64}, "dtype": "float16", "causal": False,
+            "status": "ok", "unit": "ns", "schedule": schedule, "cta": cta, "warp": warp, "role": role,
+            "scope": scope, "start": start, "end": end}
+
+
+def _timeline(events):
+    doc = timeline_doc()
+    doc["records"] = events
+    return schema.validate(doc)
+
+
+def test_scope_kinds_follow_the_names():
+    kinds = {s: query.scope_kind(s) for s in ("wait K", "wait turn", "QK^T", "PV", "softmax", "load K/V",
+                                              "epilogue", "wgmma issue", "tma_loads_issue", "Wait empty",
+                                              "PV + QK^T", "wait K/V")}
+    assert kinds == {"wait K": "wait", "wait turn": "wait", "QK^T": "matmul", "PV": "matmul", "softmax": "softmax",
+                     "load K/V": "load", "epilogue": "other", "wgmma issue": "matmul", "tma_loads_issue": "load",
+                     "Wait empty": "wait", "PV + QK^T": "matmul", "wait K/V": "wait"}
+    with pytest.raises(TypeError, match="scope must be a str"):
+        query.scope_kind(3)
+
+
+def test_timeline_summary_counts_overlap_by_hand():
+    # Consumer 0: softmax over [0, 10]. Consumer 1: QK^T over [2, 4] on one warp and [3, 6] on another
+    # (the union [2, 6] counts once), PV over [8, 20]. Overlap with the softmax: 4 + 2 = 6 of 10 ns.
+    doc = _timeline([
+        _event(scope="softmax", start=0, end=10),
+        _event(scope="wait turn", start=10, end=20),
+        _event(warp=4, role="consumer 1", scope="QK^T", start=2, end=4),
+        _event(warp=5, role="consumer 1", scope="QK^T", start=3, end=6),
+        _event(warp=4, role="consumer 1", scope="PV", start=8, end=20),
+        _event(warp=8, role="producer", scope="load K/V", start=0, end=5),
+    ])
+    s = query.timeline_summary(doc, "timeline/x/pingpong")
+    assert list(s) == ["producer", "consumer 0", "consumer 1"]
+    assert s["consumer 0"]["softmax_under_matmul"] == pytest.approx(0.6)
+    assert s["consumer 0"]["share"] == {"softmax": pytest.approx(0.5), "wait": pytest.approx(0.5)}
+    assert s["consumer 1"]["softmax_under_matmul"] is None  # no softmax to hide
+    # Warp 4 spans [2, 20] with 14 ns of matmul; warp 5 spans [3, 6], all matmul.
+    assert s["consumer 1"]["share"] == {"matmul": pytest.approx((14 + 3) / (18 + 3))}
+    assert s["producer"] == {"share": {"load": 1.0}, "softmax_under_matmul": None, "warps": 1}
+    assert query.program_times(doc, "timeline/x/pingpong") == {0: 20}
+
+
+def test_timeline_queries_follow_the_data():
+    doc = timeline_doc(schedules=("serial", "pingpong", "pipelined"), ctas=(0, 3))
+    cases = query.timeline_cases(doc)
+    assert [c["schedule"] for c in cases] == ["serial", "pingpong", "pipelined"]
+    assert all(c["ctas"] == [0, 3] for c in cases)
+    events = query.timeline_events(doc, cases[1]["case"], 3)
+    assert {r["cta"] for r in events} == {3}
+    assert query.timeline_warps(events)[0] == ("producer", 8)
+    assert [w for _, w in query.timeline_warps(events)] == [8, 0, 1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(KeyError, match="no events for program 1"):
+        query.timeline_events(doc, cases[0]["case"], 1)
+    with pytest.raises(ValueError, match="expected a timeline document"):
+        query.timeline_cases(_hopper_doc())
+
+
+def test_timeline_figure_one_panel_per_case_one_row_per_warp_and_a_button_per_program():
+    doc = timeline_doc(schedules=("serial", "pingpong"), ctas=(0, 2))
+    fig = figures.timeline(doc)
+    assert [a.text for a in fig.layout.annotations] == ["<b>Gluon, serial consumers</b>", "<b>Gluon, ping-pong</b>"]
+    assert list(fig.layout.yaxis.categoryarray) == ["producer · warp 8"] + [f"consumer 0 · warp {w}" for w in range(4)] \
+        + [f"consumer 1 · warp {w}" for w in range(4, 8)]
+    assert fig.layout.xaxis2.title.text.startswith("µs") and fig.layout.xaxis.matches == "x2"
+    bars = fig.data
+    assert all(b.type == "bar" and b.orientation == "h" for b in bars)
+    # Durations in µs, based at the start: the first event's bar matches its record.
+    first = query.timeline_events(doc, query.timeline_cases(doc)[0]["case"], 0)[0]
+    bar = next(b for b in bars if b.name == first["scope"] and b.visible)
+    assert bar.base[0] == pytest.approx(first["start"] / 1e3, abs=1e-4)
+    assert bar.x[0] == pytest.approx((first["end"] - first["start"]) / 1e3, abs=1e-4)
+    # One colour per scope name across panels and programs; kinds take their family.
+    colours = {}
+    for b in bars:
+        assert colours.setdefault(b.name, b.marker.color) == b.marker.color, b.name
+    assert len(set(colours.values())) == len(colours)
+    assert colours["QK^T"] in [theme.color(r) for r in theme.SCOPE_FAMILIES["matmul"]]
+    assert colours["wait K"] in [theme.color(r) for r in theme.SCOPE_FAMILIES["wait"]]
+    # The dropdown switches programs: each entry shows exactly its own traces, and each scope once in the legend.
+    (menu,) = fig.layout.updatemenus
+    assert [b.label for b in menu.buttons] == ["program 0", "program 2"]
+    for button in menu.buttons:
+        shown = [t for t, v in zip(bars, button.args[0]["visible"]) if v]
+        legend = [t.name for t in shown if t.showlegend]
+        assert shown and len(legend) == len(set(legend)) == len({t.name for t in shown})
+    notes = " ".join(fig.layout.meta["notes"])
+    assert doc["provenance"]["proton"]["note"] in notes
+    assert fig.layout.meta["provenance"] == [query.provenance_line(doc)]
+
+
+def test_timeline_figure_with_one_program_has_no_buttons_and_notes_untraced_programs():
+    assert not figures.timeline(timeline_doc(ctas=(1,))).layout.updatemenus
+    doc = timeline_doc(schedules=("serial",), ctas=(0,))
+    doc["records"] += timeline_doc(schedules=("pingpong",), ctas=(0, 1))["records"]
+    fig = figures.timeline(schema.validate(doc))
+    assert any("Gluon, serial consumers: programs 0 only" in n for n in fig.layout.meta["notes"])
+    failed = timeline_doc(ctas=(0,))
+    for r in failed["records"]:
+        r.update(status="error", reason="no trace (test)")
+    with pytest.raises(ValueError, match="no event that ran"):
+        figures.timeline(schema.validate(failed))
+    with pytest.raises(ValueError, match="no event that ran"):
+        tables.timeline_table(failed)
+
+
+def test_timeline_table_is_computed_from_the_events():
+    doc = timeline_doc()
+    html_ = tables.timeline_table(doc)
+    assert re.search(r"<caption>[^<]+</caption><thead><tr><th scope=\"col\"", html_)
+    s = query.timeline_summary(doc, query.timeline_cases(doc)[1]["case"])
+    assert f"{s['consumer 0']['softmax_under_matmul']:.0%}" in html_
+    assert "wait: wait empty, wait K, wait V, wait K/V, wait turn" in html_  # the kinds, named from the data
+    assert html_.count("<tr>") == 1 + 3 * 2  # header, and three roles in each of two cases
+
+
+def test_scope_colours_are_checked():
+    assert theme.scope_color("wait", 5) == theme.scope_color("wait", 5 % len(theme.SCOPE_FAMILIES["wait"]))
+    with pytest.raises(ValueError, match="no colours for scope kind"):
+        theme.scope_color("nap", 0)
+    with pytest.raises(ValueError, match="index"):
+        theme.scope_color("wait", -1)
+
+
+def test_an_absent_suite_is_optional_only_when_asked(tmp_path):
+    assert query.load("timeline", tmp_path, required=False) == []
+    with pytest.raises(schema.BenchDataError, match="no timeline"):
+        query.load("timeline", tmp_path)
+    (tmp_path / "timeline.h100.json").write_text("{")
+    with pytest.raises(schema.BenchDataError, match="not valid JSON"):
+        query.load("timeline", tmp_path, required=False)  # corrupt is never "absent"
+
+
+def test_a_timeline_in_cycles_keeps_its_unit_on_the_axis_in_the_hover_and_in_words():
+    doc = timeline_doc(unit="cycles", warps=(0, 4, 8), ctas=(0, 64))
+    doc["provenance"]["proton"]["warps"] = "warps 0,4,8 of each program"
+    assert query.timeline_unit(doc) == "cycles"
+    fig = figures.timeline(doc)
+    assert fig.layout.xaxis2.title.text == "SM cycles since the program's first record"
+    assert "cycles long" in fig.data[0].hovertemplate and "µs" not in fig.data[0].hovertemplate
+    first = query.timeline_events(doc, query.timeline_cases(doc)[0]["case"], 0)[0]
+    bar = next(b for b in fig.data if b.name == first["scope"] and b.visible)
+    assert bar.base[0] == pytest.approx(first["start"]) and bar.x[0] == pytest.approx(first["end"] - first["start"])
+    assert list(fig.layout.yaxis.categoryarray) == ["producer · warp 8", "consumer 0 · warp 0", "consumer 1 · warp 4"]
+    assert "warps 0,4,8 of each program" in fig.layout.meta["notes"][0]
+    assert fmt.duration(12345.6, "cycles") == "12,346 cycles" and fmt.duration(12345.6, "ns") == "12.3 µs"
+    with pytest.raises(ValueError, match="unit must be"):
+        fmt.duration(1.0, "ms")

@@ -140,3 +140,82 @@ def test_provenance_entries_for_fa4_and_shards_are_validated():
         schema.validate({**good, "provenance": {**good["provenance"], "shard": {"index": 3, "count": 2, "cases": ["x"]}}})
     with pytest.raises(schema.BenchDataError, match="shard_runs"):
         schema.validate({**good, "provenance": {**good["provenance"], "shards": 2, "shard_runs": []}})
+
+
+# ----------------------------------------------------------------------------- the timeline suite
+
+import copy  # noqa: E402
+
+from timeline_synthetic import timeline_doc  # noqa: E402
+
+
+def _corrupt(change):
+    doc = timeline_doc(ctas=(0,), tiles=2)
+    change(doc)
+    return doc
+
+
+def _set(path, value):
+    """A change that sets doc[path...] (ints index lists) to value."""
+    def change(doc):
+        *head, last = path
+        target = doc
+        for key in head:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+def test_timeline_validates_and_dispatches():
+    doc = timeline_doc()
+    assert schema.validate(copy.deepcopy(doc)) == doc
+    cycles = timeline_doc(unit="cycles", warps=(0, 4, 8))  # what scripts/timeline.py writes by default
+    cycles["provenance"]["proton"]["warps"] = "warps 0,4,8 of each program"
+    assert schema.validate(copy.deepcopy(cycles)) == cycles
+    assert schema.TIMELINE_SUITE == "timeline"
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set(("provenance", "proton"), None), r"provenance\.proton missing"),
+    (_set(("provenance", "proton", "note"), ""), r"provenance\.proton\.note"),
+    (_set(("provenance", "git_commit"), 7), r"provenance\.git_commit"),
+    (_set(("records", 3, "end"), 0.0), r"records\[3\]: needs 0 <= start < end"),
+    (_set(("records", 3, "start"), -1.0), r"records\[3\]: needs 0 <= start < end"),
+    (_set(("records", 3, "end"), float("nan")), r"records\[3\]: start and end must be finite"),
+    (_set(("records", 3, "start"), "0"), r"records\[3\]: start and end must be finite"),
+    (_set(("records", 3, "role"), "consumer 2"), r"records\[3\]\.role 'consumer 2' not in"),
+    (_set(("records", 3, "cta"), 0.0), r"records\[3\]\.cta must be a non-negative int"),
+    (_set(("records", 3, "warp"), True), r"records\[3\]\.warp must be a non-negative int"),
+    (_set(("records", 3, "schedule"), 2), r"records\[3\]\.schedule missing or not a non-empty str"),
+    (_set(("records", 3, "scope"), ""), r"records\[3\]\.scope missing"),
+    (_set(("records", 3, "unit"), "ms"), r"records\[3\]\.unit must be one of \('ns', 'cycles'\)"),
+    (_set(("records", 3, "unit"), "cycles"), r"records\[3\]\.unit 'cycles' differs from the file's first event's, 'ns'"),
+    (_set(("provenance", "proton", "warps"), 3), r"provenance\.proton\.warps"),
+    (_set(("records", 3, "suite"), "hopper"), r"records\[3\]\.suite 'hopper' differs"),
+    (_set(("records", 3, "status"), "error"), r"records\[3\]: status error needs a reason"),
+    (_set(("records",), []), "records must be a non-empty list"),
+])
+def test_a_corrupt_timeline_fails_naming_the_problem(change, message):
+    with pytest.raises(schema.BenchDataError, match=message):
+        schema.validate(_corrupt(change))
+
+
+def test_a_timeline_warp_has_one_role_and_a_case_one_schedule():
+    def two_roles(doc):
+        first = next(r for r in doc["records"] if r["role"] == "consumer 0" and r["warp"] == 0)
+        later = next(r for r in doc["records"] if r is not first and r["warp"] == 0 and r["case"] == first["case"])
+        later["role"] = "consumer 1"
+
+    with pytest.raises(schema.BenchDataError, match="warp 0 of program 0 .* has two roles"):
+        schema.validate(_corrupt(two_roles))
+    with pytest.raises(schema.BenchDataError, match="has two schedules"):
+        schema.validate(_corrupt(_set(("records", 5, "schedule"), "other")))
+
+
+def test_a_truncated_timeline_file_fails_to_load(tmp_path):
+    import json
+
+    path = tmp_path / "timeline.h100.json"
+    path.write_text(json.dumps(timeline_doc())[:500])
+    with pytest.raises(schema.BenchDataError, match="not valid JSON"):
+        schema.load(path)

@@ -34,8 +34,9 @@
 # %%
 import kernels
 from kernels import hopper
-from blog import figures, query, tables
+from blog import figures, fmt, query, tables
 from blog.notebook import md, show, show_source
+from blog.theme import label
 
 print("Examples on this page ran on:", kernels.mode_description())
 
@@ -218,6 +219,76 @@ show_source(hopper._pingpong_block, start="        M: gl.constexpr = _M")
 # the last wave of programs on the GPU is a short one.
 
 # %% [markdown]
+# ## Inside one program: a measured timeline
+#
+# Each schedule above is a claim about time: which warp waits, which one multiplies, and
+# what runs under what. Throughput can only hint at it. Triton's profiler,
+# [Proton](https://github.com/triton-lang/triton/tree/main/third_party/proton), can look
+# inside the kernel. Its *instrumentation* backend (the
+# [intra-kernel profiling tutorial](https://github.com/triton-lang/triton/tree/main/third_party/proton/tutorials/intra_kernel)
+# walks through it, with a Gluon kernel for Hopper among its examples) compiles a record
+# into the kernel wherever the source opens or closes a scope, such as
+# `with pl.scope("softmax"):` (`pl` is `triton.profiler.language`). A warp that reaches a
+# record reads a clock and writes an entry (which scope, entering or leaving, when) into a
+# buffer of its program, in shared memory unless asked otherwise. The buffer is a ring: if
+# it fills, the oldest entries are lost. When the program ends, the buffer is copied to
+# global memory, and Proton turns the entries into a trace of each warp's scopes.
+#
+# A record is not free. Each one adds instructions to the warp that makes it, in the middle
+# of the loop being measured, so the instrumented kernel runs slower than the one timed in
+# the rest of this post, and its steps may shift against each other. The trace shows the
+# order of events and their rough sizes; how fast the kernel runs comes from the timed runs
+# in the next section.
+
+# %% tags=["hide-input"]
+def trace_reading(doc, case):
+    """One bullet per traced case: how long a program took, and per role its waits and its softmax
+    under the other consumer's matrix products."""
+    shares = query.timeline_summary(doc, case["case"])
+    times = sorted(query.program_times(doc, case["case"]).values())
+    unit = query.timeline_unit(doc)
+    span = fmt.duration(times[0], unit) + ("" if len(times) == 1 else f" to {fmt.duration(times[-1], unit)}")
+    parts = []
+    for role, share in shares.items():
+        text = f"{'the ' if role == 'producer' else ''}{role} waited for {share['share'].get('wait', 0.0):.0%} of its time"
+        if share["softmax_under_matmul"] is not None:
+            text += f" and ran {share['softmax_under_matmul']:.0%} of its softmax under the other consumer's matrix products"
+        parts.append(text)
+    return f"- **{label(case['provider'])}**: a program took {span} under instrumentation; " + "; ".join(parts) + "."
+
+
+timeline_docs = query.load("timeline", required=False)
+if not timeline_docs:
+    md("**Not measured yet.** No timeline trace is in `docs/data` (the `timeline` suite), so this section has no "
+       "figure; it will draw one from the trace once a GPU run has recorded it.")
+else:
+    trace = timeline_docs[0]
+    proton = trace["provenance"]["proton"]
+    traced = query.timeline_cases(trace)
+    trace_warps = sorted({len(query.timeline_warps(query.timeline_events(trace, c["case"], cta)))
+                          for c in traced for cta in c["ctas"]})
+    trace_programs = sorted({len(c["ctas"]) for c in traced})
+    trace_events = sum(1 for r in trace["records"] if r["status"] == "ok")
+    md(f"The trace below was taken on the {trace['provenance']['gpu']} with Proton's mode `{proton['mode']}` (clock: "
+       f"{proton['clock']}). It holds {trace_events} scope events: {len(traced)} schedules, "
+       f"{' or '.join(map(str, trace_programs))} programs each, {' or '.join(map(str, trace_warps))} warps per "
+       f"program" + (f" ({proton['warps']})" if proton.get("warps") else "") + ". The profiling script's own "
+       f"comparison with the uninstrumented kernel: {proton['note'].rstrip('.')}.\n\n"
+       "How to read it: one row per warp, the producer's on top, then the warps of each consumer warpgroup; one "
+       "bar per scope the warp was inside, coloured by what the scope does (blues for the matrix products, orange "
+       "for the softmax, green for the producer's copies, greys for every kind of wait). Each panel is one "
+       "schedule; the panels share the time axis, which starts at each program's first record. Drag across the "
+       "time axis to zoom; hover a bar for its scope, start and length. Where a consumer's orange bar lines up "
+       "with blue bars in the other consumer's rows, one warpgroup's softmax ran while the other was in a matrix "
+       "product: the overlap ping-pong is written to force.")
+    show(figures.timeline(trace))
+    show(tables.timeline_table(trace))
+    md("From the events, per schedule:\n\n" + "\n".join(trace_reading(trace, c) for c in traced)
+       + "\n\nThese shares describe the traced programs of an instrumented kernel; which schedule is faster is "
+       "measured without instrumentation, in the next section.")
+
+
+# %% [markdown]
 # ## Measured: each switch, one at a time
 #
 # Every variant below was checked against a float64 reference before it was timed.
@@ -352,10 +423,6 @@ if then and int(then.group(1)) < min_n:
 #   dK/dV kernel (K and V resident, Q tiles streaming) and to dQ; FlashAttention-3 writes
 #   dQ with atomics, our pointer kernel with a second pass. Until then the backward is the
 #   pointer kernel's.
-# - **A timeline from inside the kernel.** Triton's
-#   [Proton](https://github.com/triton-lang/triton/tree/main/third_party/proton) profiler
-#   can record when each warp enters each phase; that would show the producer and consumers overlapping directly
-#   instead of through throughput.
 # - **Ping-pong over the production sizes,** and a launch path for the Gluon kernel as
 #   cheap as the pointer kernel's.
 #
