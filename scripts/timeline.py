@@ -156,6 +156,12 @@ def main(argv=None) -> int:
                          f"{plain_cycles:.0f} cycles at the {clock_mhz} MHz SM clock read after timing; an "
                          f"instrumented program spans {statistics.median(spans):.0f} cycles from its first "
                          f"record to its last (median over the {len(ctas)} programs)")
+            # Proton's time shift subtracts the records' own cost, which can leave a very short
+            # scope with no length at all: such scopes are dropped and counted.
+            empty = [e for e in events if e["end"] <= e["start"]]
+            events = [e for e in events if e["end"] > e["start"]]
+            if empty:
+                notes.append(f"{schedule}: {len(empty)} scopes of no length after Proton's time shift dropped")
             for cta in CTAS_KEPT:
                 mine = [e for e in events if e["cta"] == cta]
                 if not mine:

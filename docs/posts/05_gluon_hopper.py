@@ -33,7 +33,7 @@
 
 # %%
 import kernels
-from kernels import hopper
+from kernels import hopper, hopper_bwd
 from blog import figures, fmt, query, tables
 from blog.notebook import md, show, show_source
 from blog.theme import label
@@ -269,18 +269,28 @@ else:
                           for c in traced for cta in c["ctas"]})
     trace_programs = sorted({len(c["ctas"]) for c in traced})
     trace_events = sum(1 for r in trace["records"] if r["status"] == "ok")
-    md(f"The trace below was taken on the {trace['provenance']['gpu']} with Proton's mode `{proton['mode']}` (clock: "
-       f"{proton['clock']}). It holds {trace_events} scope events: {len(traced)} schedules, "
+    roles = {r["role"] for r in trace["records"]}
+    md(f"The trace below was taken on the {trace['provenance']['gpu']} (Proton's settings are in the chart's "
+       f"notes). It holds {trace_events} scope events: {len(traced)} schedules, "
        f"{' or '.join(map(str, trace_programs))} programs each, {' or '.join(map(str, trace_warps))} warps per "
-       f"program" + (f" ({proton['warps']})" if proton.get("warps") else "") + ". The profiling script's own "
-       f"comparison with the uninstrumented kernel: {proton['note'].rstrip('.')}.\n\n"
-       "How to read it: one row per warp, the producer's on top, then the warps of each consumer warpgroup; one "
+       f"program" + (f" ({proton['warps']})" if proton.get("warps") else "") + ". Times are counted in "
+       "cycles of the SM that ran the program, so they compare within one program only.\n\n"
+       "How to read it: one row per warp, " + ("the producer's on top, then " if "producer" in roles else "")
+       + "the warps of each consumer warpgroup; one "
        "bar per scope the warp was inside, coloured by what the scope does (blues for the matrix products, orange "
        "for the softmax, green for the producer's copies, greys for every kind of wait). Each panel is one "
        "schedule; the panels share the time axis, which starts at each program's first record. Drag across the "
        "time axis to zoom; hover a bar for its scope, start and length. Where a consumer's orange bar lines up "
        "with blue bars in the other consumer's rows, one warpgroup's softmax ran while the other was in a matrix "
        "product: the overlap ping-pong is written to force.")
+    if "producer" not in roles:
+        md("The producer warp's records did not come back in this trace: Proton returned events for warps "
+           + " and ".join(map(str, sorted({r["warp"] for r in trace["records"]}))) + " only, and why is not yet "
+           "understood. So the copies are not drawn; a consumer's *wait K* and *wait V* bars end when the copy it "
+           "waited for had landed.")
+    if trace["provenance"].get("correction"):
+        md("This file's units were corrected after the run, its values unchanged: `provenance.correction` in "
+           "`docs/data/timeline.h100.json` says what and why.")
     show(figures.timeline(trace))
     show(tables.timeline_table(trace))
     md("From the events, per schedule:\n\n" + "\n".join(trace_reading(trace, c) for c in traced)
@@ -346,10 +356,15 @@ md(
                    for d in sorted(heads) if default_stages[d] >= 3) + ".")
 
 
-# %% [markdown]
-# The serial schedule is the one `flash_attention` runs today: the switches above were
-# measured at one size only, not yet over the production sizes, so the default has not
-# changed.
+# %% tags=["hide-input"]
+md("One size is not enough to pick a default, so the two schedules were then swept over the production "
+   "suite's lengths (N from 2048 to 16384, fp16 and bf16, causal or not, three timing rounds each; "
+   "`python scripts/hopper_check.py --sweep`, with the numbers in PERF_NOTES.md). `flash_attention` now runs "
+   + ", ".join(f"**{sched}** at D = {d} {'with the causal mask' if c else 'without a mask'}"
+               for (d, c), sched in sorted(hopper.DEFAULT_SCHEDULES.items()))
+   + " and the serial schedule elsewhere: only there did ping-pong beat the serial loop beyond the noise at every "
+   f"length the Gluon kernel is picked for (N ≥ {hopper.AUTO_MIN_LEN}). The production data below was measured "
+   f"before that change (commit {prod['provenance']['git_commit'][:7]}), with the serial schedule everywhere.")
 
 # %% [markdown]
 # ## Against cuDNN and FlashAttention-4, over the production sizes
@@ -357,8 +372,8 @@ md(
 # `flash_attention` picks this kernel by itself on an sm90 GPU for fp16 and bf16 inputs
 # with D = 64 or 128 and long sequences. Where the grid is too small to fill the GPU it
 # splits the keys instead (post 3's split-K), and elsewhere, always on the CPU, it runs the
-# pointer kernel. The backward pass is still post 3's pointer kernels, fed by the Gluon
-# forward's log-sum-exp.
+# pointer kernel. In this data the backward pass is post 3's pointer kernels, fed by the
+# Gluon forward's log-sum-exp; since then its dK/dV half has a Gluon kernel too (below).
 
 # %% tags=["hide-input"]
 def summary(direction, vs):
@@ -386,8 +401,8 @@ md(
     f"cuDNN's throughput (median {f_cud_med:.2f}×; ahead of cuDNN beyond the noise at {ahead} of "
     f"{sum(len(p) == 2 for p in pairs.values())}, "
     f"behind it at {behind}) and "
-    f"{min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median {f_fa4_med:.2f}×). The backward pass, "
-    f"unchanged, is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×) and "
+    f"{min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median {f_fa4_med:.2f}×). The backward pass "
+    f"(the pointer kernels in this run) is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×) and "
     f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×).")
 
 # %% tags=["hide-input"]
@@ -417,14 +432,46 @@ if then and int(then.group(1)) < min_n:
 
 
 # %% [markdown]
+# ## The backward pass: dK and dV in Gluon
+#
+# The same structure carries over to the larger half of the backward pass
+# (`kernels/hopper_bwd.py`). A program owns 128 keys, and their K and V tiles stay in shared
+# memory for its whole life. The producer warp streams 64-row tiles of Q and dO past them,
+# through a ring of stages, each with its rows' log-sum-exp and
+# $\delta_i = \sum_d dO_{id} O_{id}$. Each consumer warpgroup owns 64 of the keys and runs
+# five products per tile on `wgmma`, working with transposes so that dK and dV come out
+# row-major, like K and V:
+#
+# $$S^T = K Q^T,\quad P^T = 2^{S^T \cdot \text{scale} \cdot \log_2 e - \text{lse}},\quad dV \mathrel{+}= P^T dO,$$
+# $$dP^T = V\, dO^T,\quad dS^T = P^T \circ (dP^T - \delta),\quad dK \mathrel{+}= dS^T Q.$$
+#
+# $P^T$ and $dS^T$ never touch shared memory: they enter the next product from registers,
+# as P did in the forward. dQ is still the pointer kernel's separate pass.
+# `flash_attention` runs this kernel wherever its forward runs the Gluon one.
+#
+# One bug on the way is worth knowing. The log-sum-exp and δ rows travel by TMA beside their
+# Q and dO tiles, as flat float32 arrays, and the first version addressed the tile of head
+# $h$ at element $h \cdot N_q + 64m$. For an odd $N_q$ that start is not 16-byte aligned,
+# and the GPU stopped with *an illegal instruction*, not a wrong answer. A bulk tensor copy
+# needs a 16-byte-aligned start, so the launcher now lays those rows out at a padded stride,
+# a multiple of four floats. The tests over odd lengths ($N_q$ = 1, 7, 63, 129, 257) are what
+# caught it.
+
+# %% tags=["hide-input"]
+show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end="        return dk, dv, it")
+
+# %% [markdown]
+# It is timed in a development probe (`scripts/hopper_bwd_check.py`, numbers in
+# PERF_NOTES.md). The production data on this page was measured before it was switched
+# on, so the page draws no number from it yet.
+#
 # ## What is not here yet
 #
-# - **The backward pass in Gluon.** The same producer/consumer structure applies to the
-#   dK/dV kernel (K and V resident, Q tiles streaming) and to dQ; FlashAttention-3 writes
-#   dQ with atomics, our pointer kernel with a second pass. Until then the backward is the
-#   pointer kernel's.
-# - **Ping-pong over the production sizes,** and a launch path for the Gluon kernel as
-#   cheap as the pointer kernel's.
+# - **dQ in Gluon.** FlashAttention-3 adds dQ with atomics from the dK/dV kernel; our
+#   pointer kernel uses a second pass. Both are still to be measured.
+# - **The production suite at today's code:** ping-pong as the default at D = 128 without a
+#   mask, and the Gluon dK/dV kernel, are not yet in the data above.
+# - **The producer warp in the timeline.**
 #
 # ## Key takeaways
 #
