@@ -18,6 +18,7 @@ TEMPLATE_NAME = "blog"
 # Page backgrounds behind the (transparent) charts: Material's default scheme is white;
 # its slate scheme is hsla(225deg, 15%, 14%), which is #1e2129 in sRGB.
 BACKGROUNDS = {"light": "#ffffff", "dark": "#1e2129"}
+BUTTON_BG, BUTTON_TEXT = "#d5d9e2", "#1b1f24"  # chart buttons, the same in both schemes (see template)
 
 LABELS = {
     "basic": "basic (post 1)",
@@ -172,7 +173,9 @@ def template(scheme: str = "light") -> go.layout.Template:
         margin=dict(l=60, r=20, t=70, b=60),
         xaxis=axis, yaxis=axis,
         modebar=dict(bgcolor="rgba(0,0,0,0)", color=c("muted"), activecolor=c("text")),
-        updatemenudefaults=dict(bgcolor=c("hover"), bordercolor=c("grid"), font=dict(color=c("text"), size=11)),
+        # Buttons keep light colours in both schemes: plotly.js paints the active button a fixed
+        # near-white (#F4FAFF), under which the dark scheme's light text could not be read.
+        updatemenudefaults=dict(bgcolor=BUTTON_BG, bordercolor=c("grid"), font=dict(color=BUTTON_TEXT, size=11)),
         annotationdefaults=dict(font=dict(color=c("muted"), size=11), showarrow=False),
         shapedefaults=dict(line=dict(color=c("reference"))),
     ))
