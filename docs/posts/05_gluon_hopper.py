@@ -32,6 +32,8 @@
 #   did not, and how far the result stands from cuDNN and FlashAttention-4.
 
 # %%
+import re
+
 import kernels
 from kernels import hopper, hopper_bwd
 from blog import figures, fmt, query, tables
@@ -230,20 +232,21 @@ show_source(hopper._pingpong_block, start="        M: gl.constexpr = _M")
 # into the kernel wherever the source opens or closes a scope, such as
 # `with pl.scope("softmax"):` (`pl` is `triton.profiler.language`). A warp that reaches a
 # record reads a clock and writes an entry (which scope, entering or leaving, when) into a
-# buffer of its program, in shared memory unless asked otherwise. The buffer is a ring: if
-# it fills, the oldest entries are lost. When the program ends, the buffer is copied to
-# global memory, and Proton turns the entries into a trace of each warp's scopes.
+# buffer of its program: in shared memory by default, in global memory if asked (this trace
+# asked). The buffer is a ring: if it fills, the oldest entries are dropped. When the kernel
+# ends, Proton reads the entries back (a shared-memory buffer is first copied out to global
+# memory) and turns them into a trace of each warp's scopes.
 #
 # A record is not free. Each one adds instructions to the warp that makes it, in the middle
-# of the loop being measured, so the instrumented kernel runs slower than the one timed in
-# the rest of this post, and its steps may shift against each other. The trace shows the
-# order of events and their rough sizes; how fast the kernel runs comes from the timed runs
-# in the next section.
+# of the loop being measured, so the instrumented kernel is not quite the one timed in the
+# rest of this post: it can run slower, and its steps may shift against each other. The
+# trace shows the order of events and their rough sizes; how fast the kernel runs comes from
+# the timed runs in the next section.
 
 # %% tags=["hide-input"]
 def trace_reading(doc, case):
-    """One bullet per traced case: how long a program took, and per role its waits and its softmax
-    under the other consumer's matrix products."""
+    """One bullet per traced case: how long a program's records spanned, and per role its waits and
+    how much of its softmax ran while the other consumer was inside a matrix-product scope."""
     shares = query.timeline_summary(doc, case["case"])
     times = sorted(query.program_times(doc, case["case"]).values())
     unit = query.timeline_unit(doc)
@@ -252,12 +255,15 @@ def trace_reading(doc, case):
     for role, share in shares.items():
         text = f"{'the ' if role == 'producer' else ''}{role} waited for {share['share'].get('wait', 0.0):.0%} of its time"
         if share["softmax_under_matmul"] is not None:
-            text += f" and ran {share['softmax_under_matmul']:.0%} of its softmax under the other consumer's matrix products"
+            text += (f" and spent {share['softmax_under_matmul']:.0%} of its softmax time while the other consumer "
+                     "was inside a matrix-product scope")
         parts.append(text)
-    return f"- **{label(case['provider'])}**: a program took {span} under instrumentation; " + "; ".join(parts) + "."
+    return (f"- **{label(case['provider'])}**: from its first record to its last, a program spanned {span}; "
+            + "; ".join(parts) + ".")
 
 
 timeline_docs = query.load("timeline", required=False)
+by_schedule, under = {}, {}  # filled from the trace below; the takeaways read them too
 if not timeline_docs:
     md("**Not measured yet.** No timeline trace is in `docs/data` (the `timeline` suite), so this section has no "
        "figure; it will draw one from the trace once a GPU run has recorded it.")
@@ -270,30 +276,53 @@ else:
     trace_programs = sorted({len(c["ctas"]) for c in traced})
     trace_events = sum(1 for r in trace["records"] if r["status"] == "ok")
     roles = {r["role"] for r in trace["records"]}
+    traced_warps = " and ".join(map(str, sorted({r["warp"] for r in trace["records"]})))
     md(f"The trace below was taken on the {trace['provenance']['gpu']} (Proton's settings are in the chart's "
        f"notes). It holds {trace_events} scope events: {len(traced)} schedules, "
        f"{' or '.join(map(str, trace_programs))} programs each, {' or '.join(map(str, trace_warps))} warps per "
-       f"program" + (f" ({proton['warps']})" if proton.get("warps") else "") + ". Times are counted in "
-       "cycles of the SM that ran the program, so they compare within one program only.\n\n"
-       "How to read it: one row per warp, " + ("the producer's on top, then " if "producer" in roles else "")
-       + "the warps of each consumer warpgroup; one "
+       "program" + (f", though Proton was asked for {proton['warps']}" if proton.get("warps") else "") + ". Each SM "
+       "counts its own clock cycles, so start times line up within one program only; lengths are cycles "
+       "everywhere.\n\n"
+       "How to read it: one row per traced warp, " + ("the producer's on top, then " if "producer" in roles else "")
+       + "the first warp of each consumer warpgroup (the other three run the same code and were not traced); one "
        "bar per scope the warp was inside, coloured by what the scope does (blues for the matrix products, orange "
-       "for the softmax, green for the producer's copies, greys for every kind of wait). Each panel is one "
-       "schedule; the panels share the time axis, which starts at each program's first record. Drag across the "
-       "time axis to zoom; hover a bar for its scope, start and length. Where a consumer's orange bar lines up "
-       "with blue bars in the other consumer's rows, one warpgroup's softmax ran while the other was in a matrix "
-       "product: the overlap ping-pong is written to force.")
+       "for the softmax, " + ("green for the producer's copies, " if "producer" in roles else "")
+       + "greys for every kind of wait). Each panel is one schedule; the panels share the time axis, which starts "
+       "at each program's first record. Drag across the time axis to zoom; hover a bar for its scope, start and "
+       "length. Where a consumer's orange bar lines up with a blue bar in the other consumer's row, one "
+       "warpgroup's softmax ran while the other was inside a matrix-product scope (issuing its products or "
+       "waiting for them): the overlap ping-pong is written to force.")
     if "producer" not in roles:
-        md("The producer warp's records did not come back in this trace: Proton returned events for warps "
-           + " and ".join(map(str, sorted({r["warp"] for r in trace["records"]}))) + " only, and why is not yet "
-           "understood. So the copies are not drawn; a consumer's *wait K* and *wait V* bars end when the copy it "
-           "waited for had landed.")
+        md(f"The producer warp's records did not come back in this trace: Proton returned events for warps "
+           f"{traced_warps} only, and why is not yet understood. So the copies are not drawn; a consumer's "
+           "*wait K* and *wait V* bars end when the copy it waited for had landed.")
     if trace["provenance"].get("correction"):
         md("This file's units were corrected after the run, its values unchanged: `provenance.correction` in "
            "`docs/data/timeline.h100.json` says what and why.")
     show(figures.timeline(trace))
     show(tables.timeline_table(trace))
-    md("From the events, per schedule:\n\n" + "\n".join(trace_reading(trace, c) for c in traced)
+    by_schedule = {c["schedule"]: c for c in traced}
+    compared = ""
+    if {"serial", "pingpong"} <= by_schedule.keys():
+        before, after = (query.timeline_summary(trace, by_schedule[k]["case"]) for k in ("serial", "pingpong"))
+        under = {role: (before[role]["softmax_under_matmul"], after[role]["softmax_under_matmul"])
+                 for role in ("consumer 0", "consumer 1") if role in before and role in after
+                 and None not in (before[role]["softmax_under_matmul"], after[role]["softmax_under_matmul"])}
+        if under:
+            compared += ("\n\nFrom the serial schedule to ping-pong, that share of softmax time went "
+                         + " and ".join(f"from {a:.0%} to {b:.0%} for {role}" for role, (a, b) in under.items()) + ".")
+        spans = {k: sorted(query.program_times(trace, by_schedule[k]["case"]).values()) for k in ("serial", "pingpong")}
+        # The uninstrumented launch times of the same run are in the provenance note only.
+        launch = re.search(r"([\d.]+) us \(serial\) and ([\d.]+) us \(ping-pong\)", proton.get("note", ""))
+        # Said only where the trace and the timing disagree: every ping-pong program shorter, its launch not.
+        if launch and spans["pingpong"][-1] < spans["serial"][0] and float(launch[2]) >= float(launch[1]):
+            unit = query.timeline_unit(trace)
+            compared += (f" The program spans do not rank the schedules: here the ping-pong programs span "
+                         f"{fmt.duration(spans['pingpong'][-1], unit)} at most and the serial ones "
+                         f"{fmt.duration(spans['serial'][0], unit)} at least, yet in the same run, without "
+                         f"instrumentation, one whole launch took {launch[1]} µs with the serial schedule and "
+                         f"{launch[2]} µs with ping-pong (one timing each).")
+    md("From the events, per schedule:\n\n" + "\n".join(trace_reading(trace, c) for c in traced) + compared
        + "\n\nThese shares describe the traced programs of an instrumented kernel; which schedule is faster is "
        "measured without instrumentation, in the next section.")
 
@@ -358,9 +387,11 @@ md(
 
 # %% tags=["hide-input"]
 md("One size is not enough to pick a default, so the two schedules were then swept over the production "
-   "suite's lengths (N from 2048 to 16384, fp16 and bf16, causal or not, three timing rounds each; "
-   "`python scripts/hopper_check.py --sweep`, with the numbers in PERF_NOTES.md). `flash_attention` now runs "
-   + ", ".join(f"**{sched}** at D = {d} {'with the causal mask' if c else 'without a mask'}"
+   "suite's long shapes (B = 4, N from 2048 to 16384, fp16 and bf16, causal or not, three timing rounds each; "
+   "`python scripts/hopper_check.py --sweep`; the numbers are in PERF_NOTES.md, not in this page's data). "
+   "`flash_attention` now runs "
+   + ", ".join(f"**{sched.replace('pingpong', 'ping-pong')}** at D = {d} "
+               f"{'with the causal mask' if c else 'without a mask'}"
                for (d, c), sched in sorted(hopper.DEFAULT_SCHEDULES.items()))
    + " and the serial schedule elsewhere: only there did ping-pong beat the serial loop beyond the noise at every "
    f"length the Gluon kernel is picked for (N ≥ {hopper.AUTO_MIN_LEN}). The production data below was measured "
@@ -409,8 +440,6 @@ md(
 show(figures.production_tflops([prod], "fwd"))
 
 # %% tags=["hide-input"]
-import re  # noqa: E402
-
 then = re.search(r"Nk >= (\d+)", prod["provenance"].get("flash_dispatch", ""))
 if then and int(then.group(1)) < min_n:
     n0 = int(then.group(1))
@@ -437,25 +466,40 @@ if then and int(then.group(1)) < min_n:
 # The same structure carries over to the larger half of the backward pass
 # (`kernels/hopper_bwd.py`). A program owns 128 keys, and their K and V tiles stay in shared
 # memory for its whole life. The producer warp streams 64-row tiles of Q and dO past them,
-# through a ring of stages, each with its rows' log-sum-exp and
-# $\delta_i = \sum_d dO_{id} O_{id}$. Each consumer warpgroup owns 64 of the keys and runs
-# five products per tile on `wgmma`, working with transposes so that dK and dV come out
-# row-major, like K and V:
+# through a ring of stages, each with its rows' log-sum-exp (in log2 units, as the forward
+# stores it: $\text{lse}_i = \log_2 \sum_j 2^{S_{ij} \cdot \text{scale} \cdot \log_2 e}$ with
+# $S = QK^T$) and $\delta_i = \sum_d dO_{id} O_{id}$. Each consumer warpgroup owns 64 of the
+# keys and runs four products per tile on `wgmma` (FlashAttention-3's fifth, for dQ, is not
+# here), working with transposes so that dK and dV come out row-major, like K and V:
 #
-# $$S^T = K Q^T,\quad P^T = 2^{S^T \cdot \text{scale} \cdot \log_2 e - \text{lse}},\quad dV \mathrel{+}= P^T dO,$$
-# $$dP^T = V\, dO^T,\quad dS^T = P^T \circ (dP^T - \delta),\quad dK \mathrel{+}= dS^T Q.$$
+# $$S^T = K Q^T,\quad P^T = 2^{\,\text{scale}\,\log_2 e\; S^T - \mathbf{1}\,\text{lse}^T},$$
+# $$dV \mathrel{+}= P^T dO,\quad dP^T = V\, dO^T,$$
+# $$dS^T = P^T \circ (dP^T - \mathbf{1}\,\delta^T),\;\; dK \mathrel{+}= dS^T Q,$$
 #
-# $P^T$ and $dS^T$ never touch shared memory: they enter the next product from registers,
-# as P did in the forward. dQ is still the pointer kernel's separate pass.
-# `flash_attention` runs this kernel wherever its forward runs the Gluon one.
+# where $\mathbf{1}\,\text{lse}^T$ and $\mathbf{1}\,\delta^T$ repeat query $i$'s value down
+# column $i$. Here $dS$ is the gradient of the scaled scores, so dK is multiplied by the
+# scale once, when it is stored. $P^T$ and $dS^T$ never touch shared memory: they enter the
+# next product from registers, as P did in the forward (checked in the compiled kernel:
+# they are register operands of `wgmma`, and no shared-memory store carries them). dQ is
+# still the pointer kernel's separate pass.
+# `flash_attention`'s backward runs this kernel on every input the Gluon forward would take
+# (`hopper_bwd.auto_applies`), including the shapes whose forward splits the keys instead.
 #
 # One bug on the way is worth knowing. The log-sum-exp and δ rows travel by TMA beside their
-# Q and dO tiles, as flat float32 arrays, and the first version addressed the tile of head
-# $h$ at element $h \cdot N_q + 64m$. For an odd $N_q$ that start is not 16-byte aligned,
-# and the GPU stopped with *an illegal instruction*, not a wrong answer. A bulk tensor copy
-# needs a 16-byte-aligned start, so the launcher now lays those rows out at a padded stride,
-# a multiple of four floats. The tests over odd lengths ($N_q$ = 1, 7, 63, 129, 257) are what
-# caught it.
+# Q and dO tiles, as flat float32 arrays, and the first version addressed query tile $m$ of
+# (batch, head) $h$ at element $h \cdot N_q + 64m$. Unless $N_q$ is a multiple of four, that
+# start is off a 16-byte boundary for most $h$, and there the GPU stopped with *an illegal
+# instruction*, not a wrong answer. NVIDIA's tables of TMA alignment
+# ([CUDA programming guide](https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#table-alignment-multi-dim-tma),
+# [`cuTensorMapEncodeTiled`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__TENSOR__MEMORY.html))
+# ask 16-byte alignment of a tensor's base address, of its strides and of the bytes a copy
+# moves, and say nothing of where a copy starts. Triton's documentation does state the rule
+# we hit: its Gluon TMA tutorial says the innermost coordinate of a copy must be 16-byte
+# aligned ([triton#9112](https://github.com/triton-lang/triton/pull/9112)), and
+# [triton#7385](https://github.com/triton-lang/triton/issues/7385) traced the same illegal
+# instruction to it. So the launcher now lays those rows out at a padded stride, a multiple
+# of four floats, and every copy starts on a 16-byte boundary. The tests' odd lengths, in
+# shapes with several heads, caught it on the GPU; with the padding they pass there.
 
 # %% tags=["hide-input"]
 show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end="        return dk, dv, it")
@@ -467,22 +511,42 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 #
 # ## What is not here yet
 #
-# - **dQ in Gluon.** FlashAttention-3 adds dQ with atomics from the dK/dV kernel; our
-#   pointer kernel uses a second pass. Both are still to be measured.
-# - **The production suite at today's code:** ping-pong as the default at D = 128 without a
-#   mask, and the Gluon dK/dV kernel, are not yet in the data above.
-# - **The producer warp in the timeline.**
+# - **dQ in Gluon.** FlashAttention-3 adds dQ into a float32 buffer with atomics from the
+#   dK/dV loop; ours is still the pointer kernel's second pass. Which way is faster here
+#   is not measured.
+# - **The production suite at today's code:** the default schedule chosen above and the
+#   Gluon dK/dV kernel are not yet in the data above.
+# - **The producer warp in the timeline:** Proton returned none of its records, for a
+#   reason not yet found.
 #
 # ## Key takeaways
-#
-# - Warp specialisation splits a kernel into roles that meet at mbarriers: copies in one
-#   warp, math in the others, and registers moved to where the math is.
-# - In Gluon, the schedule is code: the ring's phase arithmetic, the turn barriers and the
-#   register budget are all written out, and each can be switched and measured.
-# - Measured on the H100 at one size, the serial Gluon kernel and the pointer kernel, and
-#   each scheduling idea, are compared in the table above, with the noise marked; over the
-#   production sizes the Gluon forward is still short of cuDNN on most shapes.
-#
+
+# %% tags=["hide-input"]
+takeaways = [
+    "Warp specialisation splits a kernel into roles that meet at mbarriers: copies in one warp, math in the "
+    "others, and registers moved to where the math is.",
+    "In Gluon, the schedule is code: the ring's phase arithmetic, the turn barriers and the register budget are "
+    "all written out, and each can be switched and measured.",
+    f"At one size on the {gpu}, ping-pong gave {pp[(128, False)]} the serial loop's throughput at D = 128 without "
+    f"a mask and the intra-warpgroup overlap {ov[(128, False)]}; over the long production lengths ping-pong "
+    "became the default "
+    + ", ".join(f"at D = {d} {'with the causal mask' if c else 'without a mask'}"
+                for (d, c), _ in sorted(hopper.DEFAULT_SCHEDULES.items())) + " only.",
+]
+if under:
+    takeaways.append(
+        "A Proton trace shows the overlap from inside the kernel: the share of each consumer's softmax time spent "
+        "while the other was in a matrix-product scope went, from the serial loop to ping-pong, "
+        + " and ".join(f"from {a:.0%} to {b:.0%} for {role}" for role, (a, b) in under.items()) + ".")
+takeaways.append(
+    f"Over the production sizes (N ≥ {min_n}, measured before the changes on this page) the Gluon forward runs at a "
+    f"median {f_cud_med:.2f}× cuDNN's throughput: behind it beyond the noise at {behind} of "
+    f"{sum(len(p) == 2 for p in pairs.values())} shapes, ahead at {ahead}, within the noise at the rest.")
+takeaways.append("The dK/dV half of the backward now runs in Gluon too; so far only a development probe has "
+                 "timed it.")
+md("\n".join(f"- {t}" for t in takeaways))
+
+# %% [markdown]
 # ## Sources
 #
 # - J. Shah, G. Bikshandi, Y. Zhang, V. Thakkar, P. Ramani, T. Dao,
