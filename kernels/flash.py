@@ -663,8 +663,8 @@ def dispatch_rule() -> str:
     return ("forward: split-K (kernels/splitk.py) when the grid has fewer programs than the GPU has SMs and "
             f"each walks at least {splitk.MIN_KEY_TILES} key tiles; else the Gluon Hopper kernel (kernels/hopper.py) "
             f"{gluon}; else the pointer kernel (kernels/flash.py). backward: dK and dV by the Gluon Hopper kernel "
-            "(kernels/hopper_bwd.py) where the forward runs the Gluon kernel, else the pointer kernel; "
-            "dQ by the pointer kernel.")
+            "(kernels/hopper_bwd.py) on the inputs the Gluon forward takes (the same GPU, dtype, head-dim and length "
+            "rule, whichever forward ran), else the pointer kernel; dQ by the pointer kernel.")
 
 
 class _FlashAttention(torch.autograd.Function):

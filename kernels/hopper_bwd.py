@@ -77,7 +77,7 @@ ROWS = hopper.ROWS_PER_WARPGROUP  # 64: keys per consumer warpgroup and query ro
 BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
 # (Q, dO) stages in the ring per head dim: see the shared-memory budget above.
 STAGES = {64: 3, 128: 2}
-# How each consumer warpgroup orders its five products per query tile (see _dkdv_tiles).
+# How each consumer warpgroup orders its four products per query tile (see _dkdv_tiles).
 SCHEDULES = ("overlap", "serial")
 # The order flash_attention runs: "serial" was faster at all four timed shapes (B4 N8192, D 64/128,
 # causal or not; one run on an H200, PERF_NOTES.md session 7), by 0.6-9%.
@@ -366,8 +366,9 @@ def _row_descriptor(t1d: torch.Tensor):
 
 
 def auto_applies(q4, k4, v4, do4, scale: float) -> bool:
-    """Whether ``flash_attention``'s backward should run this dK/dV kernel by itself: where its
-    forward runs the Gluon kernel (``hopper.auto_applies``) and this kernel takes the inputs."""
+    """Whether ``flash_attention``'s backward should run this dK/dV kernel by itself: on the inputs
+    the Gluon forward takes (``hopper.auto_applies``, whether or not the forward took split-K
+    instead) when this kernel takes them too."""
     return hopper.auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4, do4) is None
 
 

@@ -29,6 +29,7 @@ SHAPES = [
     (2, 2, 2, 128, 128),
     (1, 4, 4, 1000, 1030),
     (1, 2, 2, 129, 700),
+    (2, 3, 3, 130, 257),  # Nq = 2 (mod 4): the lse/delta rows of every head but the first need the padding
 ]
 
 
