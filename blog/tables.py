@@ -350,7 +350,7 @@ def timeline_table(doc: dict) -> str:
                          f"</span><br><small>{html.escape(role)}</small>"]
                         + [f"{s['share'][k]:.0%}" if k in s["share"] else "–" for k in kinds]
                         + ["–" if under is None else f"{under:.0%}"])
-    head = [_th("schedule") + "".join(_th(k) for k in kinds) + _th("softmax under matmul")]
+    head = [_th("schedule") + "".join(_th(k) for k in kinds) + _th("overlap")]
     programs = sorted({len(c["ctas"]) for c in cases})
     scopes = {}
     for r in (r for c in cases for r in query.timeline_events(doc, c["case"])):
@@ -358,7 +358,7 @@ def timeline_table(doc: dict) -> str:
     kinds_text = "; ".join(f"{k}: {', '.join(scopes[k])}" for k in kinds)
     foot = (f"Share of each warp's time, from its first record to its last, spent inside scopes of each kind ({kinds_text}), "
             f"summed over the role's warps and the {'/'.join(map(str, programs))} traced program(s) of each case. "
-            "Softmax under matmul: the fraction of a consumer's softmax time during which a warp of the other "
+            "Overlap: the fraction of a consumer's softmax time during which a warp of the other "
             f"consumer was inside a matmul scope. From an instrumented run: {doc['provenance']['proton']['note'].rstrip('.')}.")
     return _table("Where each role's time went, per schedule", head, body, foot=html.escape(foot), docs=[doc],
                   table_id="timeline-shares")
