@@ -321,6 +321,13 @@ def test_every_colour_meets_its_contrast_rule(scheme):
         assert _contrast(theme.CELL_TEXT, cell) >= 4.5, f"text on {role} below 4.5:1"
 
 
+def test_chart_buttons_read_in_both_schemes():
+    # The same colours in both schemes; plotly.js paints the active button #F4FAFF itself.
+    for bg in (theme.BUTTON_BG, "#F4FAFF"):
+        assert _contrast(theme.BUTTON_TEXT, bg) >= 4.5, bg
+    assert _contrast(theme.BUTTON_BG, "#F4FAFF") > 1.2, "the active button must stand out from the others"
+
+
 def test_text_drawn_in_a_trace_colour_still_reads_as_text():
     """Annotations use text roles or provider colours: each must reach 4.5:1 in both schemes."""
     dark = theme.dark_recolor()
@@ -333,7 +340,8 @@ def test_text_drawn_in_a_trace_colour_still_reads_as_text():
 
 
 def test_every_colour_in_a_figure_has_a_dark_twin_or_is_scheme_free():
-    allowed = set(theme.dark_recolor()) | set(theme.CELLS.values()) | {theme.CELL_TEXT, "rgba(0,0,0,0)"}
+    allowed = (set(theme.dark_recolor()) | set(theme.CELLS.values())
+               | {theme.CELL_TEXT, theme.BUTTON_BG, theme.BUTTON_TEXT, "rgba(0,0,0,0)"})
     for fig in _all_figures():
         text = pio.to_json(fig, validate=False)
         colours = set(re.findall(r'"(#[0-9a-fA-F]{6}|rgba?\([^)]*\))"', text))
