@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     # global memory because the kernel leaves too little shared memory for one.
     sampling = dict(sampling_strategy="selective", sampling_options=WARPS_SAMPLED) if not args.all_warps else {}
     mode = proton.mode.Default(optimizations="clock32,time_shift", buffer_type="global", **sampling)
-    records, notes = [], []
+    records, notes, plain_us = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for schedule in SCHEDULES:
             plain = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule)[0]
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
             spans = [max(e["end"] for e in events if e["cta"] == c) - min(e["start"] for e in events if e["cta"] == c)
                      for c in ctas]
             plain_cycles = plain_ms * 1e-3 * clock_mhz * 1e6
+            plain_us[schedule] = round(plain_ms * 1e3, 1)
             print(f"{schedule}: {len(events)} events from {len(ctas)} CTAs, warps "
                   f"{sorted({e['warp'] for e in events})}; plain launch {plain_ms * 1e3:.1f} us = "
                   f"{plain_cycles:.0f} cycles at {clock_mhz} MHz; traced programs span "
@@ -184,6 +185,7 @@ def main(argv=None) -> int:
                                     "first record, comparable within one program only",
         "warps": "every warp" if args.all_warps else f"warps {WARPS_SAMPLED} of each program (the first of each partition)",
         "note": "; ".join(notes),
+        "plain_launch_us": plain_us,  # the uninstrumented launch per schedule, do_bench median
     }
     doc = {"schema": benchdata.SCHEMA_VERSION, "suite": "timeline", "provenance": prov, "records": records}
     path = Path(args.out) / f"timeline.{benchdata.slug(prov['gpu'])}.json"

@@ -312,8 +312,10 @@ else:
             compared += ("\n\nFrom the serial schedule to ping-pong, that share of softmax time went "
                          + " and ".join(f"from {a:.0%} to {b:.0%} for {role}" for role, (a, b) in under.items()) + ".")
         spans = {k: sorted(query.program_times(trace, by_schedule[k]["case"]).values()) for k in ("serial", "pingpong")}
-        # The uninstrumented launch times of the same run are in the provenance note only.
-        launch = re.search(r"([\d.]+) us \(serial\) and ([\d.]+) us \(ping-pong\)", proton.get("note", ""))
+        # The uninstrumented launch times of the same run: a field in newer files, the note in older ones.
+        plain = proton.get("plain_launch_us", {})
+        launch = ((None, plain["serial"], plain["pingpong"]) if {"serial", "pingpong"} <= plain.keys() else
+                  re.search(r"([\d.]+) us \(serial\) and ([\d.]+) us \(ping-pong\)", proton.get("note", "")))
         # Said only where the trace and the timing disagree: every ping-pong program shorter, its launch not.
         if launch and spans["pingpong"][-1] < spans["serial"][0] and float(launch[2]) >= float(launch[1]):
             unit = query.timeline_unit(trace)
