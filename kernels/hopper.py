@@ -73,6 +73,12 @@ MAXNREG = 168  # launch cap: (4 + 4 + 4 padded producer warps) * 32 threads * 16
 if GLUON_IMPORT_ERROR is None:
     _M = gl.constexpr(ROWS_PER_WARPGROUP)  # kernels read globals only as constexprs
 
+    @gluon.constexpr_function
+    def _acc_layout(cols):
+        """wgmma's accumulator layout for one warpgroup's (64, cols) fp32 tile: its 4 warps
+        stacked along the rows, 16 rows each (also kernels/hopper_bwd.py's)."""
+        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, cols, 16])
+
     @gluon.jit
     def _mark(name: gl.constexpr, start: gl.constexpr, PROFILE: gl.constexpr):
         """A Proton timestamp record (scripts/timeline.py). PROFILE is a constexpr, so the kernel
@@ -322,11 +328,8 @@ if GLUON_IMPORT_ERROR is None:
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
-        # wgmma's accumulator layouts: 4 warps stacked along the rows, 16 rows each.
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, BLOCK_N, 16])
-        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, HEAD_DIM, 16])
+        s_layout: gl.constexpr = _acc_layout(BLOCK_N)  # S = Q K^T
+        o_layout: gl.constexpr = _acc_layout(HEAD_DIM)  # the running output
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
         pid_m = _query_block(N_Q, IS_CAUSAL, LPT)

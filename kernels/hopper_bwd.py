@@ -169,11 +169,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
-        # wgmma's accumulator layouts: 4 warps stacked along the rows (keys), 16 rows each.
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, M, 16])
-        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                             instr_shape=[16, HEAD_DIM, 16])
+        # wgmma's accumulator layouts, rows = this warpgroup's keys.
+        s_layout: gl.constexpr = hopper._acc_layout(M)  # S^T, dP^T
+        acc_layout: gl.constexpr = hopper._acc_layout(HEAD_DIM)  # dK, dV
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
 
         pid_n = gl.program_id(0)

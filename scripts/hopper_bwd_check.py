@@ -102,32 +102,6 @@ def pointer_dkdv(q4, k4, v4, do4, lse, delta, causal, scale):
     return dk, dv
 
 
-def hybrid_backward(do4, q4, k4, v4, o4, lse, causal, scale, schedule):
-    """A whole backward pass as ``flash._flash_backward`` runs it, with the Gluon dK/dV kernel
-    in place of the pointer one: the preprocess kernel (delta), Gluon dK/dV, pointer dQ."""
-    import torch
-    import triton
-
-    from kernels import flash, hopper_bwd
-
-    B, H, NQ, D = q4.shape
-    H_KV, NK = k4.shape[1], k4.shape[2]
-    head_dim = flash._head_dim(D)
-    delta = torch.empty((B, H, NQ), dtype=torch.float32, device=q4.device)
-    flash._DIRECT("pre", flash._flash_bwd_preprocess_kernel, (triton.cdiv(NQ, 64), B * H),
-                  (o4, do4, delta), (*o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=64))
-    dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do4, lse, delta, causal, scale, schedule=schedule)
-    dq = torch.empty_like(q4)
-    tune_n = flash._tune_n(NQ, NK)
-    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
-    flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
-                  (q4, k4, v4, do4, lse, delta, dq),
-                  (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
-                   H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
-                  meta, (tune_n, q4.dtype, do4.dtype))
-    return dq, dk, dv
-
-
 def _err(a, b):
     return (a.double() - b.double()).abs().max().item()
 
@@ -194,7 +168,6 @@ def run_timing(case):
                                                                       stages=other_stages),
         "pointer_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="pointer"),
         "flash_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee"),
-        "hybrid_bwd": lambda: hybrid_backward(do, q, k, v, o, lse, causal, scale, "overlap"),
     }
     qc, kc, vc = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
     graph = {}
@@ -250,7 +223,7 @@ def run_warm(case):
     for schedule in hopper_bwd.SCHEDULES:
         hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
     hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, stages=3 if D == 128 else 4)
-    hybrid_backward(do, q, k, v, o, lse, causal, scale, "overlap")  # the preprocess kernel
+    flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon")  # the preprocess kernel
     return {"ok": True}
 
 
@@ -433,7 +406,7 @@ def main(argv=None):
     print(f"  {len(checks) - bad} ok, {bad} not ok")
     if timings:
         print(f"\n{'case':44} {'ptr dkdv':>9} {'overlap':>9} {'serial':>9} {'stages':>9} {'ptr bwd':>9} "
-              f"{'hyb bwd':>9} {'flash bwd':>9} {'cudnn':>9}  ms; serial/ptr dkdv, flash/cudnn bwd")
+              f"{'flash bwd':>9} {'cudnn':>9}  ms; serial/ptr dkdv, flash/cudnn bwd")
         for case, record in zip(timings, timing_records):
             if record.get("status") != "ok":
                 print(summary_line(case, record))
@@ -443,7 +416,7 @@ def main(argv=None):
             def ms(key):
                 return record[key].get("ms", float("nan"))
             print(f"{case_name(case):44} {ms('pointer_dkdv'):9.3f} {ms('gluon_overlap'):9.3f} {ms('gluon_serial'):9.3f} "
-                  f"{ms(stage_key):9.3f} {ms('pointer_bwd'):9.3f} {ms('hybrid_bwd'):9.3f} {ms('flash_bwd'):9.3f} "
+                  f"{ms(stage_key):9.3f} {ms('pointer_bwd'):9.3f} {ms('flash_bwd'):9.3f} "
                   f"{ms('cudnn_bwd'):9.3f}  {ms('pointer_dkdv') / ms('gluon_serial'):.2f}x, "
                   f"{ms('cudnn_bwd') / ms('flash_bwd'):.2f}x")
     out = args.out or (os.path.join(os.environ["OUT"], "bwd_check.json") if os.environ.get("OUT") else None)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import _runtime
+from kernels import _runtime, hopper
 
 INTERPRET = kernels.INTERPRET
 DEVICE = "cpu" if INTERPRET else "cuda"
@@ -28,6 +28,9 @@ if not INTERPRET and torch.cuda.device_count() > 1 and os.environ.get("PYTEST_XD
     # suite spreads over every GPU ("cuda" then means that GPU for the worker's tests).
     torch.cuda.set_device(int(os.environ["PYTEST_XDIST_WORKER"][2:]) % torch.cuda.device_count())
 DTYPES = [torch.float32, torch.float16] if INTERPRET else [torch.float32, torch.float16, torch.bfloat16]
+# Where the Gluon Hopper kernels (kernels/hopper.py, hopper_bwd.py) can run.
+ON_HOPPER = (not INTERPRET and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+             and hopper.GLUON_IMPORT_ERROR is None)
 
 
 def pytest_report_header(config):

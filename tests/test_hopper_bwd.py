@@ -11,10 +11,8 @@ import torch
 from kernels import flash, hopper, hopper_bwd
 from kernels.reference import reference_attention
 
-from conftest import max_err, rand, tolerance, torch_lowp_attention
+from conftest import ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
 
-ON_HOPPER = (not hopper.INTERPRET and torch.cuda.is_available()
-             and torch.cuda.get_device_capability() == (9, 0) and hopper.GLUON_IMPORT_ERROR is None)
 gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
 
 # (B, H, H_KV, N_Q, N_K): one row, one key, ragged lengths on both sides (not multiples of the

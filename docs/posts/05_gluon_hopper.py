@@ -190,9 +190,15 @@ show_source(hopper._softmax_tile, start="        if MASKED:")
 show_source(hopper._consumer, start="        M: gl.constexpr = _M", end="        q_smem = q_bufs")
 
 # %% [markdown]
-# The layouts are where Gluon asks the most of the author. `NVMMADistributedLayout(version=
-# [3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, 16])` is the register layout of a `wgmma`
-# accumulator with the four warps stacked along the rows; `DotOperandLayout(operand_index=0,
+# The layouts are where Gluon asks the most of the author. `_acc_layout` is a
+# `constexpr_function`, plain Python run while the kernel compiles:
+
+# %% tags=["hide-input"]
+show_source(hopper._acc_layout)
+
+# %% [markdown]
+# Its `NVMMADistributedLayout` is the register layout of a `wgmma` accumulator of 64 rows
+# with the four warps stacked along the rows; `DotOperandLayout(operand_index=0,
 # parent=o_layout, k_width=2)` is the layout $P$ must have to be the A operand of the second
 # product. `convert_layout` moves data between layouts, through shared memory if it must;
 # here the row statistics move between two accumulator layouts with the same rows per
