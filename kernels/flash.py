@@ -619,7 +619,6 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     if dkdv_backend not in (None, "pointer", "gluon"):
         raise ValueError(f"flash_attention: dkdv_backend must be None, 'pointer' or 'gluon', got {dkdv_backend!r}")
     tiles = tiles or {}
-    do4 = do4.contiguous()  # autograd may hand over a strided gradient; TMA reads rows
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     head_dim = _head_dim(D)
@@ -632,10 +631,12 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision)
     key = (tune_n, q4.dtype, do4.dtype)
     if dkdv_backend == "gluon" or (dkdv_backend is None and "dkdv" not in tiles
-                                   and hopper_bwd.auto_applies(q4, k4, v4, do4, scale)):
+                                   and hopper_bwd.auto_applies(q4, k4, v4, scale)):
         if "dkdv" in tiles:
             raise ValueError("flash_attention: a dK/dV tile applies to the pointer kernel only")
-        dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do4, lse, delta, causal, scale)
+        # TMA reads whole rows; autograd may hand over a strided dO (out.sum().backward() gives
+        # a broadcast one), which the pointer kernels read in place.
+        dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do4.contiguous(), lse, delta, causal, scale)
     else:
         dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
         dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)

@@ -363,11 +363,11 @@ def _row_descriptor(t1d: torch.Tensor):
     return hopper.TensorDescriptor(t1d, [t1d.shape[0]], [1], [ROWS], _row_layout())
 
 
-def auto_applies(q4, k4, v4, do4, scale: float) -> bool:
+def auto_applies(q4, k4, v4, scale: float) -> bool:
     """Whether ``flash_attention``'s backward should run this dK/dV kernel by itself: on the inputs
     the Gluon forward takes (``hopper.auto_applies``, whether or not the forward took split-K
-    instead) when this kernel takes them too."""
-    return hopper.auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4, do4) is None
+    instead) when this kernel takes them too. The caller hands it a contiguous dO."""
+    return hopper.auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4) is None
 
 
 def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
