@@ -2,10 +2,11 @@
 compiler reports: registers, spills, shared memory, ptxas warnings, and (with --sass) the
 instruction mix.
 
-    TRITON_INTERPRET=0 python scripts/compile_hopper.py [--kernel fwd|bwd] [--sass]
+    TRITON_INTERPRET=0 python scripts/compile_hopper.py [--kernel fwd|bwd|dq] [--sass]
 
 ``--kernel fwd`` (the default) compiles the forward (kernels/hopper.py), ``--kernel bwd`` the
-dK/dV kernel (kernels/hopper_bwd.py).
+dK/dV kernel (kernels/hopper_bwd.py), ``--kernel dq`` the dQ kernel (kernels/hopper_dq.py) at
+both key-tile sizes.
 
 Needs the Triton that the GPU box runs (3.6); no GPU and no CUDA driver (Triton ships ptxas).
 """
@@ -81,6 +82,37 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str =
                           options={"num_warps": 4, "maxnreg": hopper_bwd.MAXNREG})
 
 
+def compile_dq_variant(head_dim: int, causal: bool, dtype: str, block_n: int | None = None,
+                       stages: int | None = None):
+    """The Gluon dQ kernel for one head dim, mask mode, dtype and key tile, as the launcher builds it."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.experimental.gluon import language as gl
+
+    from kernels import hopper_dq
+
+    default_block_n, default_stages = hopper_dq.TILES[head_dim]
+    block_n = block_n or default_block_n
+    gl_dtype = {"fp16": gl.float16, "bf16": gl.bfloat16}[dtype]
+
+    def desc(rows):
+        layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], gl_dtype)
+        return f"tensordesc<{dtype}[{rows}, {head_dim}],{layout!r}>"
+
+    fn = hopper_dq._hopper_dq_kernel
+    names = [p.name for p in fn.params]
+    runtime = {"q_desc": desc(hopper_dq.ROWS), "do_desc": desc(hopper_dq.ROWS), "k_desc": desc(block_n),
+               "v_desc": desc(block_n), "dq_ptr": f"*{dtype}", "lse_ptr": "*fp32", "delta_ptr": "*fp32",
+               "H": "i32", "H_KV": "i32", "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32", "scale": "fp32"}
+    constexprs = {"IS_CAUSAL": causal, "BLOCK_N": block_n, "STAGES": stages or default_stages,
+                  "CONSUMER_REGS": hopper_dq.CONSUMER_REGS, "PRODUCER_REGS": hopper_dq.PRODUCER_REGS}
+    signature = {n: runtime.get(n, "constexpr") for n in names}
+    src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": 4, "maxnreg": hopper_dq.MAXNREG})
+
+
 def with_ptxas_warnings(build):
     """Run ``build()`` and return (its result, ptxas's warning lines, e.g. C7508 "wgmma
     serialized"). Triton prints the ptxas log to stdout when asked and drops it otherwise; a
@@ -126,11 +158,14 @@ def sass_mix(cubin: bytes) -> collections.Counter:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sass", action="store_true", help="count SASS opcodes too")
-    parser.add_argument("--kernel", choices=("fwd", "bwd"), default="fwd",
-                        help="fwd: kernels/hopper.py; bwd: the dK/dV kernel in kernels/hopper_bwd.py")
+    parser.add_argument("--kernel", choices=("fwd", "bwd", "dq"), default="fwd",
+                        help="fwd: kernels/hopper.py; bwd: the dK/dV kernel in kernels/hopper_bwd.py; "
+                             "dq: the dQ kernel in kernels/hopper_dq.py")
     args = parser.parse_args(argv)
     if args.kernel == "bwd":
         return report_bwd(args.sass)
+    if args.kernel == "dq":
+        return report_dq(args.sass)
     for head_dim in (64, 128):
         for causal in (False, True):
             for dtype, schedule in (("fp16", "serial"), ("bf16", "serial"), ("fp16", "pipelined"),
@@ -161,6 +196,46 @@ def report_bwd(sass: bool):
                             if re.match(r"HGMMA|MUFU|LDL|STL|SYNCS|UTMALDG|USETMAXREG|WARPGROUP|BAR|STG|LDG", op)}
                     print("   ", dict(sorted(keep.items())))
                     print("    setmaxnreg:", setmaxnreg(k.asm["cubin"]))
+
+
+def report_dq(sass: bool):
+    """Every dQ variant at both key tiles (BLOCK_N 64 and 128, each with the deepest ring that fits
+    227 KB of shared memory at that head dim): the data ``hopper_dq.TILES`` was chosen from."""
+    from kernels import hopper_dq
+
+    for head_dim in (64, 128):
+        for block_n in (64, 128):
+            stages = max_stages(head_dim, block_n)
+            for causal in (False, True):
+                for dtype in ("fp16", "bf16"):
+                    k, warnings = with_ptxas_warnings(
+                        lambda: compile_dq_variant(head_dim, causal, dtype, block_n, stages))
+                    default = (block_n, stages) == hopper_dq.TILES[head_dim]
+                    print(f"dq D={head_dim} BLOCK_N={block_n:3} stages={stages} causal={causal!s:5} {dtype}"
+                          f"{' (default)' if default else ''}: shared={k.metadata.shared} B; "
+                          f"{resources(k.asm['cubin'])}; highest register R{highest_register(k.asm['cubin'])}",
+                          flush=True)
+                    print("    ptxas warnings:", warnings or "none")
+                    if sass:
+                        mix = sass_mix(k.asm["cubin"])
+                        keep = {op: n for op, n in mix.items()
+                                if re.match(r"HGMMA|MUFU|LDL|STL|SYNCS|UTMALDG|USETMAXREG|WARPGROUP|BAR|STG|LDG", op)}
+                        print("   ", dict(sorted(keep.items())))
+                        print("    setmaxnreg:", setmaxnreg(k.asm["cubin"]))
+
+
+def max_stages(head_dim: int, block_n: int, limit: int = 227 * 1024, most: int = 4) -> int:
+    """The deepest (K, V) ring, at most ``most`` stages, that fits beside the resident Q and dO
+    tiles (2 B elements; the mbarriers' few bytes fit in the margin)."""
+    resident = 2 * 2 * 64 * head_dim * 2
+    per_stage = 2 * block_n * head_dim * 2
+    return min(most, (limit - resident - 1024) // per_stage)
+
+
+def highest_register(cubin: bytes) -> int:
+    """The highest general register the SASS names: with setmaxnreg, the consumers' real use (the
+    resource line reports only the launch cap)."""
+    return max(int(n) for n in re.findall(r"\bR(\d+)\b", cuobjdump(cubin, "-sass")))
 
 
 def setmaxnreg(cubin: bytes) -> dict[str, int]:

@@ -1,0 +1,318 @@
+"""The attention backward's dQ pass for Hopper, in Gluon: the separate-pass half of ``hopper_bwd.py``.
+
+Each program owns 128 query rows of one (batch, head) and keeps what they need on chip (their
+Q and dO tiles, their lse and delta values) while every key tile they can see streams past:
+the structure of the forward (``hopper.py``) with the backward's matmuls.
+
+- a *producer* warp copies Q and dO once with TMA, then streams (K, V) tiles of BLOCK_N keys
+  of the matching k/v head (grouped-query attention: head h reads k/v head h // (H // H_KV))
+  through a ring of shared-memory stages guarded by "ready" and "empty" mbarriers;
+- two *consumer* warpgroups own 64 of the 128 rows each and run, per key tile, on the tensor
+  cores (``warpgroup_mma``, wgmma):
+
+      S  = Q K^T                      (both operands in shared memory; K^T a permuted view)
+      dP = dO V^T                     (issued right after S: it runs under the exponentials)
+      P  = exp2(S * qk_scale - lse)   (lse in log2 units, as flash.py's forward stores it)
+      dS = P * (dP - delta)           (delta = rowsum(dO * O), flash.py's preprocess kernel)
+      dQ += dS K                      (dS from registers, K from shared memory as it lies)
+
+  then store dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as in
+  ``flash._flash_bwd_dq_kernel``), rows past N_Q masked.
+
+Masks, as ``flash.py``'s kernels: keys at or past N_K get P = 0; causal is top-left (query row
+i sees keys j <= i, whatever Nq and Nk), so a warpgroup stops at the tile holding its last
+row's diagonal and masks only the tiles from the first one that crosses its first row's.
+Rows past N_Q hold the next head's queries (or TMA's zero fill): their lse is read as +inf, so
+their P is exactly 0 and nothing there overflows; they are never stored.
+
+Budget, per program (checked against the compiled kernel with ``scripts/compile_hopper.py
+--kernel dq``, Triton 3.6's ptxas, sm_90a; numbers in the docstring of ``TILES``):
+
+- shared memory: Q and dO resident, 2 x 2 x 64 x D x 2 B (64 KB at D = 128, 32 KB at D = 64);
+  per stage of the ring a K and a V tile, 2 x BLOCK_N x D x 2 B; and the mbarriers.
+- registers per consumer thread (128 threads a warpgroup): dQ, 64 x D fp32 = D / 2 (64 at
+  D = 128); S (then P, then dS) and dP, 2 x 64 x BLOCK_N fp32 = BLOCK_N; dS as a 16-bit A
+  operand, BLOCK_N / 4; lse and delta, 2 each. At BLOCK_N = 128 and D = 128 that is 64 + 128
+  + 32 = 224 of the 240 the consumers get (``setmaxnreg``; the producer warp keeps 24) before
+  any address or index; at BLOCK_N = 64, 64 + 64 + 16 = 144.
+
+Scope: as ``hopper_bwd.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
+any Nq and Nk). ``hopper_dq_problem`` says why an input is outside it. Gluon kernels do not
+run in Triton's CPU interpreter.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from . import hopper, hopper_bwd
+from ._runtime import new_output
+
+if hopper.GLUON_IMPORT_ERROR is None:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+
+ROWS = hopper.ROWS_PER_WARPGROUP  # 64: query rows per consumer warpgroup
+BLOCK_ROWS = 2 * ROWS  # query rows per program
+# (BLOCK_N, STAGES) per head dim: keys per streamed tile and the (K, V) ring's depth.
+# Compiled (scripts/compile_hopper.py --kernel dq, fp16 and bf16, full and causal alike): see
+# the report printed there; BLOCK_N = 64 leaves the consumers room (no spills), 128 does not at
+# D = 128.
+TILES = {64: (64, 4), 128: (64, 4)}
+PRODUCER_REGS = hopper.PRODUCER_REGS
+CONSUMER_REGS = hopper.CONSUMER_REGS
+MAXNREG = hopper.MAXNREG
+# The lead turns this on after the GPU tests and timing: until then flash_attention's backward
+# runs the pointer dQ kernel unless asked for this one (``dq_backend="gluon"``).
+ENABLED = False
+
+
+if hopper.GLUON_IMPORT_ERROR is None:
+    _M = gl.constexpr(ROWS)  # kernels read globals only as constexprs
+
+    @gluon.jit
+    def _dq_tiles(
+        q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
+        dq, lse, delta, rows, t_lo, t_hi, N_K, qk_scale,
+        MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        s_layout: gl.constexpr, ds_layout: gl.constexpr,
+    ):
+        """Key tiles [t_lo, t_hi) into this warpgroup's dQ. MASKED: some of the tile's keys are
+        at or past N_K (the next head's rows, or TMA's zero fill) or, causal, after some row."""
+        M: gl.constexpr = _M
+        zero_s = gl.zeros([M, BLOCK_N], gl.float32, s_layout)
+        for t in range(t_lo, t_hi):
+            stage = t % STAGES
+            phase = (t // STAGES) & 1  # each stage is refilled every STAGES tiles
+            k_tile = k_bufs.index(stage)  # (BLOCK_N, HEAD_DIM) in shared memory
+            mbarrier.wait(k_ready.index(stage), phase)
+            s = warpgroup_mma(q_smem, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            mbarrier.wait(v_ready.index(stage), phase)
+            dp = warpgroup_mma(do_smem, v_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            # wgmma groups retire in order: one outstanding means S is ready, dP may not be.
+            s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+            p = gl.exp2(s * qk_scale - gl.expand_dims(lse, 1))
+            if MASKED:
+                cols = t * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+                keep = gl.expand_dims(cols < N_K, 0)
+                if IS_CAUSAL:
+                    keep = keep & (gl.expand_dims(rows, 1) >= gl.expand_dims(cols, 0))
+                # where, not a multiply: a masked score may overflow exp2 to inf, and inf * 0 is NaN.
+                p = gl.where(keep, p, 0.0)
+            dp = warpgroup_mma_wait(num_outstanding=0, deps=(dp,))
+            ds = p * (dp - gl.expand_dims(delta, 1))
+            ds_op = gl.convert_layout(ds.to(k_bufs.dtype), ds_layout)
+            dq = warpgroup_mma(ds_op, k_tile, dq, is_async=True)
+            dq, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dq, ds_op))
+            mbarrier.arrive(kv_empty.index(stage), count=1)  # this warpgroup is done with the stage
+        return dq
+
+    @gluon.jit
+    def _consumer(
+        q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+        dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale,
+        WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
+        s_layout: gl.constexpr = hopper._acc_layout(BLOCK_N)  # S, P, dP, dS: rows = this warpgroup's queries
+        dq_layout: gl.constexpr = hopper._acc_layout(HEAD_DIM)
+        ds_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=dq_layout, k_width=2)
+
+        m0 = gl.program_id(0) * (2 * M) + WARPGROUP * M  # this warpgroup's first query row
+        rows = m0 + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))
+        # lse and delta once, with plain loads (a TMA copy would need 16-byte aligned row starts,
+        # which (b*H + h) * N_Q floats are not for odd N_Q). Rows past N_Q read lse = +inf: their
+        # P is exp2(-inf) = 0 and their dS exactly 0.
+        stat = gl.program_id(1).to(gl.int64) * N_Q + rows  # lse, delta are contiguous (B, H, N_Q)
+        lse = gl.load(lse_ptr + stat, mask=rows < N_Q, other=float("inf"))
+        delta = gl.load(delta_ptr + stat, mask=rows < N_Q, other=0.0)
+
+        # Tiles [0, t_full) need no mask; [t_full, t_hi) are the diagonal (causal) and the
+        # ragged last tile; [t_hi, t_all) are loaded for the other warpgroup only.
+        t_full = N_K // BLOCK_N
+        hi = N_K
+        hi_all = N_K
+        if IS_CAUSAL:
+            t_full = gl.minimum(t_full, m0 // BLOCK_N)  # keys before m0 are visible to every row here
+            hi = gl.minimum(N_K, m0 + M)
+            hi_all = gl.minimum(N_K, gl.program_id(0) * (2 * M) + 2 * M)
+        t_hi = gl.cdiv(hi, BLOCK_N)
+        t_all = gl.cdiv(hi_all, BLOCK_N)
+
+        dq = gl.zeros([M, HEAD_DIM], gl.float32, dq_layout)
+        q_smem = q_bufs.index(WARPGROUP)
+        do_smem = do_bufs.index(WARPGROUP)
+        mbarrier.wait(q_bar, 0)
+        dq = _dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
+                       0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES, s_layout, ds_layout)
+        dq = _dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
+                       t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES, s_layout, ds_layout)
+        hopper._release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
+
+        # Program ids are read again rather than held across the loop (hopper_bwd.py: held, they
+        # were spilled there).
+        out_rows = gl.program_id(0) * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, dq_layout))
+        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, dq_layout))
+        # dq is contiguous (B, H, N_Q, D), so (batch, head) is one row index; int64: it passes
+        # 2**31 on large tensors.
+        first_row = gl.program_id(1).to(gl.int64) * N_Q
+        offsets = (first_row + gl.expand_dims(out_rows, 1)) * HEAD_DIM + gl.expand_dims(cols, 0)
+        # Rows past N_Q are the next head's (or zeros): never stored.
+        gl.store(dq_ptr + offsets, (dq * scale).to(dq_ptr.dtype.element_ty),
+                 mask=gl.expand_dims(out_rows < N_Q, 1))
+
+    @gluon.jit
+    def _producer(
+        q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+        H, H_KV, N_Q, N_K, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        pid_m = gl.program_id(0)
+        bh = gl.program_id(1)
+        b = bh // H
+        hk = (bh % H) // (H // H_KV)  # grouped-query attention: H // H_KV query heads share a k/v head
+        # The descriptors view q, dO as (B*H*N_Q, D) and k, v as (B*H_KV*N_K, D); the launcher
+        # checks those row counts fit TMA's int32 coordinates.
+        q_row = bh * N_Q + pid_m * (2 * M)
+        kv_row = (b * H_KV + hk) * N_K
+
+        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes + 2 * do_desc.block_type.nbytes)
+        for half in gl.static_range(2):  # one 64-row tile of each per consumer warpgroup
+            hopper_bwd._tma_load(q_desc, [q_row + half * M, 0], q_bar, q_bufs.index(half))
+            hopper_bwd._tma_load(do_desc, [q_row + half * M, 0], q_bar, do_bufs.index(half))
+
+        hi = N_K
+        if IS_CAUSAL:
+            hi = gl.minimum(N_K, pid_m * (2 * M) + 2 * M)  # the program's last row sees no key past it
+        for t in range(gl.cdiv(hi, BLOCK_N)):
+            stage = t % STAGES
+            phase = (t // STAGES) & 1
+            # A fresh mbarrier counts as having completed the phase before phase 0, so the
+            # first pass over the ring does not wait.
+            mbarrier.wait(kv_empty.index(stage), phase ^ 1)
+            # K and V land on separate barriers: the consumers start S = Q K^T before V arrives.
+            mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+            hopper_bwd._tma_load(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage), k_bufs.index(stage))
+            mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
+            hopper_bwd._tma_load(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage), v_bufs.index(stage))
+
+    @gluon.jit
+    def _hopper_dq_kernel(
+        q_desc, do_desc, k_desc, v_desc, dq_ptr, lse_ptr, delta_ptr,
+        H, H_KV, N_Q, N_K, qk_scale, scale,
+        IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+    ):
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
+        gl.static_assert(q_desc.block_type.shape[0] == M, "a Q tile is one warpgroup's 64 rows")
+        gl.static_assert(do_desc.block_type.shape[0] == M, "a dO tile is one warpgroup's 64 rows")
+        gl.static_assert(k_desc.block_type.shape[0] == BLOCK_N, "K tiles are BLOCK_N rows")
+        gl.static_assert(HEAD_DIM % 16 == 0, "wgmma's K step is 16 for 16-bit inputs")
+        dtype: gl.constexpr = q_desc.dtype
+
+        q_bufs = gl.allocate_shared_memory(dtype, [2, M, HEAD_DIM], q_desc.layout)  # resident
+        do_bufs = gl.allocate_shared_memory(dtype, [2, M, HEAD_DIM], do_desc.layout)
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)  # the ring
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(kv_empty.index(i), count=2)  # both consumers must let go of a stage
+        fence_async_shared()  # make the initialised barriers visible to the copy engine
+
+        gl.warp_specialize([
+            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, BLOCK_N, STAGES)),
+            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+                         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, BLOCK_N, STAGES)),
+            (_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs,
+                         q_bar, k_ready, v_ready, kv_empty, H, H_KV, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ----------------------------------------------------------------------------- launch
+
+
+def hopper_dq_problem(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor,
+                      do4: torch.Tensor | None = None) -> str | None:
+    """Why the Gluon dQ kernel cannot take these (B, H, N, D) inputs, or None if it can: the
+    same scope as the dK/dV kernel (``hopper_bwd.hopper_bwd_problem``, dO checked when given)."""
+    return hopper_bwd.hopper_bwd_problem(q4, k4, v4, do4)
+
+
+def auto_applies(q4, k4, v4, scale: float) -> bool:
+    """Whether ``flash_attention``'s backward should run this dQ kernel by itself (when
+    ``ENABLED``): where it runs the Gluon dK/dV kernel (``hopper_bwd.auto_applies``) and this
+    kernel takes the inputs too. The caller hands it a contiguous dO."""
+    return hopper_bwd.auto_applies(q4, k4, v4, scale) and hopper_dq_problem(q4, k4, v4) is None
+
+
+def _check_statistic(name: str, t, q4: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"hopper_dq: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float32 or tuple(t.shape) != tuple(q4.shape[:3]) or not t.is_contiguous():
+        raise ValueError(f"hopper_dq: {name} must be a contiguous float32 (B, H, Nq) = "
+                         f"{tuple(q4.shape[:3])} tensor, got {t.dtype} {tuple(t.shape)}")
+    if t.device != q4.device:
+        raise ValueError(f"hopper_dq: {name} is on {t.device}, q on {q4.device}")
+
+
+def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_n: int | None = None,
+              stages: int | None = None):
+    """dQ of attention on (B, H, N, D) inputs that ``hopper_dq_problem`` accepts.
+
+    ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what
+    ``flash._flash_forward`` returns); ``delta``: rowsum(dO * O) per query row, fp32
+    (``flash._flash_bwd_preprocess_kernel``). ``block_n`` (64 or 128) and ``stages`` override
+    the key tile and the (K, V) ring's depth of ``TILES``. Returns dq shaped like q.
+    """
+    problem = hopper_dq_problem(q4, k4, v4, do4)
+    if problem is not None:
+        raise ValueError(f"hopper_dq: {problem}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"hopper_dq: causal must be a bool, got {type(causal).__name__}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise TypeError(f"hopper_dq: scale must be a number, got {type(scale).__name__}")
+    _check_statistic("lse", lse, q4)
+    _check_statistic("delta", delta, q4)
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:
+        raise ValueError(f"hopper_dq: k {tuple(k4.shape)} {k4.dtype} and v {tuple(v4.shape)} {v4.dtype} "
+                         f"do not match q {tuple(q4.shape)} {q4.dtype} (same batch, dtype, H a multiple of H_KV)")
+    default_block_n, default_stages = TILES[D]
+    block_n = default_block_n if block_n is None else block_n
+    stages = default_stages if stages is None else stages
+    if block_n not in (64, 128):
+        raise ValueError(f"hopper_dq: block_n must be 64 or 128, got {block_n!r}")
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        raise ValueError(f"hopper_dq: stages must be a positive int, got {stages!r}")
+    dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
+    if NQ == 0 or NK == 0:
+        return dq.zero_()  # no key: every score's gradient is empty
+    q_desc = hopper._descriptor(q4.view(B * H * NQ, D), ROWS)
+    do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
+    k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), block_n)
+    v_desc = hopper._descriptor(v4.view(B * H_KV * NK, D), block_n)
+    grid = (triton.cdiv(NQ, BLOCK_ROWS), B * H)
+    _hopper_dq_kernel[grid](
+        q_desc, do_desc, k_desc, v_desc, dq, lse, delta,
+        H, H_KV, NQ, NK, scale * hopper.LOG2E, scale,
+        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS,
+        num_warps=4, maxnreg=MAXNREG,
+    )
+    return dq
