@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from . import hopper, hopper_bwd
+from . import hopper, hopper_bwd, hopper_dq
 from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
 
 LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E); exp2 is the native instruction
@@ -611,13 +611,17 @@ def _flash_forward(q4, k4, v4, causal: bool, scale: float, precision: str, *, ti
 
 
 def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precision: str, *, tiles=None,
-                    dkdv_backend=None):
+                    dkdv_backend=None, dq_backend=None):
     """Launch the three backward kernels; returns (dq, dk, dv). ``tiles`` maps "dkdv" and/or
     "dq" to a forced (BLOCK_M, BLOCK_N, num_warps, num_stages) (tests); else autotuned.
     ``dkdv_backend``: None runs the Gluon dK/dV kernel (``kernels/hopper_bwd.py``) where
-    ``hopper_bwd.auto_applies``, "pointer" forces this file's kernel, "gluon" forces Gluon."""
+    ``hopper_bwd.auto_applies``, "pointer" forces this file's kernel, "gluon" forces Gluon.
+    ``dq_backend``: the same for dQ (``kernels/hopper_dq.py``); None picks Gluon only where
+    ``hopper_dq.auto_applies`` and ``hopper_dq.ENABLED``."""
     if dkdv_backend not in (None, "pointer", "gluon"):
         raise ValueError(f"flash_attention: dkdv_backend must be None, 'pointer' or 'gluon', got {dkdv_backend!r}")
+    if dq_backend not in (None, "pointer", "gluon"):
+        raise ValueError(f"flash_attention: dq_backend must be None, 'pointer' or 'gluon', got {dq_backend!r}")
     tiles = tiles or {}
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
@@ -626,7 +630,6 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     pre_block = 64 if not INTERPRET else 32
     _DIRECT("pre", _flash_bwd_preprocess_kernel, (triton.cdiv(NQ, pre_block), B * H),
             (o4, do4, delta), (*o4.stride(), *do4.stride(), H, NQ, D), dict(HEAD_DIM=head_dim, BLOCK_M=pre_block))
-    dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
     tune_n = _tune_n(NQ, NK)
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision)
     key = (tune_n, q4.dtype, do4.dtype)
@@ -645,11 +648,18 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
                 (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
                  H, H_KV, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
                 meta, key, tile=tiles.get("dkdv"))
-    _launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
-            (q4, k4, v4, do4, lse, delta, dq),
-            (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
-             H, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
-            meta, key, tile=tiles.get("dq"))
+    if dq_backend == "gluon" or (dq_backend is None and hopper_dq.ENABLED and "dq" not in tiles
+                                 and hopper_dq.auto_applies(q4, k4, v4, scale)):
+        if "dq" in tiles:
+            raise ValueError("flash_attention: a dQ tile applies to the pointer kernel only")
+        dq = hopper_dq.hopper_dq(q4, k4, v4, do4.contiguous(), lse, delta, causal, scale)
+    else:
+        dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
+        _launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
+                (q4, k4, v4, do4, lse, delta, dq),
+                (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
+                 H, H // H_KV, NQ, NK, D, scale * LOG2E, scale, tune_n),
+                meta, key, tile=tiles.get("dq"))
     return dq, dk, dv
 
 
@@ -661,11 +671,13 @@ def dispatch_rule() -> str:
              + ", ".join(f"{sched} at D = {d} {'causal' if c else 'without a mask'}"
                          for (d, c), sched in sorted(hopper.DEFAULT_SCHEDULES.items()))
              + ", serial otherwise)")
+    dq = ("dQ by the Gluon Hopper kernel (kernels/hopper_dq.py) where dK and dV are Gluon's, else the pointer kernel"
+          if hopper_dq.ENABLED else "dQ by the pointer kernel")
     return ("forward: split-K (kernels/splitk.py) when the grid has fewer programs than the GPU has SMs and "
             f"each walks at least {splitk.MIN_KEY_TILES} key tiles; else the Gluon Hopper kernel (kernels/hopper.py) "
             f"{gluon}; else the pointer kernel (kernels/flash.py). backward: dK and dV by the Gluon Hopper kernel "
             "(kernels/hopper_bwd.py) on the inputs the Gluon forward takes (the same GPU, dtype, head-dim and length "
-            "rule, whichever forward ran), else the pointer kernel; dQ by the pointer kernel.")
+            "rule, whichever forward ran), else the pointer kernel; " + dq + ".")
 
 
 class _FlashAttention(torch.autograd.Function):

@@ -25,16 +25,20 @@ row's diagonal and masks only the tiles from the first one that crosses its firs
 Rows past N_Q hold the next head's queries (or TMA's zero fill): their lse is read as +inf, so
 their P is exactly 0 and nothing there overflows; they are never stored.
 
-Budget, per program (checked against the compiled kernel with ``scripts/compile_hopper.py
---kernel dq``, Triton 3.6's ptxas, sm_90a; numbers in the docstring of ``TILES``):
+Budget, per program, checked against the compiled kernel (``scripts/compile_hopper.py
+--kernel dq``, Triton 3.6's ptxas, sm_90a; the tiles are ``TILES``):
 
 - shared memory: Q and dO resident, 2 x 2 x 64 x D x 2 B (64 KB at D = 128, 32 KB at D = 64);
-  per stage of the ring a K and a V tile, 2 x BLOCK_N x D x 2 B; and the mbarriers.
+  per stage of the ring a K and a V tile, 2 x BLOCK_N x D x 2 B (32 KB at D = 128 with 64 keys,
+  32 KB at D = 64 with 128 keys); and the mbarriers. 4 stages make 196,944 B at D = 128 and
+  164,176 B at D = 64 (compiled), within the 227 KB an SM offers one block.
 - registers per consumer thread (128 threads a warpgroup): dQ, 64 x D fp32 = D / 2 (64 at
-  D = 128); S (then P, then dS) and dP, 2 x 64 x BLOCK_N fp32 = BLOCK_N; dS as a 16-bit A
-  operand, BLOCK_N / 4; lse and delta, 2 each. At BLOCK_N = 128 and D = 128 that is 64 + 128
-  + 32 = 224 of the 240 the consumers get (``setmaxnreg``; the producer warp keeps 24) before
-  any address or index; at BLOCK_N = 64, 64 + 64 + 16 = 144.
+  D = 128, 32 at D = 64); S (then P, then dS) and dP, 2 x 64 x BLOCK_N fp32 = BLOCK_N; dS as a
+  16-bit A operand, BLOCK_N / 4; lse and delta, 2 each. D = 128 with 64 keys: 64 + 64 + 16 = 144,
+  and the compiled kernel names registers up to R172; D = 64 with 128 keys: 32 + 128 + 32 = 192,
+  up to R222. Both within the 240 the consumers get (``setmaxnreg``; the producer warp keeps 24),
+  no local memory. (D = 128 with 128 keys would need 64 + 128 + 32 = 224 before any address:
+  ptxas spilled it.)
 
 Scope: as ``hopper_bwd.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
 any Nq and Nk). ``hopper_dq_problem`` says why an input is outside it. Gluon kernels do not
@@ -61,11 +65,13 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
 ROWS = hopper.ROWS_PER_WARPGROUP  # 64: query rows per consumer warpgroup
 BLOCK_ROWS = 2 * ROWS  # query rows per program
-# (BLOCK_N, STAGES) per head dim: keys per streamed tile and the (K, V) ring's depth.
-# Compiled (scripts/compile_hopper.py --kernel dq, fp16 and bf16, full and causal alike): see
-# the report printed there; BLOCK_N = 64 leaves the consumers room (no spills), 128 does not at
-# D = 128.
-TILES = {64: (64, 4), 128: (64, 4)}
+# (BLOCK_N, STAGES) per head dim: keys per streamed tile and the (K, V) ring's depth, the
+# deepest ring that fits (one program per SM either way: registers decide that). Chosen from the
+# compiled kernels (scripts/compile_hopper.py --kernel dq, Triton 3.6, fp16 and bf16 alike): at
+# D = 128, BLOCK_N = 128 needs more than the consumers' 240 registers (ptxas spilled: 25-41 local
+# stores) while 64 keys use up to R172; at D = 64 both fit (up to R222 at 128 keys, R130 at 64)
+# and 128 keys halve the barrier waits and the per-tile bookkeeping.
+TILES = {64: (128, 4), 128: (64, 4)}
 PRODUCER_REGS = hopper.PRODUCER_REGS
 CONSUMER_REGS = hopper.CONSUMER_REGS
 MAXNREG = hopper.MAXNREG
