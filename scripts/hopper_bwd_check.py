@@ -1,7 +1,8 @@
 """Check the Gluon dK/dV kernel (kernels/hopper_bwd.py) against float64 and time it beside the
-pointer dK/dV kernel, on an sm90 GPU.
+pointer dK/dV kernel, on an sm90 GPU; with --dq, the Gluon dQ kernel (kernels/hopper_dq.py)
+beside the pointer dQ kernel instead.
 
-    python3 scripts/hopper_bwd_check.py [--quick] [--case-timeout S] [--out FILE]
+    python3 scripts/hopper_bwd_check.py [--quick] [--dq] [--case-timeout S] [--out FILE]
 
 A development probe (the site's numbers come from benchmark.py). Every case runs in a worker
 process that the parent watches: a case that hangs (a barrier never completing) or crashes the
@@ -11,7 +12,11 @@ delta = rowsum(dO * O), dK/dV from the Gluon kernel into NaN-filled buffers, aga
 autograd; the error must be at most 2x the pointer kernel's (or 2x PyTorch's own fp16/bf16
 error, whichever is larger) plus one unit in the last place. Timing (do_bench medians): the
 dK/dV kernels alone, then whole backward passes (delta + dK/dV + dQ) with either dK/dV kernel,
-and SDPA's cuDNN backward. Prints a table last; writes JSON to --out, or $OUT/bwd_check.json.
+and SDPA's cuDNN backward. With --dq the same for dQ: the Gluon dQ into NaN-filled buffers against
+float64 (at most 2x the pointer dQ kernel's error plus one unit in the last place); timing of
+the dQ kernels alone (the Gluon one at both key tiles) and of whole backward passes with the Gluon
+dK/dV and either dQ kernel, beside cuDNN. Prints a table last; writes JSON to --out, or
+$OUT/bwd_check.json.
 """
 
 from __future__ import annotations
@@ -42,21 +47,27 @@ QUICK_SHAPES = SHAPES[:3]
 TIMING = [(4, 16, 8192, 128), (4, 32, 8192, 64)]
 
 
-def correctness_cases(quick: bool):
+# The Gluon dQ kernel's other key tile per head dim, (BLOCK_N, stages), timed beside
+# hopper_dq.TILES: the deepest ring that fits (scripts/compile_hopper.py --kernel dq).
+DQ_OTHER_TILE = {64: (64, 4), 128: (128, 2)}
+
+
+def correctness_cases(quick: bool, dq: bool):
+    """dK/dV (both schedules at fp16) or, with ``dq``, dQ alone: each compiles its own kernels."""
     for shape in QUICK_SHAPES if quick else SHAPES:
         for head_dim in (64, 128):
             for dtype in ("float16", "bfloat16"):
                 for causal in (False, True):
                     schedules = ("overlap", "serial") if dtype == "float16" else ("overlap",)
                     yield {"kind": "check", "shape": shape, "D": head_dim, "dtype": dtype, "causal": causal,
-                           "schedules": schedules}
+                           "schedules": () if dq else schedules, "dq": dq}
 
 
-def timing_cases(bf16: bool):
+def timing_cases(bf16: bool, dq: bool):
     for B, H, N, D in TIMING:
         for dtype in ("float16", "bfloat16") if bf16 else ("float16",):
             for causal in (False, True):
-                yield {"kind": "time", "shape": (B, H, H, N, N), "D": D, "dtype": dtype, "causal": causal}
+                yield {"kind": "time", "shape": (B, H, H, N, N), "D": D, "dtype": dtype, "causal": causal, "dq": dq}
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -102,6 +113,27 @@ def pointer_dkdv(q4, k4, v4, do4, lse, delta, causal, scale):
     return dk, dv
 
 
+def pointer_dq(q4, k4, v4, do4, lse, delta, causal, scale):
+    """The pointer dQ kernel alone, launched as ``flash._flash_backward`` launches it."""
+    import torch
+    import triton
+
+    from kernels import flash
+
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    head_dim = flash._head_dim(D)
+    dq = torch.empty_like(q4)
+    tune_n = flash._tune_n(NQ, NK)
+    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
+    flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
+                  (q4, k4, v4, do4, lse, delta, dq),
+                  (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
+                   H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
+                  meta, (tune_n, q4.dtype, do4.dtype))
+    return dq
+
+
 def _err(a, b):
     return (a.double() - b.double()).abs().max().item()
 
@@ -115,9 +147,11 @@ def run_check(case):
 
     q, k, v, do, o, lse, delta, scale = _setup(case)
     causal = case["causal"]
-    # float64 autograd on batch 0 only (dK, dV of batch 0 depend on batch 0 alone): memory.
+    # float64 autograd on batch 0 only (its gradients depend on batch 0 alone): memory.
     q0, k0, v0 = (t[:1].double().requires_grad_(True) for t in (q, k, v))
     reference_attention(q0, k0, v0, causal=causal, scale=scale).backward(do[:1].double())
+    if case["dq"]:
+        return check_dq(case, q, k, v, do, lse, delta, scale, q0.grad)
     ref = {"dk": k0.grad, "dv": v0.grad}
     # PyTorch's own low-precision backward (SDPA, any backend), the usual yardstick.
     qt, kt, vt = (t[:1].detach().clone().requires_grad_(True) for t in (q, k, v))
@@ -145,12 +179,33 @@ def run_check(case):
     return result
 
 
-def run_timing(case):
+def check_dq(case, q, k, v, do, lse, delta, scale, ref):
+    """The Gluon dQ against ``ref`` (float64 dQ of batch 0): at most 2x the pointer dQ kernel's
+    error plus one unit in the last place; PyTorch's own error is recorded beside it."""
     import torch
     import torch.nn.functional as F
-    import triton
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    from kernels import hopper_dq
+
+    causal = case["causal"]
+    qt = q[:1].detach().clone().requires_grad_(True)
+    group = q.shape[1] // k.shape[1]
+    F.scaled_dot_product_attention(qt, k[:1].repeat_interleave(group, 1), v[:1].repeat_interleave(group, 1),
+                                   is_causal=causal, scale=scale).backward(do[:1])
+    pq = pointer_dq(q, k, v, do, lse, delta, causal, scale)
+    dq = hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
+    torch.cuda.synchronize()
+    result = {"torch_err": {"dq": _err(qt.grad, ref)}, "pointer_err": {"dq": _err(pq[:1], ref)}}
+    ulp = torch.finfo(q.dtype).eps * max(1.0, ref.abs().max().item())
+    result["tol"] = {"dq": 2 * result["pointer_err"]["dq"] + ulp}
+    row = {"unwritten": int(dq.isnan().sum().item()), "dq": _err(dq[:1], ref),
+           "dq_vs_pointer": _err(dq, pq)}  # every batch, against the pointer kernel (no float64 there: memory)
+    row["ok"] = row["unwritten"] == 0 and row["dq"] <= result["tol"]["dq"]
+    result.update(gluon_dq=row, ok=row["ok"])
+    return result
+
+
+def run_timing(case):
     from kernels import flash, hopper_bwd
 
     q, k, v, do, o, lse, delta, scale = _setup(case)
@@ -158,6 +213,8 @@ def run_timing(case):
     B, H, _, N, _ = case["shape"]
     D = case["D"]
     flops = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)  # the forward's, FA convention
+    if case["dq"]:
+        return time_dq(case, q, k, v, do, o, lse, delta, scale, flops)
     stages = hopper_bwd.STAGES[D]
     other_stages = 3 if D == 128 else 4
     providers = {
@@ -166,22 +223,63 @@ def run_timing(case):
         "gluon_serial": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule="serial"),
         f"gluon_stages{other_stages}": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale,
                                                                       stages=other_stages),
-        "pointer_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="pointer"),
+        "pointer_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="pointer",
+                                                     dq_backend="pointer"),
         "flash_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee"),
     }
+    providers["cudnn_bwd"] = cudnn_backward(q, k, v, do, causal, scale)
+    # The dK/dV kernels do 4 of the backward's 5 matmuls: 2.0x the forward's FLOPs; a whole
+    # backward is 2.5x (the FA convention).
+    work = {name: (2.5 if name.endswith("_bwd") else 2.0) * flops for name in providers}
+    return dict(bench(providers, work), stages_default=stages)
+
+
+def time_dq(case, q, k, v, do, o, lse, delta, scale, flops):
+    """dQ kernels alone, and whole backward passes (delta + Gluon dK/dV + either dQ) beside cuDNN."""
+    from kernels import flash, hopper_dq
+
+    causal = case["causal"]
+    other_n, other_stages = DQ_OTHER_TILE[case["D"]]
+    providers = {
+        "pointer_dq": lambda: pointer_dq(q, k, v, do, lse, delta, causal, scale),
+        "gluon_dq": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale),
+        f"gluon_dq_n{other_n}": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
+                                                             block_n=other_n, stages=other_stages),
+        "pointer_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
+                                                        dkdv_backend="gluon", dq_backend="pointer"),
+        "gluon_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
+                                                      dkdv_backend="gluon", dq_backend="gluon"),
+        "cudnn_bwd": cudnn_backward(q, k, v, do, causal, scale),
+    }
+    # A dQ kernel does 3 of the backward's 5 matmuls (S and dP again, then dQ): 1.5x the
+    # forward's FLOPs; a whole backward is 2.5x (the FA convention).
+    work = {name: (2.5 if name.endswith("_bwd") else 1.5) * flops for name in providers}
+    return dict(bench(providers, work), dq_tile_default=list(hopper_dq.TILES[case["D"]]),
+                dq_tile_other=[other_n, other_stages])
+
+
+def cudnn_backward(q, k, v, do, causal, scale):
+    """SDPA's cuDNN backward alone, as a callable: the forward runs once, on the first call."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     qc, kc, vc = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
     graph = {}
 
-    def cudnn_bwd():  # the backward alone: the forward runs once, on the first call
+    def run():
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             if "out" not in graph:
                 graph["out"] = F.scaled_dot_product_attention(qc, kc, vc, is_causal=causal, scale=scale)
             return torch.autograd.grad(graph["out"], (qc, kc, vc), do, retain_graph=True)
-    providers["cudnn_bwd"] = cudnn_bwd
-    # The dK/dV kernels do 4 of the backward's 5 matmuls: 2.0x the forward's FLOPs; a whole
-    # backward is 2.5x (the FA convention).
-    work = {name: (2.5 if name.endswith("_bwd") else 2.0) * flops for name in providers}
-    result = {"stages_default": stages}
+    return run
+
+
+def bench(providers, work):
+    """do_bench medians per provider, in ms and TFLOP/s of ``work``; a failure is recorded, not fatal."""
+    import triton
+
+    result = {}
     for name, fn in providers.items():
         try:
             ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
@@ -210,15 +308,23 @@ def run_warm(case):
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
     key = (tune_n, q.dtype, do.dtype)
     args = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
-    for tile in flash.candidate_tiles("dkdv", head_dim):
-        dk, dv = torch.empty_like(k), torch.empty_like(v)
-        flash._launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV), (q, k, v, do, lse, delta, dk, dv),
-                      (*args, *dk.stride(), H, H_KV, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
-                      meta, key, tile=tile)
     for tile in flash.candidate_tiles("dq", head_dim):
         dq = torch.empty_like(q)
         flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H), (q, k, v, do, lse, delta, dq),
                       (*args, *dq.stride(), H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
+                      meta, key, tile=tile)
+    if case["dq"]:
+        from kernels import hopper_dq
+
+        hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
+        other_n, other_stages = DQ_OTHER_TILE[D]
+        hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, block_n=other_n, stages=other_stages)
+        flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon", dq_backend="gluon")
+        return {"ok": True}
+    for tile in flash.candidate_tiles("dkdv", head_dim):
+        dk, dv = torch.empty_like(k), torch.empty_like(v)
+        flash._launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV), (q, k, v, do, lse, delta, dk, dv),
+                      (*args, *dk.stride(), H, H_KV, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
                       meta, key, tile=tile)
     for schedule in hopper_bwd.SCHEDULES:
         hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
@@ -335,6 +441,11 @@ def summary_line(case, record):
         return f"{name:44} {record.get('status').upper()}: {record.get('error', '')[:200]}"
     if case["kind"] == "warm":
         return f"{name:44} compiled in {record['seconds']:.0f} s"
+    if case["kind"] == "check" and case["dq"]:
+        row = record["gluon_dq"]
+        return (f"{name:44} tol dq {record['tol']['dq']:.2e} (pointer {record['pointer_err']['dq']:.1e}, "
+                f"torch {record['torch_err']['dq']:.1e}); gluon dq {row['dq']:.2e}"
+                f"{' NaN=' + str(row['unwritten']) if row['unwritten'] else ''}{'' if row['ok'] else ' FAIL'}")
     if case["kind"] == "check":
         parts = []
         for schedule, row in record["schedules"].items():
@@ -355,6 +466,8 @@ def summary_line(case, record):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="correctness on three shapes only")
+    parser.add_argument("--dq", action="store_true",
+                        help="check and time the Gluon dQ kernel (kernels/hopper_dq.py) instead of the dK/dV ones")
     parser.add_argument("--no-timing", action="store_true", help="correctness only")
     parser.add_argument("--bf16-timing", action="store_true", help="time bf16 too (fp16 only by default)")
     parser.add_argument("--case-timeout", type=float, default=90.0,
@@ -380,7 +493,7 @@ def main(argv=None):
         print("hopper_bwd_check: needs an sm90 (Hopper) GPU", file=sys.stderr)
         return 2
     started = time.monotonic()
-    checks = list(correctness_cases(args.quick))
+    checks = list(correctness_cases(args.quick, args.dq))
     # Correctness: NaN-filled outputs everywhere, one fixed pointer tile (no autotuning: it would
     # compile every candidate for every shape); one worker per (D, causal), in parallel, so the
     # compilations (most of the time) use several CPU cores.
@@ -388,7 +501,7 @@ def main(argv=None):
                                         args.case_timeout, started + 0.6 * args.total_timeout)
     timings, timing_records = [], []
     if not args.no_timing:
-        timings = list(timing_cases(args.bf16_timing))
+        timings = list(timing_cases(args.bf16_timing, args.dq))
         # Compile everything the timing launches first, in parallel; then time one case at a time,
         # plain outputs, the pointer kernels autotuned as flash_attention runs them.
         run_sharded([dict(case, kind="warm") for case in timings], {"KERNELS_POISON_OUTPUTS": "0"},
@@ -397,14 +510,16 @@ def main(argv=None):
                                              started + args.total_timeout)
         device = device or device_t
 
-    print(f"\n{device}: Gluon dK/dV against float64 ({len(checks)} cases)")
+    print(f"\n{device}: Gluon {'dQ' if args.dq else 'dK/dV'} against float64 ({len(checks)} cases)")
     bad = 0
     for case, record in zip(checks, check_records):
         if record.get("status") != "ok":
             bad += 1
             print("  NOT OK:", summary_line(case, record))
     print(f"  {len(checks) - bad} ok, {bad} not ok")
-    if timings:
+    if timings and args.dq:
+        print_dq_table(timings, timing_records)
+    elif timings:
         print(f"\n{'case':44} {'ptr dkdv':>9} {'overlap':>9} {'serial':>9} {'stages':>9} {'ptr bwd':>9} "
               f"{'flash bwd':>9} {'cudnn':>9}  ms; serial/ptr dkdv, flash/cudnn bwd")
         for case, record in zip(timings, timing_records):
@@ -429,6 +544,24 @@ def main(argv=None):
                       f, indent=1)
         print(f"wrote {out}")
     return 1 if bad else 0
+
+
+def print_dq_table(timings, timing_records):
+    other = next((key for record in timing_records for key in record if key.startswith("gluon_dq_n")), "gluon_dq_n")
+    print(f"\n{'case':44} {'ptr dq':>9} {'gluon dq':>9} {other[6:]:>9} {'bwd ptr':>9} {'bwd gluon':>9} {'cudnn':>9}"
+          "  ms; ptr/gluon dq, cudnn/bwd with ptr dq, cudnn/bwd with gluon dq")
+    for case, record in zip(timings, timing_records):
+        if record.get("status") != "ok":
+            print(summary_line(case, record))
+            continue
+
+        def ms(key):
+            return record.get(key, {}).get("ms", float("nan"))
+        other = next(key for key in record if key.startswith("gluon_dq_n"))
+        print(f"{case_name(case):44} {ms('pointer_dq'):9.3f} {ms('gluon_dq'):9.3f} {ms(other):9.3f} "
+              f"{ms('pointer_dq_bwd'):9.3f} {ms('gluon_dq_bwd'):9.3f} {ms('cudnn_bwd'):9.3f}  "
+              f"{ms('pointer_dq') / ms('gluon_dq'):.2f}x, {ms('cudnn_bwd') / ms('pointer_dq_bwd'):.2f}x, "
+              f"{ms('cudnn_bwd') / ms('gluon_dq_bwd'):.2f}x")
 
 
 if __name__ == "__main__":
