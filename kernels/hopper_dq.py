@@ -11,12 +11,14 @@ the structure of the forward (``hopper.py``) with the backward's matmuls.
   cores (``warpgroup_mma``, wgmma):
 
       S  = Q K^T                      (both operands in shared memory; K^T a permuted view)
-      dP = dO V^T                     (issued right after S: it runs under the exponentials)
       P  = exp2(S * qk_scale - lse)   (lse in log2 units, as flash.py's forward stores it)
+      dP = dO V^T
       dS = P * (dP - delta)           (delta = rowsum(dO * O), flash.py's preprocess kernel)
       dQ += dS K                      (dS from registers, K from shared memory as it lies)
 
-  then store dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as in
+  (``SCHEDULES``: "overlap" issues dP right after S, so it runs under the exponentials;
+  "serial" issues it after P, so S and dP never hold registers at once, the order that was
+  faster in the dK/dV kernel), then store dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as in
   ``flash._flash_bwd_dq_kernel``), rows past N_Q masked.
 
 Masks, as ``flash.py``'s kernels: keys at or past N_K get P = 0; causal is top-left (query row
@@ -39,6 +41,22 @@ Budget, per program, checked against the compiled kernel (``scripts/compile_hopp
   up to R222. Both within the 240 the consumers get (``setmaxnreg``; the producer warp keeps 24),
   no local memory. (D = 128 with 128 keys would need 64 + 128 + 32 = 224 before any address:
   ptxas spilled it.)
+
+The other way, not built (issue 14 asks for both, measured): FlashAttention-3 adds dQ into an
+fp32 buffer from the dK/dV loop (https://github.com/Dao-AILab/flash-attention, hopper/:
+``mainloop_bwd_sm90_tma_gmma_ws.hpp`` with a bulk reduce-add, ``copy_sm90_bulk_reduce.hpp``,
+and ``flash_bwd_postprocess_kernel.h`` to scale and convert the buffer). In ``hopper_bwd.py``
+dS^T of 64 keys x 64 queries sits in each consumer's registers and K is resident, so per query
+tile: dS^T to shared memory (it becomes a transposed A operand), one wgmma dQ_tile = dS K (64
+queries x D, over the program's 128 keys), the 64 x D fp32 partial to shared memory and a bulk
+reduce-add into global memory, then a small kernel for dQ * scale. Expected cost: the matmuls
+drop from 7 to 5 (S and dP are not recomputed: the forward's FLOPs once, 2/7 of this pair of
+kernels' tensor-core work), against Nq x Nk x D x 4 B / 128 of reductions per head (17 GB
+for B4 H16 N8192 D128 without the mask; a head's 4 MB buffer can stay in the 50 MB L2 while
+its key blocks run) and a 64 x 128 x 2 B dS tile through shared memory per step. The obstacle
+is registers: the dK/dV consumers already name up to R237 of their 240, and even half a dQ
+partial (64 x D / 2 fp32: 32 a thread at D = 128) does not fit beside dK and dV, so it needs
+smaller tiles or another split of the work there.
 
 Scope: as ``hopper_bwd.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
 any Nq and Nk). ``hopper_dq_problem`` says why an input is outside it. Gluon kernels do not
@@ -78,6 +96,11 @@ MAXNREG = hopper.MAXNREG
 # The lead turns this on after the GPU tests and timing: until then flash_attention's backward
 # runs the pointer dQ kernel unless asked for this one (``dq_backend="gluon"``).
 ENABLED = False
+# How each consumer warpgroup orders its products per key tile (see _dq_tiles). The default is
+# a guess until timed (scripts/hopper_bwd_check.py --dq times both): issuing dP with S leaves one
+# round trip to the tensor cores per tile fewer than the serial order, and the registers fit.
+SCHEDULES = ("overlap", "serial")
+DEFAULT_SCHEDULE = "overlap"
 
 
 if hopper.GLUON_IMPORT_ERROR is None:
@@ -88,10 +111,12 @@ if hopper.GLUON_IMPORT_ERROR is None:
         q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
         dq, lse, delta, rows, t_lo, t_hi, N_K, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        s_layout: gl.constexpr, ds_layout: gl.constexpr,
+        SCHEDULE: gl.constexpr, s_layout: gl.constexpr, ds_layout: gl.constexpr,
     ):
         """Key tiles [t_lo, t_hi) into this warpgroup's dQ. MASKED: some of the tile's keys are
-        at or past N_K (the next head's rows, or TMA's zero fill) or, causal, after some row."""
+        at or past N_K (the next head's rows, or TMA's zero fill) or, causal, after some row.
+        SCHEDULE "overlap": dP = dO V^T is issued with S = Q K^T and runs under the exponentials;
+        "serial": dP is issued once P is computed."""
         M: gl.constexpr = _M
         zero_s = gl.zeros([M, BLOCK_N], gl.float32, s_layout)
         for t in range(t_lo, t_hi):
@@ -100,10 +125,14 @@ if hopper.GLUON_IMPORT_ERROR is None:
             k_tile = k_bufs.index(stage)  # (BLOCK_N, HEAD_DIM) in shared memory
             mbarrier.wait(k_ready.index(stage), phase)
             s = warpgroup_mma(q_smem, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            mbarrier.wait(v_ready.index(stage), phase)
-            dp = warpgroup_mma(do_smem, v_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            # wgmma groups retire in order: one outstanding means S is ready, dP may not be.
-            s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+            if SCHEDULE == "overlap":
+                mbarrier.wait(v_ready.index(stage), phase)
+                dp = warpgroup_mma(do_smem, v_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False,
+                                   is_async=True)
+                # wgmma groups retire in order: one outstanding means S is ready, dP may not be.
+                s = warpgroup_mma_wait(num_outstanding=1, deps=(s,))
+            else:
+                s = warpgroup_mma_wait(num_outstanding=0, deps=(s,))
             p = gl.exp2(s * qk_scale - gl.expand_dims(lse, 1))
             if MASKED:
                 cols = t * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
@@ -112,6 +141,10 @@ if hopper.GLUON_IMPORT_ERROR is None:
                     keep = keep & (gl.expand_dims(rows, 1) >= gl.expand_dims(cols, 0))
                 # where, not a multiply: a masked score may overflow exp2 to inf, and inf * 0 is NaN.
                 p = gl.where(keep, p, 0.0)
+            if SCHEDULE != "overlap":
+                mbarrier.wait(v_ready.index(stage), phase)
+                dp = warpgroup_mma(do_smem, v_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False,
+                                   is_async=True)
             dp = warpgroup_mma_wait(num_outstanding=0, deps=(dp,))
             ds = p * (dp - gl.expand_dims(delta, 1))
             ds_op = gl.convert_layout(ds.to(k_bufs.dtype), ds_layout)
@@ -125,6 +158,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
         q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+        SCHEDULE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -158,9 +192,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
         do_smem = do_bufs.index(WARPGROUP)
         mbarrier.wait(q_bar, 0)
         dq = _dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
-                       0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES, s_layout, ds_layout)
+                       0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, s_layout, ds_layout)
         dq = _dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
-                       t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES, s_layout, ds_layout)
+                       t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, s_layout, ds_layout)
         hopper._release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
 
         # Program ids are read again rather than held across the loop (hopper_bwd.py: held, they
@@ -215,7 +249,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
         q_desc, do_desc, k_desc, v_desc, dq_ptr, lse_ptr, delta_ptr,
         H, H_KV, N_Q, N_K, qk_scale, scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -242,9 +276,11 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
         gl.warp_specialize([
             (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, BLOCK_N, STAGES)),
+                         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, BLOCK_N, STAGES,
+                         SCHEDULE)),
             (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
-                         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, BLOCK_N, STAGES)),
+                         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, BLOCK_N, STAGES,
+                         SCHEDULE)),
             (_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs,
                          q_bar, k_ready, v_ready, kv_empty, H, H_KV, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -278,13 +314,14 @@ def _check_statistic(name: str, t, q4: torch.Tensor) -> None:
 
 
 def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_n: int | None = None,
-              stages: int | None = None):
+              stages: int | None = None, schedule: str = DEFAULT_SCHEDULE):
     """dQ of attention on (B, H, N, D) inputs that ``hopper_dq_problem`` accepts.
 
     ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what
     ``flash._flash_forward`` returns); ``delta``: rowsum(dO * O) per query row, fp32
     (``flash._flash_bwd_preprocess_kernel``). ``block_n`` (64 or 128) and ``stages`` override
-    the key tile and the (K, V) ring's depth of ``TILES``. Returns dq shaped like q.
+    the key tile and the (K, V) ring's depth of ``TILES``; ``schedule`` is one of SCHEDULES.
+    Returns dq shaped like q.
     """
     problem = hopper_dq_problem(q4, k4, v4, do4)
     if problem is not None:
@@ -307,6 +344,8 @@ def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_
         raise ValueError(f"hopper_dq: block_n must be 64 or 128, got {block_n!r}")
     if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
         raise ValueError(f"hopper_dq: stages must be a positive int, got {stages!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"hopper_dq: schedule must be one of {SCHEDULES}, got {schedule!r}")
     dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
     if NQ == 0 or NK == 0:
         return dq.zero_()  # no key: every score's gradient is empty
@@ -318,7 +357,7 @@ def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_
     _hopper_dq_kernel[grid](
         q_desc, do_desc, k_desc, v_desc, dq, lse, delta,
         H, H_KV, NQ, NK, scale * hopper.LOG2E, scale,
-        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS,
+        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
         num_warps=4, maxnreg=MAXNREG,
     )
     return dq

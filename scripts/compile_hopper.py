@@ -83,8 +83,9 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str =
 
 
 def compile_dq_variant(head_dim: int, causal: bool, dtype: str, block_n: int | None = None,
-                       stages: int | None = None):
-    """The Gluon dQ kernel for one head dim, mask mode, dtype and key tile, as the launcher builds it."""
+                       stages: int | None = None, schedule: str | None = None):
+    """The Gluon dQ kernel for one head dim, mask mode, dtype, key tile and schedule, as the
+    launcher builds it."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -106,7 +107,8 @@ def compile_dq_variant(head_dim: int, causal: bool, dtype: str, block_n: int | N
                "v_desc": desc(block_n), "dq_ptr": f"*{dtype}", "lse_ptr": "*fp32", "delta_ptr": "*fp32",
                "H": "i32", "H_KV": "i32", "N_Q": "i32", "N_K": "i32", "qk_scale": "fp32", "scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "BLOCK_N": block_n, "STAGES": stages or default_stages,
-                  "CONSUMER_REGS": hopper_dq.CONSUMER_REGS, "PRODUCER_REGS": hopper_dq.PRODUCER_REGS}
+                  "CONSUMER_REGS": hopper_dq.CONSUMER_REGS, "PRODUCER_REGS": hopper_dq.PRODUCER_REGS,
+                  "SCHEDULE": schedule or hopper_dq.DEFAULT_SCHEDULE}
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
@@ -200,19 +202,22 @@ def report_bwd(sass: bool):
 
 def report_dq(sass: bool):
     """Every dQ variant at both key tiles (BLOCK_N 64 and 128, each with the deepest ring that fits
-    227 KB of shared memory at that head dim): the data ``hopper_dq.TILES`` was chosen from."""
+    227 KB of shared memory at that head dim) and both schedules (the other at fp16 only): the
+    data ``hopper_dq.TILES`` was chosen from."""
     from kernels import hopper_dq
 
+    other = next(s for s in hopper_dq.SCHEDULES if s != hopper_dq.DEFAULT_SCHEDULE)
     for head_dim in (64, 128):
         for block_n in (64, 128):
             stages = max_stages(head_dim, block_n)
             for causal in (False, True):
-                for dtype in ("fp16", "bf16"):
+                for dtype, schedule in (("fp16", hopper_dq.DEFAULT_SCHEDULE), ("bf16", hopper_dq.DEFAULT_SCHEDULE),
+                                        ("fp16", other)):
                     k, warnings = with_ptxas_warnings(
-                        lambda: compile_dq_variant(head_dim, causal, dtype, block_n, stages))
+                        lambda: compile_dq_variant(head_dim, causal, dtype, block_n, stages, schedule))
                     default = (block_n, stages) == hopper_dq.TILES[head_dim]
-                    print(f"dq D={head_dim} BLOCK_N={block_n:3} stages={stages} causal={causal!s:5} {dtype}"
-                          f"{' (default)' if default else ''}: shared={k.metadata.shared} B; "
+                    print(f"dq D={head_dim} BLOCK_N={block_n:3} stages={stages} causal={causal!s:5} {dtype} "
+                          f"{schedule:7}{' (default tile)' if default else ''}: shared={k.metadata.shared} B; "
                           f"{resources(k.asm['cubin'])}; highest register R{highest_register(k.asm['cubin'])}",
                           flush=True)
                     print("    ptxas warnings:", warnings or "none")

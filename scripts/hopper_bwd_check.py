@@ -240,11 +240,14 @@ def time_dq(case, q, k, v, do, o, lse, delta, scale, flops):
 
     causal = case["causal"]
     other_n, other_stages = DQ_OTHER_TILE[case["D"]]
+    other_schedule = next(s for s in hopper_dq.SCHEDULES if s != hopper_dq.DEFAULT_SCHEDULE)
     providers = {
         "pointer_dq": lambda: pointer_dq(q, k, v, do, lse, delta, causal, scale),
         "gluon_dq": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale),
         f"gluon_dq_n{other_n}": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
                                                              block_n=other_n, stages=other_stages),
+        f"gluon_dq_{other_schedule}": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
+                                                                  schedule=other_schedule),
         "pointer_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
                                                         dkdv_backend="gluon", dq_backend="pointer"),
         "gluon_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
@@ -255,7 +258,7 @@ def time_dq(case, q, k, v, do, o, lse, delta, scale, flops):
     # forward's FLOPs; a whole backward is 2.5x (the FA convention).
     work = {name: (2.5 if name.endswith("_bwd") else 1.5) * flops for name in providers}
     return dict(bench(providers, work), dq_tile_default=list(hopper_dq.TILES[case["D"]]),
-                dq_tile_other=[other_n, other_stages])
+                dq_tile_other=[other_n, other_stages], dq_schedule_default=hopper_dq.DEFAULT_SCHEDULE)
 
 
 def cudnn_backward(q, k, v, do, causal, scale):
@@ -319,6 +322,8 @@ def run_warm(case):
         hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
         other_n, other_stages = DQ_OTHER_TILE[D]
         hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, block_n=other_n, stages=other_stages)
+        for schedule in hopper_dq.SCHEDULES:
+            hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
         flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon", dq_backend="gluon")
         return {"ok": True}
     for tile in flash.candidate_tiles("dkdv", head_dim):
@@ -547,9 +552,12 @@ def main(argv=None):
 
 
 def print_dq_table(timings, timing_records):
-    other = next((key for record in timing_records for key in record if key.startswith("gluon_dq_n")), "gluon_dq_n")
-    print(f"\n{'case':44} {'ptr dq':>9} {'gluon dq':>9} {other[6:]:>9} {'bwd ptr':>9} {'bwd gluon':>9} {'cudnn':>9}"
-          "  ms; ptr/gluon dq, cudnn/bwd with ptr dq, cudnn/bwd with gluon dq")
+    from kernels import hopper_dq
+
+    other = next(s for s in hopper_dq.SCHEDULES if s != hopper_dq.DEFAULT_SCHEDULE)
+    print(f"\n{'case':44} {'ptr dq':>9} {'gluon dq':>9} {'other N':>9} {other:>9} {'bwd ptr':>9} {'bwd gluon':>9} "
+          f"{'cudnn':>9}  ms; ptr/gluon dq, cudnn/bwd with ptr dq, cudnn/bwd with gluon dq "
+          f"(gluon dq: {hopper_dq.DEFAULT_SCHEDULE}, hopper_dq.TILES; other N: the other key tile)")
     for case, record in zip(timings, timing_records):
         if record.get("status") != "ok":
             print(summary_line(case, record))
@@ -557,8 +565,9 @@ def print_dq_table(timings, timing_records):
 
         def ms(key):
             return record.get(key, {}).get("ms", float("nan"))
-        other = next(key for key in record if key.startswith("gluon_dq_n"))
-        print(f"{case_name(case):44} {ms('pointer_dq'):9.3f} {ms('gluon_dq'):9.3f} {ms(other):9.3f} "
+        other_n = next(key for key in record if key.startswith("gluon_dq_n"))
+        print(f"{case_name(case):44} {ms('pointer_dq'):9.3f} {ms('gluon_dq'):9.3f} {ms(other_n):9.3f} "
+              f"{ms('gluon_dq_' + other):9.3f} "
               f"{ms('pointer_dq_bwd'):9.3f} {ms('gluon_dq_bwd'):9.3f} {ms('cudnn_bwd'):9.3f}  "
               f"{ms('pointer_dq') / ms('gluon_dq'):.2f}x, {ms('cudnn_bwd') / ms('pointer_dq_bwd'):.2f}x, "
               f"{ms('cudnn_bwd') / ms('gluon_dq_bwd'):.2f}x")

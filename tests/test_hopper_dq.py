@@ -65,12 +65,14 @@ def test_dq_matches_float64(shape, head_dim, dtype, causal):
 @gpu_only
 @pytest.mark.parametrize("head_dim", hopper.HEAD_DIMS)
 @pytest.mark.parametrize("block_n", [64, 128])
-def test_either_key_tile_is_right(head_dim, block_n):
-    # The tile TILES does not pick runs too (the compile report decided; the check script times both).
-    # D = 128 with 128 keys spills registers: slower, still right.
-    q, k, v, do, lse, delta, scale = inputs(1, 4, 2, 300, 333, head_dim, torch.float16, True)
-    dq = hopper_dq.hopper_dq(q, k, v, do, lse, delta, True, scale, block_n=block_n, stages=2)
-    check_dq(dq, q, k, v, do, True, scale)
+@pytest.mark.parametrize("schedule", hopper_dq.SCHEDULES)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_every_key_tile_and_schedule_is_right(head_dim, block_n, schedule, causal):
+    # What the defaults do not pick runs too (the check script times it). D = 128 with 128 keys
+    # spills registers: slower, still right.
+    q, k, v, do, lse, delta, scale = inputs(1, 4, 2, 300, 333, head_dim, torch.float16, causal)
+    dq = hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, block_n=block_n, stages=2, schedule=schedule)
+    check_dq(dq, q, k, v, do, causal, scale)
 
 
 @gpu_only
@@ -118,6 +120,8 @@ def test_launcher_checks_its_arguments():
         hopper_dq.hopper_dq(q, k, v, do, lse, delta, False, scale, block_n=32)
     with pytest.raises(ValueError, match="stages"):
         hopper_dq.hopper_dq(q, k, v, do, lse, delta, False, scale, stages=0)
+    with pytest.raises(ValueError, match="schedule"):
+        hopper_dq.hopper_dq(q, k, v, do, lse, delta, False, scale, schedule="pingpong")
     with pytest.raises(TypeError, match="causal"):
         hopper_dq.hopper_dq(q, k, v, do, lse, delta, 1, scale)
     with pytest.raises(TypeError, match="scale"):
