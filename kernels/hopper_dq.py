@@ -17,9 +17,10 @@ the structure of the forward (``hopper.py``) with the backward's matmuls.
       dQ += dS K                      (dS from registers, K from shared memory as it lies)
 
   (``SCHEDULES``: "overlap" issues dP right after S, so it runs under the exponentials;
-  "serial" issues it after P, so S and dP never hold registers at once, the order that was
-  faster in the dK/dV kernel), then store dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as in
-  ``flash._flash_bwd_dq_kernel``), rows past N_Q masked.
+  "serial" issues it once P is computed, so dP's accumulator holds no registers during the
+  exponentials; the serial order was the faster one in the dK/dV kernel), then store
+  dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as ``flash._flash_bwd_dq_kernel``
+  does), rows past N_Q masked.
 
 Masks, as ``flash.py``'s kernels: keys at or past N_K get P = 0; causal is top-left (query row
 i sees keys j <= i, whatever Nq and Nk), so a warpgroup stops at the tile holding its last
