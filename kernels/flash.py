@@ -633,13 +633,15 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     tune_n = _tune_n(NQ, NK)
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision)
     key = (tune_n, q4.dtype, do4.dtype)
+    do_c = None  # the dense dO the Gluon kernels read, made on first use
     if dkdv_backend == "gluon" or (dkdv_backend is None and "dkdv" not in tiles
                                    and hopper_bwd.auto_applies(q4, k4, v4, scale)):
         if "dkdv" in tiles:
             raise ValueError("flash_attention: a dK/dV tile applies to the pointer kernel only")
         # TMA reads whole rows; autograd may hand over a strided dO (out.sum().backward() gives
         # a broadcast one), which the pointer kernels read in place.
-        dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do4.contiguous(), lse, delta, causal, scale)
+        do_c = do4.contiguous()  # copied once, for both Gluon kernels
+        dk, dv = hopper_bwd.hopper_dkdv(q4, k4, v4, do_c, lse, delta, causal, scale)
     else:
         dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
         dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
@@ -652,7 +654,9 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
                                  and hopper_dq.auto_applies(q4, k4, v4, scale)):
         if "dq" in tiles:
             raise ValueError("flash_attention: a dQ tile applies to the pointer kernel only")
-        dq = hopper_dq.hopper_dq(q4, k4, v4, do4.contiguous(), lse, delta, causal, scale)
+        if do_c is None:
+            do_c = do4.contiguous()
+        dq = hopper_dq.hopper_dq(q4, k4, v4, do_c, lse, delta, causal, scale)
     else:
         dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
         _launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
