@@ -12,10 +12,14 @@ def headline_figure_html() -> str:
 
 
 def headline_sentence() -> str:
-    """Our forward speed against FA2 and cuDNN at N >= 4k, on the first GPU's data."""
+    """Our forward and backward speed against cuDNN (and FA4, FA2) at N >= 4k, on the first GPU's data."""
     doc = query.load("production")[0]
     lo, hi = query.ratio_summary(doc, "fwd", "sdpa-flash")
     clo, chi = query.ratio_summary(doc, "fwd", "sdpa-cudnn")
+    blo, bhi = query.ratio_summary(doc, "bwd", "sdpa-cudnn")
+    fa4 = query.ratios_by_case(doc, "fwd", "fa4", min_n=4096)
     return (f"On an {doc['provenance']['gpu']}, at N ≥ 4k, the series' final kernel runs the forward pass at "
-            f"**{lo:.2f}–{hi:.2f}×** the speed of PyTorch's FlashAttention-2 backend and "
-            f"**{clo:.2f}–{chi:.2f}×** that of its cuDNN backend (measured in the same run).")
+            f"**{clo:.2f}–{chi:.2f}×** the speed of PyTorch's cuDNN backend"
+            + (f", **{min(fa4.values()):.2f}–{max(fa4.values()):.2f}×** that of FlashAttention-4" if fa4 else "")
+            + f" and **{lo:.2f}–{hi:.2f}×** that of PyTorch's FlashAttention-2 backend, and the backward pass at "
+            f"**{blo:.2f}–{bhi:.2f}×** cuDNN's (all measured in the same run).")

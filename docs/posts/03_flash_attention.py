@@ -450,9 +450,13 @@ md(
     "ratio with care: PyTorch's FlashAttention-2 backend was written for the A100 and does not use Hopper's "
     "`wgmma` matrix instructions or its TMA copy engine (the [FlashAttention-3 paper](https://arxiv.org/abs/2407.08608) "
     "measures it at about a third of the H100's peak), while Triton emits `wgmma` for our `tl.dot` by itself. "
-    "Any Hopper-aware kernel should beat it. The Hopper references are cuDNN, timed here and still ahead, and "
-    "[FlashAttention-3 and -4](https://github.com/Dao-AILab/flash-attention), not timed here. The next post measures where our kernel's speed comes from and "
-    "where the gap remains.")
+    "Any Hopper-aware kernel should beat it. The Hopper references are cuDNN and "
+    + ("FlashAttention-4, both timed in the same run; "
+       if query.ok(prod["records"], provider="fa4") else "cuDNN, timed in the same run; FlashAttention-4 and ")
+    + "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper) is not timed here. "
+    + ("On this Hopper GPU, at long sequences, `flash_attention` ran [post 5](../05_gluon_hopper/)'s Gluon kernels "
+       "rather than this post's (the charts' notes say which kernel ran where). " if query.dispatch_note(prod) else "")
+    + "The next post measures where the pointer kernel's speed comes from and where the gap remains.")
 
 # %% [markdown]
 # Every production shape, with our throughput and its ratio to the two fastest backends
@@ -594,8 +598,10 @@ md(
     "2k up, forward and backward. That backend predates Hopper's matrix instructions, so this says more "
     f"about it than about us. Against cuDNN: faster at {beat_cudnn}, within the noise at {tie_cudnn}, "
     f"slower at {len(vs['sdpa-cudnn']) - beat_cudnn - tie_cudnn} of {len(vs['sdpa-cudnn'])}."
-    + (" On this Hopper GPU the forward pass at long sequences was [post 5](../05_gluon_hopper/)'s Gluon "
-       "kernel, not this post's (the charts' notes say which kernel ran where); the backward pass is this post's."
+    + (" On this Hopper GPU the long sequences ran [post 5](../05_gluon_hopper/)'s Gluon kernels, not this "
+       "post's" + (", in the backward pass too" if "hopper_bwd" in prod["provenance"]["flash_dispatch"] else
+                   " (forward only; the backward pass is this post's)")
+       + ": the charts' notes say which kernel ran where."
        if query.dispatch_note(prod) else ""))
 
 # %% [markdown]
