@@ -554,16 +554,24 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 #
 # with $dS$ handed to the last product from registers. The price is recomputing $S$ and
 # $dP$, which the dK/dV kernel has already computed: seven products where the atomic design
-# needs five. We did not build the atomic variant, for a reason the compiled kernel gives:
-# the dK/dV consumers already use registers up to R237 of the 240 they are given, and a dQ
-# partial (64 × D float32 values, spread over a warpgroup's 128 threads: 64 registers a
-# thread at D = 128) does not fit beside dK and dV. So the comparison the issue asked for,
-# atomics against a second pass, is not measured here; the module's docstring writes down
+# needs five. We did not build the atomic variant, so the two designs are not compared here.
+# Registers are why it is not a small change: at D = 128 the compiled dK/dV consumers already
+# use registers up to R237 of the 240 they are given (up to R179 at D = 64), and a whole dQ
+# partial (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at
+# D = 128) would have to live beside dK and dV. FlashAttention-3 fits one at that size with
+# the same 128-key tile by splitting the dQ product between its two warpgroups, each taking
+# half of D from a dS tile in shared memory
+# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h));
+# so it can be done, with a different split of the work. The module's docstring writes down
 # what the atomic version would cost.
 #
-# In the loop below, `dP` is issued right after `S` ("overlap"), so its product runs on the
-# tensor cores while the exponentials run on the other units; the `wgmma` groups retire in
-# order, so waiting until one group is outstanding means that `S` is done.
+# In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
+# it while the warpgroup waits for `S` and starts the exponentials. A
+# [`wgmma.wait_group`](https://docs.nvidia.com/cuda/parallel-thread-execution/#asynchronous-warpgroup-level-matrix-instructions-wgmma-wait-group)
+# that lets one group stay pending returns only when every earlier group is complete, so it
+# means that `S` is done. The overlap is partial in the compiled kernel: the wait for `dP`
+# comes after the first few of a tile's exponentials (5 to 16 of 32 or 64, by head dim),
+# not after all of them.
 
 # %% tags=["hide-input"]
 show_source(hopper_dq._dq_tiles, start="        M: gl.constexpr = _M", end="        return dq")
