@@ -442,6 +442,7 @@ f_cud, f_cud_med = summary("fwd", "sdpa-cudnn")
 f_fa4, f_fa4_med = summary("fwd", "fa4")
 b_cud, b_cud_med = summary("bwd", "sdpa-cudnn")
 b_fa2, b_fa2_med = summary("bwd", "sdpa-flash")
+b_fa4, b_fa4_med = summary("bwd", "fa4")
 
 
 def against_cudnn(direction):
@@ -466,7 +467,9 @@ md(
     f"{min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median {f_fa4_med:.2f}×). The backward pass "
     f"is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×; ahead beyond the noise at {b_ahead} of "
     f"{b_compared}, behind at {b_behind}) and "
-    f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×).")
+    f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×)"
+    + (f"; against FlashAttention-4's backward it is {min(b_fa4):.2f}–{max(b_fa4):.2f}× (median {b_fa4_med:.2f}×)."
+       if b_fa4 else "."))
 
 # %% tags=["hide-input"]
 show(figures.production_tflops([prod], "fwd"))
@@ -614,12 +617,14 @@ if under:
 takeaways.append(
     f"Over the production sizes (N ≥ {min_n}) the Gluon forward runs at a "
     f"median {f_cud_med:.2f}× cuDNN's throughput: behind it beyond the noise at {behind} of "
-    f"{compared} shapes, ahead at {ahead}, within the noise at the rest.")
+    f"{compared} shapes, ahead at {ahead}, within the noise at the rest; against "
+    f"FlashAttention-4, a median {f_fa4_med:.2f}×.")
 if "hopper_dq" in dispatch:
     takeaways.append(
         f"The backward runs in Gluon too, dK/dV with the keys resident and dQ in a second pass: {min(b_cud):.2f}–"
-        f"{max(b_cud):.2f}× cuDNN over the same shapes (median {b_cud_med:.2f}×) and a median {b_fa2_med:.2f}× "
-        "PyTorch's FlashAttention-2 backend.")
+        f"{max(b_cud):.2f}× cuDNN over the same shapes (median {b_cud_med:.2f}×), a median {b_fa2_med:.2f}× "
+        "PyTorch's FlashAttention-2 backend"
+        + (f" and {b_fa4_med:.2f}× FlashAttention-4's backward." if b_fa4 else "."))
 md("\n".join(f"- {t}" for t in takeaways))
 
 # %% [markdown]
