@@ -552,8 +552,9 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # chip, and the producer warp streams K and V tiles past them. Per key tile each consumer
 # warpgroup runs three products:
 #
-# $$S = Q K^T,\quad P = 2^{\,\text{scale}\,\log_2 e\; S - \text{lse}\,\mathbf{1}^T},\quad dP = dO\, V^T,$$
-# $$dS = P \circ (dP - \delta\,\mathbf{1}^T),\quad dQ \mathrel{+}= dS\, K,$$
+# $$S = Q K^T,\quad P = 2^{\,\text{scale}\,\log_2 e\; S - \text{lse}\,\mathbf{1}^T},$$
+# $$dP = dO\, V^T,\quad dS = P \circ (dP - \delta\,\mathbf{1}^T),$$
+# $$dQ \mathrel{+}= dS\, K,$$
 #
 # with $dS$ handed to the last product from registers. The price is recomputing $S$ and
 # $dP$, which the dK/dV kernel has already computed: seven products where the atomic design
