@@ -572,8 +572,8 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
 # it while the warpgroup waits for `S` and starts the exponentials. A
 # [`wgmma.wait_group`](https://docs.nvidia.com/cuda/parallel-thread-execution/#asynchronous-warpgroup-level-matrix-instructions-wgmma-wait-group)
-# that lets one group stay pending returns only when every earlier group is complete, so it
-# means that `S` is done. The overlap is partial in the compiled kernel: the wait for `dP`
+# that lets one group stay pending returns only once every earlier group is complete: here,
+# once `S` is done. The overlap is partial in the compiled kernel: the wait for `dP`
 # comes after the first few of a tile's exponentials (5 to 16 of 32 or 64, by head dim),
 # not after all of them.
 
