@@ -21,10 +21,10 @@ tiles in shared memory while every query tile that can see them streams past.
   accumulators dK, dV row-major like K and V and lets P^T and dS^T, already in registers,
   be wgmma's A operand with no trip through shared memory.
 
-dQ is not computed here: the pointer kernel's separate pass (``flash._flash_bwd_dq_kernel``)
-does it. FA3 instead writes dS to shared memory and adds dQ = dS K into an fp32 buffer with
-atomics from this same loop; that design would extend ``_dkdv_tiles`` (dS^T is already in
-registers there, and K is resident), so both stay open.
+dQ is not computed here: a separate pass does it, the Gluon dQ kernel (``hopper_dq.py``) where
+``flash_attention`` runs this kernel, else ``flash._flash_bwd_dq_kernel``. FA3 instead writes dS
+to shared memory and adds dQ = dS K into an fp32 buffer with a bulk reduce-add from this same
+loop; ``hopper_dq.py``'s docstring says what that would take here (not built).
 
 Budget, per program, checked against the compiled kernel (``scripts/compile_hopper.py
 --kernel bwd``, Triton 3.6's ptxas, sm_90a):

@@ -55,9 +55,12 @@ drop from 7 to 5 (S and dP are not recomputed: the forward's FLOPs once, 2/7 of 
 kernels' tensor-core work), against Nq x Nk x D x 4 B / 128 of reductions per head (17 GB
 for B4 H16 N8192 D128 without the mask; a head's 4 MB buffer can stay in the 50 MB L2 while
 its key blocks run) and a 64 x 128 x 2 B dS tile through shared memory per step. The obstacle
-is registers: the dK/dV consumers already name up to R237 of their 240, and even half a dQ
-partial (64 x D / 2 fp32: 32 a thread at D = 128) does not fit beside dK and dV, so it needs
-smaller tiles or another split of the work there.
+is registers: at D = 128 the dK/dV consumers already name up to R237 of their 240 (R179 at
+D = 64), and a whole dQ partial is 64 more a thread at D = 128. That is a peak, not the count
+live at the dQ step (S^T and dP^T are dead by then), so whether it fits is for ptxas to say;
+FA3 fits half a partial (32 a thread) beside dK and dV at D = 128 with the same 128 keys and
+240 registers, by splitting the dQ product over its two warpgroups along D, which needs dS in
+shared memory (``run_mha_bwd_hdim128`` in ``flash_bwd_launch_template.h``: AtomLayoutMdQ = 1).
 
 Scope: as ``hopper_bwd.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
 any Nq and Nk). ``hopper_dq_problem`` says why an input is outside it. Gluon kernels do not

@@ -692,3 +692,14 @@ def test_a_timeline_in_cycles_keeps_its_unit_on_the_axis_in_the_hover_and_in_wor
     assert fmt.duration(12345.6, "cycles") == "12,346 cycles" and fmt.duration(12345.6, "ns") == "12.3 µs"
     with pytest.raises(ValueError, match="unit must be"):
         fmt.duration(1.0, "ms")
+
+
+# ----------------------------------------------------------------------------- post sources
+
+
+@pytest.mark.parametrize("post", sorted((ROOT / "docs" / "posts").glob("*.py")), ids=lambda p: p.name)
+def test_post_source_has_no_control_characters(post):
+    """A "\\text" typed inside a Python string becomes a TAB and "ext": KaTeX then prints "ext{...}"."""
+    for number, line in enumerate(post.read_text().splitlines(), 1):
+        bad = [hex(ord(c)) for c in line if ord(c) < 32]
+        assert not bad, f"{post.name}:{number}: control characters {bad}"

@@ -426,7 +426,8 @@ md(
 # Batch 4, 32 heads of 64 or 16 heads of 128, sequences from 1k to 16k, fp16 and bf16,
 # forward and backward, measured in one run by `scripts/benchmark.py` against PyTorch's
 # `scaled_dot_product_attention` forced to each of its backends (FlashAttention-2, cuDNN,
-# memory-efficient) and eager PyTorch where its score matrix fits in memory. Throughput
+# memory-efficient), FlashAttention-4 where the run includes it (the legend says), and eager
+# PyTorch where its score matrix fits in memory. Throughput
 # uses the FlashAttention convention: $4BHN^2D$ FLOPs forward, half that when causal, and
 # 2.5 times the forward for the backward pass.
 
@@ -450,10 +451,12 @@ md(
     "ratio with care: PyTorch's FlashAttention-2 backend was written for the A100 and does not use Hopper's "
     "`wgmma` matrix instructions or its TMA copy engine (the [FlashAttention-3 paper](https://arxiv.org/abs/2407.08608) "
     "measures it at about a third of the H100's peak), while Triton emits `wgmma` for our `tl.dot` by itself. "
-    "Any Hopper-aware kernel should beat it. The Hopper references are cuDNN and "
-    + ("FlashAttention-4, both timed in the same run; "
-       if query.ok(prod["records"], provider="fa4") else "cuDNN, timed in the same run; FlashAttention-4 and ")
-    + "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper) is not timed here. "
+    "Any Hopper-aware kernel should beat it. "
+    + ("The Hopper references are cuDNN and FlashAttention-4, both timed in the same run; "
+       "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper) is not timed here. "
+       if query.ok(prod["records"], provider="fa4") else
+       "The Hopper references are cuDNN, timed in the same run, and FlashAttention-4 and "
+       "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper), not timed in it. ")
     + ("On this Hopper GPU, at long sequences, `flash_attention` ran [post 5](../05_gluon_hopper/)'s Gluon kernels "
        "rather than this post's (the charts' notes say which kernel ran where). " if query.dispatch_note(prod) else "")
     + "The next post measures where the pointer kernel's speed comes from and where the gap remains.")

@@ -442,6 +442,7 @@ f_cud, f_cud_med = summary("fwd", "sdpa-cudnn")
 f_fa4, f_fa4_med = summary("fwd", "fa4")
 b_cud, b_cud_med = summary("bwd", "sdpa-cudnn")
 b_fa2, b_fa2_med = summary("bwd", "sdpa-flash")
+b_fa4, b_fa4_med = summary("bwd", "fa4")
 
 
 def against_cudnn(direction):
@@ -466,7 +467,9 @@ md(
     f"{min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median {f_fa4_med:.2f}×). The backward pass "
     f"is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×; ahead beyond the noise at {b_ahead} of "
     f"{b_compared}, behind at {b_behind}) and "
-    f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×).")
+    f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×)"
+    + (f"; against FlashAttention-4's backward it is {min(b_fa4):.2f}–{max(b_fa4):.2f}× (median {b_fa4_med:.2f}×)."
+       if b_fa4 else "."))
 
 # %% tags=["hide-input"]
 show(figures.production_tflops([prod], "fwd"))
@@ -549,21 +552,30 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # chip, and the producer warp streams K and V tiles past them. Per key tile each consumer
 # warpgroup runs three products:
 #
-# $$S = Q K^T,\quad P = 2^{\,	ext{scale}\,\log_2 e\; S - 	ext{lse}\,\mathbf{1}^T},\quad dP = dO\, V^T,$$
-# $$dS = P \circ (dP - \delta\,\mathbf{1}^T),\quad dQ \mathrel{+}= dS\, K,$$
+# $$S = Q K^T,\quad P = 2^{\,\text{scale}\,\log_2 e\; S - \text{lse}\,\mathbf{1}^T},$$
+# $$dP = dO\, V^T,\quad dS = P \circ (dP - \delta\,\mathbf{1}^T),$$
+# $$dQ \mathrel{+}= dS\, K,$$
 #
 # with $dS$ handed to the last product from registers. The price is recomputing $S$ and
 # $dP$, which the dK/dV kernel has already computed: seven products where the atomic design
-# needs five. We did not build the atomic variant, for a reason the compiled kernel gives:
-# the dK/dV consumers already use registers up to R237 of the 240 they are given, and a dQ
-# partial (64 × D float32 values, spread over a warpgroup's 128 threads: 64 registers a
-# thread at D = 128) does not fit beside dK and dV. So the comparison the issue asked for,
-# atomics against a second pass, is not measured here; the module's docstring writes down
+# needs five. We did not build the atomic variant, so the two designs are not compared here.
+# Registers are why it is not a small change: at D = 128 the compiled dK/dV consumers already
+# use registers up to R237 of the 240 they are given (up to R179 at D = 64), and a whole dQ
+# partial (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at
+# D = 128) would have to live beside dK and dV. FlashAttention-3 fits one at that size with
+# the same 128-key tile by splitting the dQ product between its two warpgroups, each taking
+# half of D from a dS tile in shared memory
+# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h));
+# so it can be done, with a different split of the work. The module's docstring writes down
 # what the atomic version would cost.
 #
-# In the loop below, `dP` is issued right after `S` ("overlap"), so its product runs on the
-# tensor cores while the exponentials run on the other units; the `wgmma` groups retire in
-# order, so waiting until one group is outstanding means that `S` is done.
+# In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
+# it while the warpgroup waits for `S` and starts the exponentials. A
+# [`wgmma.wait_group`](https://docs.nvidia.com/cuda/parallel-thread-execution/#asynchronous-warpgroup-level-matrix-instructions-wgmma-wait-group)
+# that lets one group stay pending returns only once every earlier group is complete: here,
+# once `S` is done. The overlap is partial in the compiled kernel: the wait for `dP`
+# comes after the first few of a tile's exponentials (5 to 16 of 32 or 64, by head dim),
+# not after all of them.
 
 # %% tags=["hide-input"]
 show_source(hopper_dq._dq_tiles, start="        M: gl.constexpr = _M", end="        return dq")
@@ -606,12 +618,14 @@ if under:
 takeaways.append(
     f"Over the production sizes (N ≥ {min_n}) the Gluon forward runs at a "
     f"median {f_cud_med:.2f}× cuDNN's throughput: behind it beyond the noise at {behind} of "
-    f"{compared} shapes, ahead at {ahead}, within the noise at the rest.")
+    f"{compared} shapes, ahead at {ahead}, within the noise at the rest; against "
+    f"FlashAttention-4, a median {f_fa4_med:.2f}×.")
 if "hopper_dq" in dispatch:
     takeaways.append(
         f"The backward runs in Gluon too, dK/dV with the keys resident and dQ in a second pass: {min(b_cud):.2f}–"
-        f"{max(b_cud):.2f}× cuDNN over the same shapes (median {b_cud_med:.2f}×) and a median {b_fa2_med:.2f}× "
-        "PyTorch's FlashAttention-2 backend.")
+        f"{max(b_cud):.2f}× cuDNN over the same shapes (median {b_cud_med:.2f}×), a median {b_fa2_med:.2f}× "
+        "PyTorch's FlashAttention-2 backend"
+        + (f" and {b_fa4_med:.2f}× FlashAttention-4's backward." if b_fa4 else "."))
 md("\n".join(f"- {t}" for t in takeaways))
 
 # %% [markdown]
