@@ -593,6 +593,14 @@ if "hopper_dq" in dispatch:
 # ## What is not here yet
 #
 # - **dQ by atomics.** Above: not built, so not measured against the second pass.
+# - **cuDNN's speed at every shape.** The takeaways below count where we are still behind.
+#   Next in line: the 128-key dQ tile at D = 128, which spills yet was faster in a
+#   development probe (PERF_NOTES.md, session 8), and FlashAttention-3's split of the dQ
+#   work between warpgroups.
+# - **A second production run.** "Beyond the noise" on this page means that one run's three
+#   timing rounds do not overlap. Two runs of the same forward code, ten minutes apart on
+#   the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md, session 8),
+#   so a ratio at one shape is less certain than its rounds suggest.
 # - **The producer warp in the timeline:** Proton returned none of its records, for a
 #   reason not yet found.
 #
