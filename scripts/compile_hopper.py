@@ -176,9 +176,7 @@ def main(argv=None):
                 print(f"D={head_dim} causal={causal!s:5} {dtype} {schedule:9}: shared={k.metadata.shared} B; "
                       f"{resources(k.asm['cubin'])}", flush=True)
                 if args.sass:
-                    mix = sass_mix(k.asm["cubin"])
-                    keep = {op: n for op, n in mix.items() if re.match(r"HGMMA|MUFU|FFMA|LDL|STL|SYNCS|UTMALDG|WARPGROUP|BAR", op)}
-                    print("   ", dict(sorted(keep.items())))
+                    print_sass(k.asm["cubin"])
 
 
 def report_bwd(sass: bool):
@@ -193,11 +191,7 @@ def report_bwd(sass: bool):
                       f"{resources(k.asm['cubin'])}", flush=True)
                 print("    ptxas warnings:", warnings or "none")
                 if sass:
-                    mix = sass_mix(k.asm["cubin"])
-                    keep = {op: n for op, n in mix.items()
-                            if re.match(r"HGMMA|MUFU|LDL|STL|SYNCS|UTMALDG|USETMAXREG|WARPGROUP|BAR|STG|LDG", op)}
-                    print("   ", dict(sorted(keep.items())))
-                    print("    setmaxnreg:", setmaxnreg(k.asm["cubin"]))
+                    print_sass(k.asm["cubin"])
 
 
 def report_dq(sass: bool):
@@ -222,11 +216,7 @@ def report_dq(sass: bool):
                           flush=True)
                     print("    ptxas warnings:", warnings or "none")
                     if sass:
-                        mix = sass_mix(k.asm["cubin"])
-                        keep = {op: n for op, n in mix.items()
-                                if re.match(r"HGMMA|MUFU|LDL|STL|SYNCS|UTMALDG|USETMAXREG|WARPGROUP|BAR|STG|LDG", op)}
-                        print("   ", dict(sorted(keep.items())))
-                        print("    setmaxnreg:", setmaxnreg(k.asm["cubin"]))
+                        print_sass(k.asm["cubin"])
 
 
 def max_stages(head_dim: int, block_n: int, limit: int = 227 * 1024, most: int = 4) -> int:
@@ -241,6 +231,16 @@ def highest_register(cubin: bytes) -> int:
     """The highest general register the SASS names: with setmaxnreg, the consumers' real use (the
     resource line reports only the launch cap)."""
     return max(int(n) for n in re.findall(r"\bR(\d+)\b", cuobjdump(cubin, "-sass")))
+
+
+def print_sass(cubin: bytes) -> None:
+    """The instructions that tell whether a Gluon kernel came out as intended: tensor-core
+    (HGMMA, WARPGROUP) and TMA (UTMALDG) work, barriers, exponentials (MUFU), local memory
+    (LDL/STL: spills), global loads and stores, and the register hand-over (setmaxnreg)."""
+    keep = {op: n for op, n in sass_mix(cubin).items()
+            if re.match(r"HGMMA|MUFU|FFMA|LDL|STL|SYNCS|UTMALDG|USETMAXREG|WARPGROUP|BAR|STG|LDG", op)}
+    print("   ", dict(sorted(keep.items())))
+    print("    setmaxnreg:", setmaxnreg(cubin))
 
 
 def setmaxnreg(cubin: bytes) -> dict[str, int]:

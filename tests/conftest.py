@@ -31,6 +31,7 @@ DTYPES = [torch.float32, torch.float16] if INTERPRET else [torch.float32, torch.
 # Where the Gluon Hopper kernels (kernels/hopper.py, hopper_bwd.py) can run.
 ON_HOPPER = (not INTERPRET and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
              and hopper.GLUON_IMPORT_ERROR is None)
+HOPPER_ONLY = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
 
 
 def pytest_report_header(config):

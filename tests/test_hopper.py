@@ -11,9 +11,9 @@ import torch
 from kernels import hopper
 from kernels.reference import reference_attention
 
-from conftest import ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
+from conftest import HOPPER_ONLY, ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
 
-gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+gpu_only = HOPPER_ONLY
 
 # (B, H, H_KV, N_Q, N_K): ragged lengths on both sides, Nq != Nk, GQA and MQA, one row, one key.
 SHAPES = [

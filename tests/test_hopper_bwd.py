@@ -11,9 +11,9 @@ import torch
 from kernels import flash, hopper, hopper_bwd
 from kernels.reference import reference_attention
 
-from conftest import ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
+from conftest import HOPPER_ONLY, ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
 
-gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+gpu_only = HOPPER_ONLY
 
 # (B, H, H_KV, N_Q, N_K): one row, one key, ragged lengths on both sides (not multiples of the
 # 64-row query tiles or the 128-key blocks), Nq < Nk and Nq > Nk (causal: key blocks no query

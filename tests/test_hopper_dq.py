@@ -11,10 +11,10 @@ import torch
 from kernels import flash, hopper, hopper_dq
 from kernels.reference import reference_attention
 
-from conftest import DEVICE, ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
+from conftest import DEVICE, HOPPER_ONLY, ON_HOPPER, max_err, rand, tolerance, torch_lowp_attention
 from test_hopper_bwd import inputs
 
-gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+gpu_only = HOPPER_ONLY
 
 # (B, H, H_KV, N_Q, N_K): one row and one key; ragged lengths on both sides (not multiples of the
 # 128-row query blocks or of either key tile); Nq < Nk and Nq > Nk (causal: rows that see every
