@@ -92,10 +92,11 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _dkdv_tiles(
-        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
         dk, dv, it, m_start, m_end, keys, N_Q, qk_scale,
+        dq_args, dq_row,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
-        s_layout: gl.constexpr, p_layout: gl.constexpr,
+        WARPGROUP: gl.constexpr, DQ_ATOMIC: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr,
     ):
         """Query tiles [m_start, m_end) of one query head into this warpgroup's dK, dV.
         ``it`` counts the tiles taken from the ring so far (it picks the stage and phase).
@@ -104,9 +105,13 @@ if hopper.GLUON_IMPORT_ERROR is None:
         SCHEDULE "overlap": dP^T = V dO^T is issued with S^T = K Q^T and runs under the
         exponentials; "serial": dP^T is issued after P^T, with dV's product, which keeps S^T,
         P^T and dP^T from all holding registers at once. Either way dS^T is computed while
-        dV's product runs."""
+        dV's product runs.
+        DQ_ATOMIC: also add this tile's dQ into the fp32 buffer, this query head's rows from
+        ``dq_row`` on (``_dq_tile``; ``dq_args`` = (dS^T buffers, their barriers, the buffer's
+        pointer)); ``dq_args`` is empty and ``dq_row`` None otherwise."""
         M: gl.constexpr = _M
         dtype: gl.constexpr = q_bufs.dtype
+        k_smem = k_bufs.index(WARPGROUP)
         zero_s = gl.zeros([M, M], gl.float32, s_layout)
         for m in range(m_start, m_end):
             stage = it % STAGES
@@ -143,10 +148,56 @@ if hopper.GLUON_IMPORT_ERROR is None:
             ds_t = p_t * (dp_t - gl.expand_dims(delta, 0))
             ds_op = gl.convert_layout(ds_t.to(dtype), p_layout)
             dk = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
-            dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
+            if DQ_ATOMIC:
+                # dS^T to shared memory while dK's product runs; the other warpgroup's half joins it there.
+                ds_bufs, ds_ready, dq_ptr = dq_args
+                ds_bufs.index((it % 2) * 2 + WARPGROUP).store(ds_t.to(dtype))
+                dv, dk, p_op, ds_op = _dq_tile(ds_bufs, ds_ready, k_bufs, dq_ptr, dq_row, it, m, N_Q, dv, dk, p_op,
+                                               ds_op, MASKED, WARPGROUP)
+            else:
+                dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
             mbarrier.arrive(empty.index(stage), count=1)  # this warpgroup is done with the stage
             it += 1
         return dk, dv, it
+
+    @gluon.jit
+    def _dq_tile(ds_bufs, ds_ready, k_bufs, dq_ptr, dq_row, it, m, N_Q, dv, dk, p_op, ds_op,
+                 MASKED: gl.constexpr, WARPGROUP: gl.constexpr):
+        """Query tile m's dQ = dS K (64 queries x D, over the program's 128 keys), split between the
+        two warpgroups along D as FlashAttention-3 splits it (AtomLayoutMdQ = 1 at D = 128): this
+        warpgroup's half of the columns, 64 x D/2 fp32 (D/4 registers a thread), atomically added
+        into dQ's fp32 rows. This warpgroup's dS^T half is already in ``ds_bufs`` slot it % 2; the
+        dV and dK products are still in flight and are waited for here (returned as
+        warpgroup_mma_wait returns them).
+
+        Two dS^T slots, and each warpgroup waits for its dQ products before its next tile: a
+        warpgroup reaches a slot again only after both passed the other slot's barrier, so after
+        the other warpgroup's products read this slot the last time."""
+        M: gl.constexpr = _M
+        HEAD_DIM: gl.constexpr = k_bufs.type.shape[2]
+        HALF: gl.constexpr = HEAD_DIM // 2
+        dq_layout: gl.constexpr = hopper._acc_layout(HALF)
+        slot = it % 2
+        fence_async_shared()  # this thread's dS^T stores, before the tensor cores (async proxy) read them
+        gl.thread_barrier()  # every thread of this warpgroup has stored and fenced before the one arrive
+        mbarrier.arrive(ds_ready.index(slot), count=1)
+        mbarrier.wait(ds_ready.index(slot), (it // 2) & 1)  # and the other warpgroup's half is there
+        # dS = (dS^T)^T: a transposed view, wgmma reads 16-bit A operands in either order.
+        dq = warpgroup_mma(ds_bufs.index(slot * 2).permute((1, 0)), k_bufs.index(0).slice(WARPGROUP * HALF, HALF, 1),
+                           gl.zeros([M, HALF], gl.float32, dq_layout), use_acc=False, is_async=True)
+        dq = warpgroup_mma(ds_bufs.index(slot * 2 + 1).permute((1, 0)),
+                           k_bufs.index(1).slice(WARPGROUP * HALF, HALF, 1), dq, is_async=True)
+        dv, dk, dq, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, dq, p_op, ds_op))
+        rows = m * M + gl.arange(0, M, layout=gl.SliceLayout(1, dq_layout))
+        cols = WARPGROUP * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(0, dq_layout))
+        pointers = dq_ptr + ((dq_row + gl.expand_dims(rows, 1)) * HEAD_DIM + gl.expand_dims(cols, 0))
+        # Relaxed: nothing reads dQ until the kernel has ended. Rows past N_Q are zero (P^T was
+        # masked there) and lie inside the padded buffer: the mask only saves their traffic.
+        if MASKED:
+            gl.atomic_add(pointers, dq, mask=gl.expand_dims(rows < N_Q, 1), sem="relaxed", scope="gpu")
+        else:
+            gl.atomic_add(pointers, dq, sem="relaxed", scope="gpu")
+        return dv, dk, p_op, ds_op
 
     @gluon.jit
     def _skip_tiles(q_ready, do_ready, empty, it, m_start, m_end, STAGES: gl.constexpr):
@@ -164,8 +215,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
     @gluon.jit
     def _consumer(
         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-        dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+        dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
+        DQ_ATOMIC: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -181,7 +233,6 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
         dk = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
         dv = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
-        k_smem = k_bufs.index(WARPGROUP)
         v_smem = v_bufs.index(WARPGROUP)
         mbarrier.wait(kv_bar, 0)
 
@@ -189,25 +240,40 @@ if hopper.GLUON_IMPORT_ERROR is None:
         full_tiles = N_Q // M  # tiles [0, full_tiles) have no row past N_Q
         it = 0
         for g in range(group):  # every query head that shares this k/v head
+            dq_row = None
+            if DQ_ATOMIC:
+                # This query head's first row in the (B, H, Nq rounded up to 64, D) fp32 dQ buffer;
+                # program ids read again here, not held (see the epilogue). int64: it passes 2**31.
+                bhk = gl.program_id(1)
+                dq_row = ((bhk // H_KV * H + bhk % H_KV * group + g).to(gl.int64) * n_tiles) * M
             if IS_CAUSAL:
                 # The producer starts at the program's first key's tile (rows before it see no key
                 # here). That tile lies wholly before warpgroup 1's keys; each warpgroup's own
                 # diagonal tile is masked, every later tile sees all its keys.
                 first = pid_n * 2
                 diag = first + WARPGROUP
-                it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
-                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
-                                         dk, dv, it, diag, gl.minimum(diag + 1, n_tiles),
-                                         keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
+                if DQ_ATOMIC:
+                    # Each tile's dQ needs both warpgroups' dS^T: warpgroup 1 takes the tile too,
+                    # masked to P^T = 0 (one wasted tile of its work per program and head).
+                    start = first
+                else:
+                    it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
+                    start = diag
+                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
+                                         dk, dv, it, start, gl.minimum(diag + 1, n_tiles),
+                                         keys, N_Q, qk_scale, dq_args, dq_row,
+                                         True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
                 lo = diag + 1
             else:
                 lo = 0
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                      dk, dv, it, lo, full_tiles,
-                                     keys, N_Q, qk_scale, False, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                     keys, N_Q, qk_scale, dq_args, dq_row,
+                                     False, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                      dk, dv, it, gl.maximum(lo, full_tiles), n_tiles,
-                                     keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
+                                     keys, N_Q, qk_scale, dq_args, dq_row,
+                                     True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
 
         # Program ids are read again here rather than held across the loop, where every
         # register is taken (held, they were spilled to local memory).
@@ -272,10 +338,14 @@ if hopper.GLUON_IMPORT_ERROR is None:
     @gluon.jit
     def _hopper_dkdv_kernel(
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
-        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale,
+        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale, dq_ptr,
         IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr,
+        DQ_ATOMIC: gl.constexpr,
     ):
+        """dK, dV into ``dk_ptr``, ``dv_ptr``; with DQ_ATOMIC also dQ / scale added into ``dq_ptr``, a
+        zeroed fp32 (B, H, Nq rounded up to 64, D) buffer (None, a constexpr, when off: the kernel
+        is then the one without dQ, instruction for instruction)."""
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
         gl.static_assert(q_desc.block_type.shape[0] == M, "a Q tile is 64 query rows")
@@ -298,13 +368,25 @@ if hopper.GLUON_IMPORT_ERROR is None:
             mbarrier.init(q_ready.index(i), count=1)  # the producer's expect + TMA bytes
             mbarrier.init(do_ready.index(i), count=1)
             mbarrier.init(empty.index(i), count=2)  # both consumers must let go of a stage
+        # What the dQ step needs, one tuple: empty when off (warp_specialize cannot hand None to a
+        # partition, and an empty tuple adds nothing to what the partitions capture).
+        dq_args = ()
+        if DQ_ATOMIC:
+            # dS^T of both warpgroups, two slots: [slot * 2 + warpgroup] is (64 keys, 64 queries).
+            ds_bufs = gl.allocate_shared_memory(dtype, [4, M, M], gl.NVMMASharedLayout.get_default_for([M, M], dtype))
+            ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(2):
+                mbarrier.init(ds_ready.index(i), count=2)  # both warpgroups' halves are stored
+            dq_args = (ds_bufs, ds_ready, dq_ptr)
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
             (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, STAGES, SCHEDULE)),
+                         dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+                         0, IS_CAUSAL, STAGES, SCHEDULE, DQ_ATOMIC)),
             (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES, SCHEDULE)),
+                         dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+                         1, IS_CAUSAL, STAGES, SCHEDULE, DQ_ATOMIC)),
             (_producer, (q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
                          q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar,
                          q_ready, do_ready, empty, H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL, STAGES)),
