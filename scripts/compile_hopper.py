@@ -78,9 +78,10 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str =
                   "CONSUMER_REGS": hopper_bwd.CONSUMER_REGS, "PRODUCER_REGS": hopper_bwd.PRODUCER_REGS,
                   "SCHEDULE": schedule, "DQ_ATOMIC": dq_atomic}
     if dq_atomic:
-        runtime["dq_ptr"] = "*fp32"
+        dq_layout = gl.NVMMASharedLayout.get_default_for([hopper_bwd.ROWS, head_dim // 2], gl.float32)
+        runtime["dq_desc"] = f"tensordesc<fp32[{hopper_bwd.ROWS}, {head_dim // 2}],{dq_layout!r}>"
     else:
-        constexprs["dq_ptr"] = None  # the launcher passes None: a constexpr, no kernel argument
+        constexprs["dq_desc"] = None  # the launcher passes None: a constexpr, no kernel argument
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
