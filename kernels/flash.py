@@ -617,11 +617,17 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     ``dkdv_backend``: None runs the Gluon dK/dV kernel (``kernels/hopper_bwd.py``) where
     ``hopper_bwd.auto_applies``, "pointer" forces this file's kernel, "gluon" forces Gluon.
     ``dq_backend``: the same for dQ (``kernels/hopper_dq.py``); None picks Gluon only where
-    ``hopper_dq.auto_applies`` and ``hopper_dq.ENABLED``."""
+    ``hopper_dq.auto_applies`` and ``hopper_dq.ENABLED``; "atomic" (forced only, never the
+    default) adds dQ from inside the Gluon dK/dV kernel (``hopper_bwd.hopper_dkdv_dq``), which
+    then also makes dK and dV."""
     if dkdv_backend not in (None, "pointer", "gluon"):
         raise ValueError(f"flash_attention: dkdv_backend must be None, 'pointer' or 'gluon', got {dkdv_backend!r}")
-    if dq_backend not in (None, "pointer", "gluon"):
-        raise ValueError(f"flash_attention: dq_backend must be None, 'pointer' or 'gluon', got {dq_backend!r}")
+    if dq_backend not in (None, "pointer", "gluon", "atomic"):
+        raise ValueError(f"flash_attention: dq_backend must be None, 'pointer', 'gluon' or 'atomic', "
+                         f"got {dq_backend!r}")
+    if dq_backend == "atomic" and (dkdv_backend == "pointer" or tiles):
+        raise ValueError("flash_attention: dq_backend='atomic' computes dK and dV too, in the Gluon kernel: "
+                         "no pointer dK/dV backend or tiles with it")
     tiles = tiles or {}
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
@@ -634,6 +640,8 @@ def _flash_backward(do4, q4, k4, v4, o4, lse, causal: bool, scale: float, precis
     meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION=precision)
     key = (tune_n, q4.dtype, do4.dtype)
     do_c = None  # the dense dO the Gluon kernels read, made on first use
+    if dq_backend == "atomic":
+        return hopper_bwd.hopper_dkdv_dq(q4, k4, v4, do4.contiguous(), lse, delta, causal, scale)
     if dkdv_backend == "gluon" or (dkdv_backend is None and "dkdv" not in tiles
                                    and hopper_bwd.auto_applies(q4, k4, v4, scale)):
         if "dkdv" in tiles:

@@ -73,6 +73,19 @@ if hopper.GLUON_IMPORT_ERROR is None:
     # (same arguments) in Triton 3.9, where the old name is kept only to raise an error.
     _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
 
+    from triton._C.libtriton import ir as _ir
+    from triton.experimental.gluon.language._core import builtin as _builtin
+
+    @_builtin
+    def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+        """TMA's shared-to-global reduce-add (PTX ``cp.reduce.async.bulk.tensor``, one bulk
+        group, as ``tma.async_copy_shared_to_global``): Triton 3.6's Gluon builder has the op
+        (``create_async_tma_reduce``, what ``tl`` descriptors' ``atomic_add`` lowers to) but its
+        Python API no wrapper, so this is that wrapper, shaped like its store neighbour."""
+        coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+        _semantic.builder.create_async_tma_reduce(_ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle, coord,
+                                                  src.handle)
+
 ROWS = hopper.ROWS_PER_WARPGROUP  # 64: keys per consumer warpgroup and query rows per streamed tile
 BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
 # (Q, dO) stages in the ring per head dim: see the shared-memory budget above.
@@ -92,10 +105,11 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
     @gluon.jit
     def _dkdv_tiles(
-        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
         dk, dv, it, m_start, m_end, keys, N_Q, qk_scale,
+        dq_args, dq_row,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
-        s_layout: gl.constexpr, p_layout: gl.constexpr,
+        WARPGROUP: gl.constexpr, DQ_ATOMIC: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr,
     ):
         """Query tiles [m_start, m_end) of one query head into this warpgroup's dK, dV.
         ``it`` counts the tiles taken from the ring so far (it picks the stage and phase).
@@ -104,9 +118,13 @@ if hopper.GLUON_IMPORT_ERROR is None:
         SCHEDULE "overlap": dP^T = V dO^T is issued with S^T = K Q^T and runs under the
         exponentials; "serial": dP^T is issued after P^T, with dV's product, which keeps S^T,
         P^T and dP^T from all holding registers at once. Either way dS^T is computed while
-        dV's product runs."""
+        dV's product runs.
+        DQ_ATOMIC: also add this tile's dQ into the fp32 buffer, this query head's rows from
+        ``dq_row`` on (``_dq_tile``; ``dq_args`` = (dS^T buffers, their barriers, the dQ staging
+        buffers, the buffer's TMA descriptor)); ``dq_args`` is empty and ``dq_row`` None otherwise."""
         M: gl.constexpr = _M
         dtype: gl.constexpr = q_bufs.dtype
+        k_smem = k_bufs.index(WARPGROUP)
         zero_s = gl.zeros([M, M], gl.float32, s_layout)
         for m in range(m_start, m_end):
             stage = it % STAGES
@@ -143,10 +161,56 @@ if hopper.GLUON_IMPORT_ERROR is None:
             ds_t = p_t * (dp_t - gl.expand_dims(delta, 0))
             ds_op = gl.convert_layout(ds_t.to(dtype), p_layout)
             dk = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
-            dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
+            if DQ_ATOMIC:
+                # dS^T to shared memory while dK's product runs; the other warpgroup's half joins it there.
+                ds_bufs, ds_ready, dq_bufs, dq_desc = dq_args
+                ds_bufs.index((it % 2) * 2 + WARPGROUP).store(ds_t.to(dtype))
+                dv, dk, p_op, ds_op = _dq_tile(ds_bufs, ds_ready, k_bufs, dq_bufs.index(WARPGROUP), dq_desc,
+                                               dq_row + m * M, it, dv, dk, p_op, ds_op, WARPGROUP)
+            else:
+                dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
             mbarrier.arrive(empty.index(stage), count=1)  # this warpgroup is done with the stage
             it += 1
         return dk, dv, it
+
+    @gluon.jit
+    def _dq_tile(ds_bufs, ds_ready, k_bufs, dq_stage, dq_desc, row, it, dv, dk, p_op, ds_op,
+                 WARPGROUP: gl.constexpr):
+        """One query tile's dQ = dS K (64 queries x D, over the program's 128 keys), split between
+        the two warpgroups along D as FlashAttention-3 splits it at D = 128 (AtomLayoutMdQ = 1):
+        this warpgroup's half of the columns, 64 x D/2 fp32 (D/4 registers a thread), staged in
+        ``dq_stage`` and added into the fp32 buffer's ``row``.. by one TMA reduce-add. This
+        warpgroup's dS^T is already in ``ds_bufs`` slot it % 2; the dV and dK products are
+        still in flight and are waited for here (returned as warpgroup_mma_wait returns them).
+
+        Two dS^T slots, and each warpgroup waits for its dQ products before its next tile: a
+        warpgroup reaches a slot again only after both passed the other slot's barrier, so after
+        the other warpgroup's products read this slot the last time."""
+        M: gl.constexpr = _M
+        HALF: gl.constexpr = dq_stage.type.shape[1]
+        dq_layout: gl.constexpr = hopper._acc_layout(HALF)
+        slot = it % 2
+        # dV's and dK's products first, so P^T's and dS^T's operand registers are free before
+        # dQ's accumulator is live.
+        dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
+        fence_async_shared()  # this thread's dS^T stores, before the tensor cores (async proxy) read them
+        gl.thread_barrier()  # every thread of this warpgroup has stored and fenced before the one arrive
+        mbarrier.arrive(ds_ready.index(slot), count=1)
+        mbarrier.wait(ds_ready.index(slot), (it // 2) & 1)  # and the other warpgroup's half is there
+        # dS = (dS^T)^T: a transposed view, wgmma reads 16-bit A operands in either order.
+        dq = warpgroup_mma(ds_bufs.index(slot * 2).permute((1, 0)), k_bufs.index(0).slice(WARPGROUP * HALF, HALF, 1),
+                           gl.zeros([M, HALF], gl.float32, dq_layout), use_acc=False, is_async=True)
+        dq = warpgroup_mma(ds_bufs.index(slot * 2 + 1).permute((1, 0)),
+                           k_bufs.index(1).slice(WARPGROUP * HALF, HALF, 1), dq, is_async=True)
+        dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
+        # The previous tile's reduce has read the staging buffer; then this tile's partial goes
+        # there and to global memory with no address in registers. Rows past N_Q are zero (P^T was
+        # masked there) and land in the buffer's padding or the next head's rows unchanged.
+        tma.store_wait(0)
+        dq_stage.store(dq)
+        fence_async_shared()
+        _tma_reduce_add(dq_desc, [row, WARPGROUP * HALF], dq_stage)
+        return dv, dk, p_op, ds_op
 
     @gluon.jit
     def _skip_tiles(q_ready, do_ready, empty, it, m_start, m_end, STAGES: gl.constexpr):
@@ -164,8 +228,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
     @gluon.jit
     def _consumer(
         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-        dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+        dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
+        DQ_ATOMIC: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
@@ -181,7 +246,6 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
         dk = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
         dv = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
-        k_smem = k_bufs.index(WARPGROUP)
         v_smem = v_bufs.index(WARPGROUP)
         mbarrier.wait(kv_bar, 0)
 
@@ -189,25 +253,41 @@ if hopper.GLUON_IMPORT_ERROR is None:
         full_tiles = N_Q // M  # tiles [0, full_tiles) have no row past N_Q
         it = 0
         for g in range(group):  # every query head that shares this k/v head
+            dq_row = None
+            if DQ_ATOMIC:
+                # This query head's first row in the (B*H*Nq rounded up to 64, D) fp32 dQ buffer
+                # (the launcher checks it fits TMA's int32 coordinates); program ids read again
+                # here, not held (see the epilogue).
+                bhk = gl.program_id(1)
+                dq_row = (bhk // H_KV * H + bhk % H_KV * group + g) * (n_tiles * M)
             if IS_CAUSAL:
                 # The producer starts at the program's first key's tile (rows before it see no key
                 # here). That tile lies wholly before warpgroup 1's keys; each warpgroup's own
                 # diagonal tile is masked, every later tile sees all its keys.
                 first = pid_n * 2
                 diag = first + WARPGROUP
-                it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
-                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
-                                         dk, dv, it, diag, gl.minimum(diag + 1, n_tiles),
-                                         keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
+                if DQ_ATOMIC:
+                    # Each tile's dQ needs both warpgroups' dS^T: warpgroup 1 takes the tile too,
+                    # masked to P^T = 0 (one wasted tile of its work per program and head).
+                    start = first
+                else:
+                    it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
+                    start = diag
+                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
+                                         dk, dv, it, start, gl.minimum(diag + 1, n_tiles),
+                                         keys, N_Q, qk_scale, dq_args, dq_row,
+                                         True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
                 lo = diag + 1
             else:
                 lo = 0
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                      dk, dv, it, lo, full_tiles,
-                                     keys, N_Q, qk_scale, False, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                     keys, N_Q, qk_scale, dq_args, dq_row,
+                                     False, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
+            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                      dk, dv, it, gl.maximum(lo, full_tiles), n_tiles,
-                                     keys, N_Q, qk_scale, True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
+                                     keys, N_Q, qk_scale, dq_args, dq_row,
+                                     True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
 
         # Program ids are read again here rather than held across the loop, where every
         # register is taken (held, they were spilled to local memory).
@@ -222,6 +302,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
         # S = scale * Q K^T, so dK picks up the scale (dV does not).
         gl.store(dk_ptr + offsets, (dk * scale).to(dk_ptr.dtype.element_ty), mask=keep)
         gl.store(dv_ptr + offsets, dv.to(dv_ptr.dtype.element_ty), mask=keep)
+        if DQ_ATOMIC:
+            tma.store_wait(0)  # the last dQ reduce has read its staging buffer before the block ends
 
     @gluon.jit
     def _producer(
@@ -272,10 +354,14 @@ if hopper.GLUON_IMPORT_ERROR is None:
     @gluon.jit
     def _hopper_dkdv_kernel(
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
-        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale,
+        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale, dq_desc,
         IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr,
+        DQ_ATOMIC: gl.constexpr,
     ):
+        """dK, dV into ``dk_ptr``, ``dv_ptr``; with DQ_ATOMIC also dQ / scale added into the zeroed
+        fp32 (B*H*Nq rounded up to 64, D) buffer ``dq_desc`` describes, in (64, D/2) boxes (None,
+        a constexpr, when off: the kernel is then the one without dQ, instruction for instruction)."""
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
         gl.static_assert(q_desc.block_type.shape[0] == M, "a Q tile is 64 query rows")
@@ -298,13 +384,27 @@ if hopper.GLUON_IMPORT_ERROR is None:
             mbarrier.init(q_ready.index(i), count=1)  # the producer's expect + TMA bytes
             mbarrier.init(do_ready.index(i), count=1)
             mbarrier.init(empty.index(i), count=2)  # both consumers must let go of a stage
+        # What the dQ step needs, one tuple: empty when off (warp_specialize cannot hand None to a
+        # partition, and an empty tuple adds nothing to what the partitions capture).
+        dq_args = ()
+        if DQ_ATOMIC:
+            # dS^T of both warpgroups, two slots: [slot * 2 + warpgroup] is (64 keys, 64 queries).
+            ds_bufs = gl.allocate_shared_memory(dtype, [4, M, M], gl.NVMMASharedLayout.get_default_for([M, M], dtype))
+            ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(2):
+                mbarrier.init(ds_ready.index(i), count=2)  # both warpgroups' halves are stored
+            # Each warpgroup's (64, D/2) fp32 dQ partial on its way to the TMA reduce.
+            dq_bufs = gl.allocate_shared_memory(gl.float32, [2, M, HEAD_DIM // 2], dq_desc.layout)
+            dq_args = (ds_bufs, ds_ready, dq_bufs, dq_desc)
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
             (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, STAGES, SCHEDULE)),
+                         dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+                         0, IS_CAUSAL, STAGES, SCHEDULE, DQ_ATOMIC)),
             (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES, SCHEDULE)),
+                         dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+                         1, IS_CAUSAL, STAGES, SCHEDULE, DQ_ATOMIC)),
             (_producer, (q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
                          q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar,
                          q_ready, do_ready, empty, H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL, STAGES)),
@@ -379,6 +479,21 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     per query row, fp32 (``flash._flash_bwd_preprocess_kernel``). ``stages`` overrides the
     (Q, dO) ring's depth; ``schedule`` is one of SCHEDULES. Returns (dk, dv) shaped like k and v.
     """
+    return _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, dq_atomic=False)[1:]
+
+
+def hopper_dkdv_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
+                   schedule: str = DEFAULT_SCHEDULE):
+    """(dq, dk, dv): ``hopper_dkdv``'s kernel with DQ_ATOMIC on, FlashAttention-3's way. Each query
+    tile's dQ = dS K over the program's 128 keys is added, by TMA reduce-adds, into a zeroed fp32
+    (B*H*Nq rounded up to 64, D) buffer, then scaled and cast to q's dtype. The adds of different
+    programs land in any order: dq is not bit-reproducible run to run (dk and dv are). Same
+    arguments and checks as ``hopper_dkdv``."""
+    return _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, dq_atomic=True)
+
+
+def _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, *, dq_atomic: bool):
+    """``hopper_dkdv`` (dq None) or, with ``dq_atomic``, ``hopper_dkdv_dq``: (dq, dk, dv)."""
     problem = hopper_bwd_problem(q4, k4, v4, do4)
     if problem is not None:
         raise ValueError(f"hopper_dkdv: {problem}")
@@ -396,12 +511,22 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
         raise ValueError(f"hopper_dkdv: stages must be a positive int, got {stages!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"hopper_dkdv: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    dq_rows = B * H * -(-NQ // ROWS) * ROWS  # each head's rows padded to whole 64-row tiles
+    if dq_atomic and dq_rows >= 2**31:
+        raise ValueError("hopper_dkdv_dq: more than 2**31 padded query rows: TMA coordinates are int32")
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
+    dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device) if dq_atomic else None
     if NQ == 0 or NK == 0:
         dk.zero_()
         dv.zero_()
-        return dk, dv
+        return dq.zero_() if dq_atomic else None, dk, dv
+    dq_desc = None  # a constexpr: the kernel without dQ
+    if dq_atomic:
+        dq_accum = torch.zeros(dq_rows, D, dtype=torch.float32, device=q4.device)
+        box = [ROWS, D // 2]  # one warpgroup's half of a query tile's dQ
+        dq_desc = hopper.TensorDescriptor(dq_accum, list(dq_accum.shape), list(dq_accum.stride()), box,
+                                          gl.NVMMASharedLayout.get_default_for(box, gl.float32))
     q_desc = hopper._descriptor(q4.view(B * H * NQ, D), ROWS)
     do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
     k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), ROWS)
@@ -412,8 +537,11 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     grid = (triton.cdiv(NK, BLOCK_KEYS), B * H_KV)
     _hopper_dkdv_kernel[grid](
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk, dv,
-        H, H_KV, NQ, NK, stat_stride, scale * hopper.LOG2E, scale,
-        causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
+        H, H_KV, NQ, NK, stat_stride, scale * hopper.LOG2E, scale, dq_desc,
+        causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule, dq_atomic,
         num_warps=4, maxnreg=MAXNREG,
     )
-    return dk, dv
+    if dq_atomic:
+        # S = scale * Q K^T, so dQ picks up the scale; one pass reads the fp32 rows and writes q's dtype.
+        torch.mul(dq_accum.view(B, H, -1, D)[:, :, :NQ], scale, out=dq)
+    return dq, dk, dv

@@ -53,8 +53,9 @@ def compile_variant(head_dim: int, causal: bool, dtype: str, schedule: str = "se
 
 
 def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str = "overlap",
-                        stages: int | None = None):
-    """The Gluon dK/dV kernel for one head dim, mask mode and dtype, as the launcher builds it."""
+                        stages: int | None = None, dq_atomic: bool = False):
+    """The Gluon dK/dV kernel for one head dim, mask mode and dtype, as the launcher builds it;
+    ``dq_atomic``: the variant that also adds dQ into an fp32 buffer (``hopper_dkdv_dq``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -75,7 +76,12 @@ def compile_bwd_variant(head_dim: int, causal: bool, dtype: str, schedule: str =
                "N_Q": "i32", "N_K": "i32", "STAT_STRIDE": "i32", "qk_scale": "fp32", "scale": "fp32"}
     constexprs = {"IS_CAUSAL": causal, "STAGES": stages or hopper_bwd.STAGES[head_dim],
                   "CONSUMER_REGS": hopper_bwd.CONSUMER_REGS, "PRODUCER_REGS": hopper_bwd.PRODUCER_REGS,
-                  "SCHEDULE": schedule}
+                  "SCHEDULE": schedule, "DQ_ATOMIC": dq_atomic}
+    if dq_atomic:
+        dq_layout = gl.NVMMASharedLayout.get_default_for([hopper_bwd.ROWS, head_dim // 2], gl.float32)
+        runtime["dq_desc"] = f"tensordesc<fp32[{hopper_bwd.ROWS}, {head_dim // 2}],{dq_layout!r}>"
+    else:
+        constexprs["dq_desc"] = None  # the launcher passes None: a constexpr, no kernel argument
     signature = {n: runtime.get(n, "constexpr") for n in names}
     src = GluonASTSource(fn, signature, {(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),

@@ -15,7 +15,9 @@ dK/dV kernels alone, then whole backward passes (delta + dK/dV + dQ) with either
 and SDPA's cuDNN backward. With --dq the same for dQ: the Gluon dQ into NaN-filled buffers against
 float64 (at most 2x the pointer dQ kernel's error plus one unit in the last place); timing of
 the dQ kernels alone (the Gluon one at both key tiles) and of whole backward passes with the Gluon
-dK/dV and either dQ kernel, beside cuDNN. Prints a table last; writes JSON to --out, or
+dK/dV and either dQ kernel, beside cuDNN. With --atomic, the dQ that the dK/dV kernel adds itself
+(hopper_bwd.hopper_dkdv_dq) is checked the same way, and whole backward passes are timed: Gluon
+dK/dV + Gluon dQ pass against the atomic one, beside cuDNN. Prints a table last; writes JSON to --out, or
 $OUT/bwd_check.json.
 """
 
@@ -52,7 +54,7 @@ TIMING = [(4, 16, 8192, 128), (4, 32, 8192, 64)]
 DQ_OTHER_TILE = {64: (64, 4), 128: (128, 2)}
 
 
-def correctness_cases(quick: bool, dq: bool):
+def correctness_cases(quick: bool, dq: bool, atomic: bool = False):
     """dK/dV (both schedules at fp16) or, with ``dq``, dQ alone: each compiles its own kernels."""
     for shape in QUICK_SHAPES if quick else SHAPES:
         for head_dim in (64, 128):
@@ -60,14 +62,15 @@ def correctness_cases(quick: bool, dq: bool):
                 for causal in (False, True):
                     schedules = ("overlap", "serial") if dtype == "float16" else ("overlap",)
                     yield {"kind": "check", "shape": shape, "D": head_dim, "dtype": dtype, "causal": causal,
-                           "schedules": () if dq else schedules, "dq": dq}
+                           "schedules": () if dq or atomic else schedules, "dq": dq or atomic, "atomic": atomic}
 
 
-def timing_cases(bf16: bool, dq: bool):
+def timing_cases(bf16: bool, dq: bool, atomic: bool = False):
     for B, H, N, D in TIMING:
         for dtype in ("float16", "bfloat16") if bf16 else ("float16",):
             for causal in (False, True):
-                yield {"kind": "time", "shape": (B, H, H, N, N), "D": D, "dtype": dtype, "causal": causal, "dq": dq}
+                yield {"kind": "time", "shape": (B, H, H, N, N), "D": D, "dtype": dtype, "causal": causal,
+                       "dq": dq, "atomic": atomic}
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -193,7 +196,12 @@ def check_dq(case, q, k, v, do, lse, delta, scale, ref):
     F.scaled_dot_product_attention(qt, k[:1].repeat_interleave(group, 1), v[:1].repeat_interleave(group, 1),
                                    is_causal=causal, scale=scale).backward(do[:1])
     pq = pointer_dq(q, k, v, do, lse, delta, causal, scale)
-    dq = hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
+    if case.get("atomic"):
+        from kernels import hopper_bwd
+
+        dq, _, _ = hopper_bwd.hopper_dkdv_dq(q, k, v, do, lse, delta, causal, scale)
+    else:
+        dq = hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
     torch.cuda.synchronize()
     result = {"torch_err": {"dq": _err(qt.grad, ref)}, "pointer_err": {"dq": _err(pq[:1], ref)}}
     ulp = torch.finfo(q.dtype).eps * max(1.0, ref.abs().max().item())
@@ -213,6 +221,8 @@ def run_timing(case):
     B, H, _, N, _ = case["shape"]
     D = case["D"]
     flops = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)  # the forward's, FA convention
+    if case.get("atomic"):
+        return time_atomic(case, q, k, v, do, o, lse, delta, scale, flops)
     if case["dq"]:
         return time_dq(case, q, k, v, do, o, lse, delta, scale, flops)
     stages = hopper_bwd.STAGES[D]
@@ -259,6 +269,27 @@ def time_dq(case, q, k, v, do, o, lse, delta, scale, flops):
     work = {name: (2.5 if name.endswith("_bwd") else 1.5) * flops for name in providers}
     return dict(bench(providers, work), dq_tile_default=list(hopper_dq.TILES[case["D"]]),
                 dq_tile_other=[other_n, other_stages], dq_schedule_default=hopper_dq.DEFAULT_SCHEDULE)
+
+
+def time_atomic(case, q, k, v, do, o, lse, delta, scale, flops):
+    """Whole backward passes (delta + kernels): Gluon dK/dV + the Gluon dQ pass, against the dK/dV
+    kernel that adds dQ itself (+ its zeroing and scaling), beside cuDNN; and the two dK/dV kernels alone."""
+    from kernels import flash, hopper_bwd
+
+    causal = case["causal"]
+    providers = {
+        "gluon_dkdv": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale),
+        "atomic_dkdv_dq": lambda: hopper_bwd.hopper_dkdv_dq(q, k, v, do, lse, delta, causal, scale),
+        "gluon_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
+                                                      dkdv_backend="gluon", dq_backend="gluon"),
+        "atomic_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
+                                                       dq_backend="atomic"),
+        "cudnn_bwd": cudnn_backward(q, k, v, do, causal, scale),
+    }
+    # dK/dV alone: 4 of the backward's 5 matmuls (2.0x the forward's FLOPs); with dQ all 5 (2.5x).
+    work = {"gluon_dkdv": 2.0 * flops, "atomic_dkdv_dq": 2.5 * flops}
+    work.update({name: 2.5 * flops for name in providers if name.endswith("_bwd")})
+    return bench(providers, work)
 
 
 def cudnn_backward(q, k, v, do, causal, scale):
@@ -316,6 +347,11 @@ def run_warm(case):
         flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H), (q, k, v, do, lse, delta, dq),
                       (*args, *dq.stride(), H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
                       meta, key, tile=tile)
+    if case.get("atomic"):
+        hopper_bwd.hopper_dkdv_dq(q, k, v, do, lse, delta, causal, scale)
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale)
+        flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon", dq_backend="gluon")
+        return {"ok": True}
     if case["dq"]:
         from kernels import hopper_dq
 
@@ -473,6 +509,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="correctness on three shapes only")
     parser.add_argument("--dq", action="store_true",
                         help="check and time the Gluon dQ kernel (kernels/hopper_dq.py) instead of the dK/dV ones")
+    parser.add_argument("--atomic", action="store_true",
+                        help="check and time the dQ that the dK/dV kernel adds itself (hopper_bwd.hopper_dkdv_dq)")
     parser.add_argument("--no-timing", action="store_true", help="correctness only")
     parser.add_argument("--bf16-timing", action="store_true", help="time bf16 too (fp16 only by default)")
     parser.add_argument("--case-timeout", type=float, default=90.0,
@@ -498,7 +536,7 @@ def main(argv=None):
         print("hopper_bwd_check: needs an sm90 (Hopper) GPU", file=sys.stderr)
         return 2
     started = time.monotonic()
-    checks = list(correctness_cases(args.quick, args.dq))
+    checks = list(correctness_cases(args.quick, args.dq, args.atomic))
     # Correctness: NaN-filled outputs everywhere, one fixed pointer tile (no autotuning: it would
     # compile every candidate for every shape); one worker per (D, causal), in parallel, so the
     # compilations (most of the time) use several CPU cores.
@@ -506,7 +544,7 @@ def main(argv=None):
                                         args.case_timeout, started + 0.6 * args.total_timeout)
     timings, timing_records = [], []
     if not args.no_timing:
-        timings = list(timing_cases(args.bf16_timing, args.dq))
+        timings = list(timing_cases(args.bf16_timing, args.dq, args.atomic))
         # Compile everything the timing launches first, in parallel; then time one case at a time,
         # plain outputs, the pointer kernels autotuned as flash_attention runs them.
         run_sharded([dict(case, kind="warm") for case in timings], {"KERNELS_POISON_OUTPUTS": "0"},
@@ -515,14 +553,17 @@ def main(argv=None):
                                              started + args.total_timeout)
         device = device or device_t
 
-    print(f"\n{device}: Gluon {'dQ' if args.dq else 'dK/dV'} against float64 ({len(checks)} cases)")
+    what = "atomic dQ" if args.atomic else "dQ" if args.dq else "dK/dV"
+    print(f"\n{device}: Gluon {what} against float64 ({len(checks)} cases)")
     bad = 0
     for case, record in zip(checks, check_records):
         if record.get("status") != "ok":
             bad += 1
             print("  NOT OK:", summary_line(case, record))
     print(f"  {len(checks) - bad} ok, {bad} not ok")
-    if timings and args.dq:
+    if timings and args.atomic:
+        print_atomic_table(timings, timing_records)
+    elif timings and args.dq:
         print_dq_table(timings, timing_records)
     elif timings:
         print(f"\n{'case':44} {'ptr dkdv':>9} {'overlap':>9} {'serial':>9} {'stages':>9} {'ptr bwd':>9} "
@@ -549,6 +590,21 @@ def main(argv=None):
                       f, indent=1)
         print(f"wrote {out}")
     return 1 if bad else 0
+
+
+def print_atomic_table(timings, timing_records):
+    print(f"\n{'case':44} {'dkdv':>9} {'dkdv+dq':>9} {'bwd pass':>9} {'bwd atomic':>10} {'cudnn':>9}  "
+          "ms; pass/atomic bwd, cudnn/atomic bwd")
+    for case, record in zip(timings, timing_records):
+        if record.get("status") != "ok":
+            print(summary_line(case, record))
+            continue
+
+        def ms(key):
+            return record.get(key, {}).get("ms", float("nan"))
+        print(f"{case_name(case):44} {ms('gluon_dkdv'):9.3f} {ms('atomic_dkdv_dq'):9.3f} {ms('gluon_dq_bwd'):9.3f} "
+              f"{ms('atomic_dq_bwd'):10.3f} {ms('cudnn_bwd'):9.3f}  {ms('gluon_dq_bwd') / ms('atomic_dq_bwd'):.2f}x, "
+              f"{ms('cudnn_bwd') / ms('atomic_dq_bwd'):.2f}x")
 
 
 def print_dq_table(timings, timing_records):
