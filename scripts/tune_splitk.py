@@ -30,7 +30,12 @@ DRAFT_SIZES = [(128, 64), (256, 128), (512, 128), (1024, 256), (2048, 128), (409
 DECODE_KEYS = [4096, 16384, 65536]
 
 
-def cases(quick: bool) -> list[dict]:
+# Tiles for the probe of fp32 inputs with precision="tf32x3" (three TF32 tensor-core products per
+# dot, fp32-level error): fp32 operands in shared memory, so fewer stages than fp16's tiles.
+TF32X3_TILES = [(64, 64, 4, 2), (64, 32, 4, 2), (32, 64, 4, 2), (32, 32, 4, 2), (128, 64, 8, 2)]
+
+
+def cases(quick: bool, draft_only: bool = False) -> list[dict]:
     """(name, B, H, Hkv, Nq, Nk, D, dtype name) of each case."""
     import torch
 
@@ -38,7 +43,9 @@ def cases(quick: bool) -> list[dict]:
            for n, d in DRAFT_SIZES]
     out += [dict(name=f"decode Nk={nk // 1024}k Hkv={hkv}", B=4, H=32, Hkv=hkv, Nq=1, Nk=nk, D=128, dtype=torch.float16)
             for hkv in (32, 8) for nk in DECODE_KEYS]
-    return [out[1], out[6]] if quick else out
+    if draft_only:
+        out = out[:len(DRAFT_SIZES)]
+    return [out[1], out[-1]] if quick else out
 
 
 def eager(q, k, v, scale):
@@ -49,8 +56,11 @@ def eager(q, k, v, scale):
     return (((qg @ k.transpose(-1, -2)) * scale).softmax(-1) @ v).reshape(q.shape)
 
 
-def variants(case, q, k, v, scale):
-    """(label, splits, tile, fn) for every variant of one case."""
+def variants(case, q, k, v, scale, precisions=("ieee",)):
+    """(label, splits, tile, fn) for every variant of one case (fp32 cases: also each extra
+    precision in ``precisions``, on TF32X3_TILES, unsplit and split)."""
+    import torch
+
     from kernels import flash, splitk
 
     out = [("eager", None, None, lambda: eager(q, k, v, scale)),
@@ -62,6 +72,14 @@ def variants(case, q, k, v, scale):
             out.append((f"split {s} {'x'.join(map(str, tile))}", s, tile,
                         lambda s=s, tile=tile: flash._flash_forward(q, k, v, False, scale, "ieee", splits=s,
                                                                     tile=tile)[0]))
+    if case["dtype"] == torch.float32:
+        for prec in (p for p in precisions if p != "ieee"):
+            for tile in TF32X3_TILES:
+                for s in (1,) + SPLITS:
+                    label = f"{prec} {'unsplit' if s == 1 else f'split {s}'} {'x'.join(map(str, tile))}"
+                    out.append((label, s, tile,
+                                lambda s=s, tile=tile, prec=prec: flash._flash_forward(
+                                    q, k, v, False, scale, prec, splits=s, tile=tile)[0]))
     return out
 
 
@@ -75,7 +93,7 @@ def tolerance(dtype, ref, eager_err: float) -> float:
     return 2.0 * eager_err + torch.finfo(dtype).eps * magnitude
 
 
-def run_case(case, deadline: float) -> list[dict]:
+def run_case(case, deadline: float, precisions=("ieee",)) -> list[dict]:
     import torch
     import triton
 
@@ -91,7 +109,7 @@ def run_case(case, deadline: float) -> list[dict]:
     eager_err = (eager(q, k, v, scale).double() - ref).abs().max().item()
     tol = tolerance(case["dtype"], ref, eager_err)
     records = []
-    for label, splits, tile, fn in variants(case, q, k, v, scale):
+    for label, splits, tile, fn in variants(case, q, k, v, scale, precisions):
         rec = dict(case=case["name"], shape={key: case[key] for key in ("B", "H", "Hkv", "Nq", "Nk", "D")},
                    dtype=str(case["dtype"]).replace("torch.", ""), variant=label, splits=splits,
                    tile=list(tile) if tile else None, tol=tol, max_err=None, p50_ms=None, graph_p50_ms=None)
@@ -111,7 +129,7 @@ def run_case(case, deadline: float) -> list[dict]:
             rec["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             torch.cuda.synchronize()
         records.append(rec)
-        print(f"  {label:34s} {rec['status']:6.6s} err {rec['max_err'] or 0:.1e} "
+        print(f"  {label:38s} {rec['status']:6.6s} err {rec['max_err'] or 0:.1e} "
               f"p50 {rec['p50_ms'] or 0:.4f} graph {rec['graph_p50_ms'] or 0:.4f} ms", flush=True)
     del q, k, v, ref
     torch.cuda.empty_cache()
@@ -130,10 +148,15 @@ def table(records: list[dict]) -> str:
         by = {r["variant"]: r for r in rows}
         splits = [r for r in rows if r["variant"].startswith("split ") and r["status"] == "ok"]
         best = min(splits, key=lambda r: r["graph_p50_ms"], default=None)
+        other = [r for r in rows if r["variant"].split()[0] not in ("eager", "flash", "flash_attention", "split")
+                 and r["status"] == "ok"]
+        fastest_other = min(other, key=lambda r: r["graph_p50_ms"], default=None)
         heur = by.get("flash_attention (heuristic)")
         lines.append(f"{name:26s} {fmt(by.get('eager')):>13s} {fmt(by.get('flash unsplit')):>13s} "
                      f"{'S=' + str(heur['splits']) + ' ' + fmt(heur) if heur else '-':>18s} "
-                     f"{(best['variant'][6:] + ' ' + fmt(best)) if best else '-':>28s}")
+                     f"{(best['variant'][6:] + ' ' + fmt(best)) if best else '-':>28s}"
+                     + (f"  | {fastest_other['variant']} {fmt(fastest_other)} err {fastest_other['max_err']:.1e}"
+                        if fastest_other else ""))
     return "\n".join(lines)
 
 
@@ -161,6 +184,10 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="two cases only (a smoke run)")
     parser.add_argument("--budget-s", type=float, default=450.0,
                         help="stop starting new variants after this many seconds (the file is still written)")
+    parser.add_argument("--draft-only", action="store_true", help="the draft's fp32 sizes only (no decode)")
+    parser.add_argument("--precisions", default="ieee",
+                        help="comma-separated dot precisions for the fp32 cases besides the default "
+                             "'ieee' (e.g. 'ieee,tf32x3'): each extra one is timed on TF32X3_TILES")
     parser.add_argument("--commit", default=None, help="git commit to record (default: read from the repo)")
     args = parser.parse_args(argv)
 
@@ -174,9 +201,10 @@ def main(argv=None) -> int:
     deadline = time.monotonic() + args.budget_s
     prov = provenance(args.commit)
     records = []
-    for case in cases(args.quick):
+    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    for case in cases(args.quick, args.draft_only):
         print(f"{case['name']}:", flush=True)
-        records += run_case(case, deadline)
+        records += run_case(case, deadline, precisions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"provenance": prov, "records": records}, indent=1))
     print(f"wrote {args.out}\n{table(records)}", flush=True)
