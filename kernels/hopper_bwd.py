@@ -106,7 +106,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
     @gluon.jit
     def _dkdv_tiles(
         q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
-        dk, dv, it, m_start, m_end, keys, N_Q, qk_scale,
+        dk, dv, it, m_start, m_end, keys, N_Q, N_K, qk_scale,
         dq_args, dq_row,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
         WARPGROUP: gl.constexpr, DQ_ATOMIC: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr,
@@ -164,7 +164,10 @@ if hopper.GLUON_IMPORT_ERROR is None:
             if DQ_ATOMIC:
                 # dS^T to shared memory while dK's product runs; the other warpgroup's half joins it there.
                 ds_bufs, ds_ready, dq_bufs, dq_desc = dq_args
-                ds_bufs.index((it % 2) * 2 + WARPGROUP).store(ds_t.to(dtype))
+                # Keys past N_K are the next head's (or TMA's zeros): harmless to dK and dV, whose
+                # rows there are never stored, but dQ sums over keys, so their dS must be zero.
+                key_ok = gl.expand_dims(keys < N_K, 1)
+                ds_bufs.index((it % 2) * 2 + WARPGROUP).store(gl.where(key_ok, ds_t, 0.0).to(dtype))
                 dv, dk, p_op, ds_op = _dq_tile(ds_bufs, ds_ready, k_bufs, dq_bufs.index(WARPGROUP), dq_desc,
                                                dq_row + m * M, it, dv, dk, p_op, ds_op, WARPGROUP)
             else:
@@ -275,18 +278,18 @@ if hopper.GLUON_IMPORT_ERROR is None:
                     start = diag
                 dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                          dk, dv, it, start, gl.minimum(diag + 1, n_tiles),
-                                         keys, N_Q, qk_scale, dq_args, dq_row,
+                                         keys, N_Q, N_K, qk_scale, dq_args, dq_row,
                                          True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
                 lo = diag + 1
             else:
                 lo = 0
             dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                      dk, dv, it, lo, full_tiles,
-                                     keys, N_Q, qk_scale, dq_args, dq_row,
+                                     keys, N_Q, N_K, qk_scale, dq_args, dq_row,
                                      False, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
             dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
                                      dk, dv, it, gl.maximum(lo, full_tiles), n_tiles,
-                                     keys, N_Q, qk_scale, dq_args, dq_row,
+                                     keys, N_Q, N_K, qk_scale, dq_args, dq_row,
                                      True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
 
         # Program ids are read again here rather than held across the loop, where every
