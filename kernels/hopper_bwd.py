@@ -21,10 +21,13 @@ tiles in shared memory while every query tile that can see them streams past.
   accumulators dK, dV row-major like K and V and lets P^T and dS^T, already in registers,
   be wgmma's A operand with no trip through shared memory.
 
-dQ is not computed here: a separate pass does it, the Gluon dQ kernel (``hopper_dq.py``) where
-``flash_attention`` runs this kernel, else ``flash._flash_bwd_dq_kernel``. FA3 instead writes dS
-to shared memory and adds dQ = dS K into an fp32 buffer with a bulk reduce-add from this same
-loop; ``hopper_dq.py``'s docstring says what that would take here (not built).
+By default dQ is not computed here: a separate pass does it, the Gluon dQ kernel
+(``hopper_dq.py``) where ``flash_attention`` runs this kernel, else ``flash._flash_bwd_dq_kernel``.
+``DQ_ATOMIC`` (launcher ``hopper_dkdv_dq``; ``flash._flash_backward(dq_backend="atomic")``) does
+it FA3's way instead: dS^T to shared memory, dQ = dS K split between the two warpgroups along
+D, and a TMA reduce-add of each fp32 partial into a buffer. Off by default: at D = 128 it
+spills, and in a probe (PERF_NOTES.md, session 9; ``scripts/hopper_bwd_check.py --atomic``)
+it beat the two-pass backward only with the causal mask and at fp16 D = 128.
 
 Budget, per program, checked against the compiled kernel (``scripts/compile_hopper.py
 --kernel bwd``, Triton 3.6's ptxas, sm_90a):

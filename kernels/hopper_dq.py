@@ -43,7 +43,8 @@ Budget, per program, checked against the compiled kernel (``scripts/compile_hopp
   no local memory. (D = 128 with 128 keys would need 64 + 128 + 32 = 224 before any address:
   ptxas spilled it.)
 
-The other way, not built (issue 14 asks for both, measured): FlashAttention-3 adds dQ into an
+The other way, built as ``hopper_bwd.hopper_dkdv_dq`` and measured (PERF_NOTES.md, session 9;
+off by default): FlashAttention-3 adds dQ into an
 fp32 buffer from the dK/dV loop (https://github.com/Dao-AILab/flash-attention, hopper/:
 ``mainloop_bwd_sm90_tma_gmma_ws.hpp`` with a bulk reduce-add, ``copy_sm90_bulk_reduce.hpp``,
 and ``flash_bwd_postprocess_kernel.h`` to scale and convert the buffer). In ``hopper_bwd.py``

@@ -424,9 +424,12 @@ bwd_kernels = ("the Gluon dK/dV and dQ kernels of the next sections" if "hopper_
 md(f"In this data the backward pass runs {bwd_kernels}, fed by the forward's log-sum-exp.")
 
 
-def summary(direction, vs):
-    rs = query.ratios_by_case(prod, direction, vs, min_n=hopper.AUTO_MIN_LEN)
+def summary(direction, vs, doc=None):
+    """(sorted ratios of flash to ``vs`` at N >= the Gluon length, their median) in one run's data."""
+    rs = query.ratios_by_case(doc or prod, direction, vs, min_n=hopper.AUTO_MIN_LEN)
     vals = sorted(rs.values())
+    if not vals:
+        return vals, None
     return vals, vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
 
 
@@ -558,16 +561,26 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 #
 # with $dS$ handed to the last product from registers. The price is recomputing $S$ and
 # $dP$, which the dK/dV kernel has already computed: seven products where the atomic design
-# needs five. We did not build the atomic variant, so the two designs are not compared here.
-# Registers are why it is not a small change: at D = 128 the compiled dK/dV consumers already
-# use registers up to R237 of the 240 they are given (up to R179 at D = 64), and a whole dQ
-# partial (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at
-# D = 128) would have to live beside dK and dV. FlashAttention-3 fits one at that size with
-# the same 128-key tile by splitting the dQ product between its two warpgroups, each taking
-# half of D from a dS tile in shared memory
-# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h));
-# so it can be done, with a different split of the work. The module's docstring writes down
-# what the atomic version would cost.
+# needs five.
+#
+# We built the atomic design too, as a switch on the dK/dV kernel (`DQ_ATOMIC`, reached
+# through `flash._flash_backward(..., dq_backend="atomic")`), and it shows why the second
+# pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
+# already use registers up to R237 of the 240 they are given, and a whole dQ partial
+# (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
+# would have to live beside dK and dV. So, as FlashAttention-3 does at that size
+# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)),
+# each warpgroup writes its $dS^T$ to shared memory, and each computes half of the tile's dQ
+# columns from both halves, then adds them into the float32 buffer with one TMA
+# reduce-add. Even so, the compiled D = 128 variant spills (about fifty local-memory loads
+# and forty stores in its loop); the D = 64 variant does not. The second problem showed on
+# the GPU: its first run failed 38 of its tests. A program's last key tile reaches past
+# $N_k$ into the next head's keys; for dK and dV that is harmless, because those rows are
+# never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
+# With that fixed the tests pass. Timed against the two-pass backward on an H200
+# (PERF_NOTES.md, session 9, one run of a development probe), it was faster with the causal
+# mask; without one it was no faster at D = 64, the shapes furthest behind cuDNN below,
+# and mixed at D = 128. It stays off by default.
 #
 # In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
 # it while the warpgroup waits for `S` and starts the exponentials. A
@@ -589,18 +602,35 @@ if "hopper_dq" in dispatch:
        f"D = 64 (N ≥ {min_n}, fp16 and bf16, causal or not). The chart has every backend.")
     show(figures.production_tflops([prod], "bwd"))
 
+# %% tags=["hide-input"]
+for other in query.load("production")[1:]:  # a run on another GPU (an H200, when one was lent)
+    if "hopper_dq" not in other["provenance"].get("flash_dispatch", ""):
+        continue  # an older run, before these kernels: post 3 shows its tables
+    o_f, o_f_med = summary("fwd", "sdpa-cudnn", other)
+    o_b, o_b_med = summary("bwd", "sdpa-cudnn", other)
+    o_f4, o_f4_med = summary("fwd", "fa4", other)
+    o_b4, o_b4_med = summary("bwd", "fa4", other)
+    if not o_f or not o_b:
+        continue  # cuDNN did not run there
+    md(f"The same kernels on an {other['provenance']['gpu']}, in a separate run "
+       f"({query.provenance_line(other)}), measure: forward {min(o_f):.2f}–{max(o_f):.2f}× cuDNN "
+       f"(median {o_f_med:.2f}×), backward {min(o_b):.2f}–{max(o_b):.2f}× (median {o_b_med:.2f}×)"
+       + (f"; against FlashAttention-4 a median {o_f4_med:.2f}× forward and {o_b4_med:.2f}× backward."
+          if o_f4 and o_b4 else ".")
+       + " Post 3 has its per-shape tables.")
+
 # %% [markdown]
 # ## What is not here yet
 #
-# - **dQ by atomics.** Above: not built, so not measured against the second pass.
 # - **cuDNN's speed at every shape.** The takeaways below count where we are still behind.
 #   Next in line: the 128-key dQ tile at D = 128, which spills yet was faster in a
-#   development probe (PERF_NOTES.md, session 8), and FlashAttention-3's split of the dQ
-#   work between warpgroups.
-# - **A second production run.** "Beyond the noise" on this page means that one run's three
-#   timing rounds do not overlap. Two runs of the same forward code, ten minutes apart on
-#   the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md, session 8),
-#   so a ratio at one shape is less certain than its rounds suggest.
+#   development probe (PERF_NOTES.md, session 8), and an atomic dQ that does not spill at
+#   D = 128 (above: it spills, and was timed in a probe only, not in the production suite).
+# - **Repeated production runs on one GPU.** "Beyond the noise" on this page means that one
+#   run's three timing rounds do not overlap. Two runs of the same forward code, ten minutes
+#   apart on the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md,
+#   session 8), so a ratio at one shape is less certain than its rounds suggest; the
+#   H200's run above is a second GPU, not a repeat.
 # - **The producer warp in the timeline:** Proton returned none of its records, for a
 #   reason not yet found.
 #
