@@ -27,7 +27,8 @@ By default dQ is not computed here: a separate pass does it, the Gluon dQ kernel
 it FA3's way instead: dS^T to shared memory, dQ = dS K split between the two warpgroups along
 D, and a TMA reduce-add of each fp32 partial into a buffer. Off by default: at D = 128 it
 spills, and in a probe (PERF_NOTES.md, session 9; ``scripts/hopper_bwd_check.py --atomic``)
-it beat the two-pass backward only with the causal mask and at fp16 D = 128.
+the whole backward with it was within a few percent of the two-pass one with the causal mask,
+mixed at D = 128 without it and slower at D = 64 without it.
 
 Budget, per program, checked against the compiled kernel (``scripts/compile_hopper.py
 --kernel bwd``, Triton 3.6's ptxas, sm_90a):
