@@ -568,11 +568,15 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
 # already use registers up to R237 of the 240 they are given, and a whole dQ partial
 # (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
-# would have to live beside dK and dV. So, as FlashAttention-3 does at that size
-# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)),
+# would have to live beside dK and dV. So we split the product as FlashAttention-3 does at
+# that size
+# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)):
 # each warpgroup writes its $dS^T$ to shared memory, and each computes half of the tile's dQ
-# columns from both halves, then adds them into the float32 buffer with one TMA
-# reduce-add. Even so, the compiled D = 128 variant spills (about fifty local-memory loads
+# columns from both halves. Each of our warpgroups then adds its half into the float32
+# buffer itself, with one TMA reduce-add; FlashAttention-3 instead stages the halves in
+# shared memory for one warp of its producer warpgroup, which issues the bulk reduce-adds
+# ([`flash_bwd_kernel_sm90.h`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_kernel_sm90.h),
+# `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
 # and forty stores in its SASS); the D = 64 variant does not. The second problem showed on
 # the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
 # $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that is harmless, because those rows are
