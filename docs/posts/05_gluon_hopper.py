@@ -579,15 +579,17 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
 # and forty stores in its SASS); the D = 64 variant does not. The second problem showed on
 # the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
-# $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that is harmless, because those rows are
-# never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
+# $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that
+# is harmless, because those rows are never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
 # With that fixed the tests pass. Timed against the two-pass backward on two H200s
 # (PERF_NOTES.md, session 9; development probes, not the production suite), the whole
 # backward with atomic dQ was within a few percent of it with the causal mask, mixed at
 # D = 128 without one, and slower at D = 64 without one, which are the shapes furthest behind
-# cuDNN below. Five products instead of seven did not buy time here, and the probes do not
-# say why; the spills at D = 128, the barrier at which each warpgroup waits for the other's
-# half of dS, and the reduce-adds' traffic are the suspects. It stays off by default.
+# cuDNN below. Five products instead of seven bought less time than the two products they
+# drop would suggest where the atomic backward was ahead, and cost time at D = 64 without a
+# mask; the probes do not say why. The suspects (PERF_NOTES.md) are the spills at D = 128,
+# the barrier at which each warpgroup waits for the other's half of $dS^T$, and each tile's
+# wait for its previous reduce-add to leave the staging buffer. It stays off by default.
 #
 # In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
 # it while the warpgroup waits for `S` and starts the exponentials. A
