@@ -631,10 +631,11 @@ for other in query.load("production")[1:]:  # a run on another GPU (an H200, whe
 # %% [markdown]
 # ## The goals, against the data
 #
-# The Hopper work in this series set itself four goals, each to be read off one run of the
-# production suite on the H100 (ratios of median times, N ≥ 4096, fp16 and bf16, D = 64 and
-# 128, causal or not) and, for the last, post 2's sizes. The table checks each against the
-# data this page is built from.
+# The Hopper work in this series set itself the targets below, each to be read off one run
+# of the production suite on the H100 (ratios of median times, N ≥ 4096, fp16 and bf16,
+# D = 64 and 128, causal or not, as many key/value heads as query heads: cuDNN was not run
+# on the grouped-query shapes) and, for the last, post 2's sizes. The table checks each
+# against the data this page is built from.
 
 # %% tags=["hide-input"]
 SHORT = {"float16": "fp16", "bfloat16": "bf16"}
