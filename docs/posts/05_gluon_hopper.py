@@ -707,11 +707,13 @@ md(
     f"runs at a median {f_fa4_med:.2f}× FlashAttention-4's throughput: a faster kernel exists, and we have not "
     "found its schedule. The backward is below 0.9× cuDNN at "
     + (", ".join(low_bwd) if low_bwd else "no shape")
-    + ("; all without a mask. There" if low_bwd and all("no mask" in n for n in low_bwd) else ". At those")
-    + " the second dQ pass recomputes two products per tile, and the atomic design that avoids them was "
-    "slower at D = 64 without a mask in our probes. Post 2's sizes are one head in exact fp32: post 3 shows why the tiled "
-    "kernel loses there (split-K fills the SMs, but Triton's exact fp32 products run on the FP32 units, not the "
-    "tensor cores). Finally, one run decides the \"every shape\" goals, and two runs of the same code moved "
+    + ("; all without a mask." if low_bwd and all("no mask" in n for n in low_bwd) else ".")
+    + " Why those shapes fall furthest behind is not measured. The second dQ pass recomputes two products per "
+    "tile at every shape; the atomic design that avoids them was, in our probes, slower than the two passes at "
+    "D = 64 without a mask and mixed at D = 128 without one, so as built it does not close this gap. Post 2's "
+    "sizes are one head in exact fp32: post 3 shows why the tiled kernel loses there (split-K fills the SMs, but "
+    "exact fp32 products run on the FP32 units, not the tensor cores, for eager PyTorch too, and cuBLAS is better "
+    "tuned for them than Triton's code). Finally, one run decides the \"every shape\" goals, and two runs of the same code moved "
     "single-shape ratios by more than their timing rounds suggest (next section).")
 
 # %% [markdown]
