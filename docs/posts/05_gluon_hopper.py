@@ -708,7 +708,8 @@ md(
     "found its schedule. The backward is below 0.9× cuDNN at "
     + (", ".join(low_bwd) if low_bwd else "no shape")
     + ("; all without a mask." if low_bwd and all("no mask" in n for n in low_bwd) else ".")
-    + " Why those shapes fall furthest behind is not measured. The second dQ pass recomputes two products per "
+    + (" Why those shapes fall furthest behind is not measured." if low_bwd else "")
+    + " The second dQ pass recomputes two products per "
     "tile at every shape; the atomic design that avoids them was, in our probes, slower than the two passes at "
     "D = 64 without a mask and mixed at D = 128 without one, so as built it does not close this gap. Post 2's "
     "sizes are one head in exact fp32: post 3 shows why the tiled kernel loses there (split-K fills the SMs, but "
