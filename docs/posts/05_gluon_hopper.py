@@ -626,7 +626,7 @@ for other in query.load("production")[1:]:  # a run on another GPU (an H200, whe
        f"(median {o_f_med:.2f}×), backward {min(o_b):.2f}–{max(o_b):.2f}× (median {o_b_med:.2f}×)"
        + (f"; against FlashAttention-4 a median {o_f4_med:.2f}× forward and {o_b4_med:.2f}× backward."
           if o_f4 and o_b4 else ".")
-       + " Post 3 has its per-shape tables.")
+       + " Post 3 has its per-shape fp16 tables.")
 
 # %% [markdown]
 # ## The goals, against the data
