@@ -722,8 +722,10 @@ md(
 #
 # - **cuDNN's speed at every shape.** The takeaways below count where we are still behind.
 #   Next in line: the 128-key dQ tile at D = 128, which spills yet was faster in a
-#   development probe (PERF_NOTES.md, session 8), and an atomic dQ that does not spill at
-#   D = 128 (above: it spills, and was timed in a probe only, not in the production suite).
+#   development probe (PERF_NOTES.md, session 8), and an atomic dQ without the suspects
+#   above: the warpgroups' wait for each other's $dS^T$, the wait for the previous
+#   reduce-add, the spills at D = 128 (it was slowest at D = 64, which does not spill, and was
+#   timed in a probe only, not in the production suite).
 # - **Repeated production runs on one GPU.** "Beyond the noise" on this page means that one
 #   run's three timing rounds do not overlap. Two runs of the same forward code, ten minutes
 #   apart on the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md,
