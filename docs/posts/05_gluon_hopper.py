@@ -577,17 +577,21 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # shared memory for one warp of its producer warpgroup, which issues the bulk reduce-adds
 # ([`flash_bwd_kernel_sm90.h`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_kernel_sm90.h),
 # `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
-# and forty stores in its SASS); the D = 64 variant does not. The second problem showed on
+# and forty stores in its SASS); the D = 64 variant does not.
+#
+# The second problem showed on
 # the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
 # $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that
 # is harmless, because those rows are never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
-# With that fixed the tests pass. Timed against the two-pass backward on two H200s
+# With that fixed the tests pass.
+#
+# Timed against the two-pass backward on two H200s
 # (PERF_NOTES.md, session 9; development probes, not the production suite), the whole
 # backward with atomic dQ was within a few percent of it with the causal mask, mixed at
 # D = 128 without one, and slower at D = 64 without one, which are the shapes furthest behind
-# cuDNN below. Five products instead of seven bought less time than the two products they
-# drop would suggest where the atomic backward was ahead, and cost time at D = 64 without a
-# mask; the probes do not say why. The suspects (PERF_NOTES.md) are the spills at D = 128,
+# cuDNN below. Where the atomic backward was ahead, five products instead of seven bought
+# less than the two dropped products would suggest, and at D = 64 without a mask they cost
+# time; the probes do not say why. The suspects (PERF_NOTES.md) are the spills at D = 128,
 # the barrier at which each warpgroup waits for the other's half of $dS^T$, and each tile's
 # wait for its previous reduce-add to leave the staging buffer. It stays off by default.
 #
@@ -678,7 +682,7 @@ n_fwd_ok = sum(r >= 1.0 for r, _ in fwd_l)
 n_bwd_ok = sum(r >= 0.9 for r, _ in bwd_l)
 n_draft_ok = sum(t <= 1.0 for _, t in draft)
 goal_rows = [
-    "| goal | measured | |",
+    "| goal | measured | verdict |",
     "|---|---|---|",
     f"| forward ≥ 1.0× cuDNN at every shape | {n_fwd_ok} of {len(fwd_l)} shapes; lowest {fwd_l[0][0]:.2f}× "
     f"({fwd_l[0][1]}) | {verdict(n_fwd_ok == len(fwd_l))} |",
@@ -688,7 +692,7 @@ goal_rows = [
     f"| backward median ≥ 1.3× PyTorch's FlashAttention-2 | {b_fa2_med:.2f}× | {verdict(b_fa2_med >= 1.3)} |",
     f"| post 2's sizes in exact fp32 no slower than eager PyTorch | {n_draft_ok} of {len(draft)} "
     f"sizes; " + ", ".join(f"{t:.1f}× eager's time at {size}" for size, t in draft if t > 1.0)
-    + " (CUDA-graph replay: GPU time" + (f"; plain median at {', '.join(no_graph)}, not graphed" if no_graph else "")
+    + " (GPU time by CUDA-graph replay" + (f"; at {', '.join(no_graph)}, not graphed, the plain median" if no_graph else "")
     + f") | {verdict(n_draft_ok == len(draft))} |",
 ]
 md("\n".join(goal_rows) + f"\n\nProduction: {query.provenance_line(prod)}. Post 2's sizes: "
@@ -702,16 +706,16 @@ md(
     f"{behind}), "
     f"{sum('causal' in n for n in low_fwd)} of them causal; the lowest are "
     + ", ".join(f"{name} ({r:.2f}×)" for r, name in fwd_l[:3])
-    + ". Ping-pong, the schedule that helps at D = 128 without a mask, did not beat the serial loop beyond the "
+    + ".\n\nPing-pong, the schedule that helps at D = 128 without a mask, did not beat the serial loop beyond the "
     "noise at D = 64 or with the mask (PERF_NOTES.md, session 7), so those shapes run the simpler loop. Our forward "
     f"runs at a median {f_fa4_med:.2f}× FlashAttention-4's throughput: a faster kernel exists, and we have not "
-    "found its schedule. The backward is below 0.9× cuDNN at "
+    "found its schedule.\n\nThe backward is below 0.9× cuDNN at "
     + (", ".join(low_bwd) if low_bwd else "no shape")
     + ("; all without a mask." if low_bwd and all("no mask" in n for n in low_bwd) else ".")
     + (" Why those shapes fall furthest behind is not measured." if low_bwd else "")
     + " The second dQ pass recomputes two products per "
     "tile at every shape; the atomic design that avoids them was, in our probes, slower than the two passes at "
-    "D = 64 without a mask and mixed at D = 128 without one, so as built it does not close this gap. Post 2's "
+    "D = 64 without a mask and mixed at D = 128 without one, so as built it does not close this gap.\n\nPost 2's "
     "sizes are one head in exact fp32: post 3 shows why the tiled kernel loses there (split-K fills the SMs, but "
     "exact fp32 products run on the FP32 units, not the tensor cores, for eager PyTorch too, and cuBLAS is better "
     "tuned for them than Triton's code). Finally, one run decides the \"every shape\" goals, and two runs of the same code moved "
@@ -724,7 +728,7 @@ md(
 #   Next in line: the 128-key dQ tile at D = 128, which spills yet was faster in a
 #   development probe (PERF_NOTES.md, session 8), and an atomic dQ without the suspects
 #   above: the warpgroups' wait for each other's $dS^T$, the wait for the previous
-#   reduce-add, the spills at D = 128 (it was slowest at D = 64, which does not spill, and was
+#   reduce-add, the spills at D = 128 (it lost most at D = 64, which does not spill; it was
 #   timed in a probe only, not in the production suite).
 # - **Repeated production runs on one GPU.** "Beyond the noise" on this page means that one
 #   run's three timing rounds do not overlap. Two runs of the same forward code, ten minutes
