@@ -568,22 +568,32 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
 # already use registers up to R237 of the 240 they are given, and a whole dQ partial
 # (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
-# would have to live beside dK and dV. So, as FlashAttention-3 does at that size
-# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)),
+# would have to live beside dK and dV. So we split the product as FlashAttention-3 does at
+# that size
+# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)):
 # each warpgroup writes its $dS^T$ to shared memory, and each computes half of the tile's dQ
-# columns from both halves, then adds them into the float32 buffer with one TMA
-# reduce-add. Even so, the compiled D = 128 variant spills (about fifty local-memory loads
-# and forty stores in its SASS); the D = 64 variant does not. The second problem showed on
+# columns from both halves. Each of our warpgroups then adds its half into the float32
+# buffer itself, with one TMA reduce-add; FlashAttention-3 instead stages the halves in
+# shared memory for one warp of its producer warpgroup, which issues the bulk reduce-adds
+# ([`flash_bwd_kernel_sm90.h`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_kernel_sm90.h),
+# `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
+# and forty stores in its SASS); the D = 64 variant does not.
+#
+# The second problem showed on
 # the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
-# $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that is harmless, because those rows are
-# never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
-# With that fixed the tests pass. Timed against the two-pass backward on two H200s
+# $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that
+# is harmless, because those rows are never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
+# With that fixed the tests pass.
+#
+# Timed against the two-pass backward on two H200s
 # (PERF_NOTES.md, session 9; development probes, not the production suite), the whole
 # backward with atomic dQ was within a few percent of it with the causal mask, mixed at
 # D = 128 without one, and slower at D = 64 without one, which are the shapes furthest behind
-# cuDNN below. Five products instead of seven did not buy time here, and the probes do not
-# say why; the spills at D = 128, the barrier at which each warpgroup waits for the other's
-# half of dS, and the reduce-adds' traffic are the suspects. It stays off by default.
+# cuDNN below. Where the atomic backward was ahead, five products instead of seven bought
+# less than the two dropped products would suggest, and at D = 64 without a mask they cost
+# time; the probes do not say why. The suspects (PERF_NOTES.md) are the spills at D = 128,
+# the barrier at which each warpgroup waits for the other's half of $dS^T$, and each tile's
+# wait for its previous reduce-add to leave the staging buffer. It stays off by default.
 #
 # In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
 # it while the warpgroup waits for `S` and starts the exponentials. A
@@ -620,15 +630,16 @@ for other in query.load("production")[1:]:  # a run on another GPU (an H200, whe
        f"(median {o_f_med:.2f}×), backward {min(o_b):.2f}–{max(o_b):.2f}× (median {o_b_med:.2f}×)"
        + (f"; against FlashAttention-4 a median {o_f4_med:.2f}× forward and {o_b4_med:.2f}× backward."
           if o_f4 and o_b4 else ".")
-       + " Post 3 has its per-shape tables.")
+       + " Post 3 has its per-shape fp16 tables.")
 
 # %% [markdown]
 # ## The goals, against the data
 #
-# The Hopper work in this series set itself four goals, each to be read off one run of the
-# production suite on the H100 (ratios of median times, N ≥ 4096, fp16 and bf16, D = 64 and
-# 128, causal or not) and, for the last, post 2's sizes. The table checks each against the
-# data this page is built from.
+# The Hopper work in this series set itself the targets below, each to be read off one run
+# of the production suite on the H100 (ratios of median times, N ≥ 4096, fp16 and bf16,
+# D = 64 and 128, causal or not, as many key/value heads as query heads: cuDNN was not run
+# on the grouped-query shapes) and, for the last, post 2's sizes. The table checks each
+# against the data this page is built from.
 
 # %% tags=["hide-input"]
 SHORT = {"float16": "fp16", "bfloat16": "bf16"}
@@ -654,10 +665,13 @@ def gpu_ms(record):
 
 
 draft = []  # (size, flash / eager GPU time) at post 2's sizes, exact fp32
+no_graph = []  # sizes where one of the two has no graph replay: their plain median is compared
 for n_s, d_s in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed_doc["records"]}):
     f, e = (query.ok(seed_doc["records"], provider=p_, Nq=n_s, D=d_s) for p_ in ("flash", "eager"))
     if f and e:
         draft.append((f"{n_s}×{d_s}", gpu_ms(f[0]) / gpu_ms(e[0])))
+        if not (f[0].get("graph_p50") and e[0].get("graph_p50")):
+            no_graph.append(f"{n_s}×{d_s}")
 
 
 def verdict(ok):
@@ -668,7 +682,7 @@ n_fwd_ok = sum(r >= 1.0 for r, _ in fwd_l)
 n_bwd_ok = sum(r >= 0.9 for r, _ in bwd_l)
 n_draft_ok = sum(t <= 1.0 for _, t in draft)
 goal_rows = [
-    "| goal | measured | |",
+    "| goal | measured | verdict |",
     "|---|---|---|",
     f"| forward ≥ 1.0× cuDNN at every shape | {n_fwd_ok} of {len(fwd_l)} shapes; lowest {fwd_l[0][0]:.2f}× "
     f"({fwd_l[0][1]}) | {verdict(n_fwd_ok == len(fwd_l))} |",
@@ -676,9 +690,10 @@ goal_rows = [
     f"| backward ≥ 0.9× cuDNN at every shape | {n_bwd_ok} of {len(bwd_l)} shapes; lowest {bwd_l[0][0]:.2f}× "
     f"({bwd_l[0][1]}) | {verdict(n_bwd_ok == len(bwd_l))} |",
     f"| backward median ≥ 1.3× PyTorch's FlashAttention-2 | {b_fa2_med:.2f}× | {verdict(b_fa2_med >= 1.3)} |",
-    f"| post 2's sizes in exact fp32 no slower than eager PyTorch (GPU time) | {n_draft_ok} of {len(draft)} "
+    f"| post 2's sizes in exact fp32 no slower than eager PyTorch | {n_draft_ok} of {len(draft)} "
     f"sizes; " + ", ".join(f"{t:.1f}× eager's time at {size}" for size, t in draft if t > 1.0)
-    + f" | {verdict(n_draft_ok == len(draft))} |",
+    + " (GPU time by CUDA-graph replay" + (f"; at {', '.join(no_graph)}, not graphed, the plain median" if no_graph else "")
+    + f") | {verdict(n_draft_ok == len(draft))} |",
 ]
 md("\n".join(goal_rows) + f"\n\nProduction: {query.provenance_line(prod)}. Post 2's sizes: "
    f"{query.provenance_line(seed_doc)}.")
@@ -691,16 +706,19 @@ md(
     f"{behind}), "
     f"{sum('causal' in n for n in low_fwd)} of them causal; the lowest are "
     + ", ".join(f"{name} ({r:.2f}×)" for r, name in fwd_l[:3])
-    + ". Ping-pong, the schedule that helps at D = 128 without a mask, did not beat the serial loop beyond the "
+    + ".\n\nPing-pong, the schedule that helps at D = 128 without a mask, did not beat the serial loop beyond the "
     "noise at D = 64 or with the mask (PERF_NOTES.md, session 7), so those shapes run the simpler loop. Our forward "
     f"runs at a median {f_fa4_med:.2f}× FlashAttention-4's throughput: a faster kernel exists, and we have not "
-    "found its schedule. The backward is below 0.9× cuDNN at "
+    "found its schedule.\n\nThe backward is below 0.9× cuDNN at "
     + (", ".join(low_bwd) if low_bwd else "no shape")
-    + ("; all without a mask. There" if low_bwd and all("no mask" in n for n in low_bwd) else ". At those")
-    + " the second dQ pass recomputes two products per tile, and the atomic design that avoids them was "
-    "slower at D = 64 without a mask in our probes. Post 2's sizes are one head in exact fp32: post 3 shows why the tiled "
-    "kernel loses there (split-K fills the SMs, but Triton's exact fp32 products run on the FP32 units, not the "
-    "tensor cores). Finally, one run decides the \"every shape\" goals, and two runs of the same code moved "
+    + ("; all without a mask." if low_bwd and all("no mask" in n for n in low_bwd) else ".")
+    + (" Why those shapes fall furthest behind is not measured." if low_bwd else "")
+    + " The second dQ pass recomputes two products per "
+    "tile at every shape; the atomic design that avoids them was, in our probes, slower than the two passes at "
+    "D = 64 without a mask and mixed at D = 128 without one, so as built it does not close this gap.\n\nPost 2's "
+    "sizes are one head in exact fp32: post 3 shows why the tiled kernel loses there (split-K fills the SMs, but "
+    "exact fp32 products run on the FP32 units, not the tensor cores, for eager PyTorch too, and cuBLAS is better "
+    "tuned for them than Triton's code). Finally, one run decides the \"every shape\" goals, and two runs of the same code moved "
     "single-shape ratios by more than their timing rounds suggest (next section).")
 
 # %% [markdown]
@@ -708,8 +726,10 @@ md(
 #
 # - **cuDNN's speed at every shape.** The takeaways below count where we are still behind.
 #   Next in line: the 128-key dQ tile at D = 128, which spills yet was faster in a
-#   development probe (PERF_NOTES.md, session 8), and an atomic dQ that does not spill at
-#   D = 128 (above: it spills, and was timed in a probe only, not in the production suite).
+#   development probe (PERF_NOTES.md, session 8), and an atomic dQ without the suspects
+#   above: the warpgroups' wait for each other's $dS^T$, the wait for the previous
+#   reduce-add, the spills at D = 128 (it lost most at D = 64, which does not spill; it was
+#   timed in a probe only, not in the production suite).
 # - **Repeated production runs on one GPU.** "Beyond the noise" on this page means that one
 #   run's three timing rounds do not overlap. Two runs of the same forward code, ten minutes
 #   apart on the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md,
