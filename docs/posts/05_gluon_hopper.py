@@ -738,6 +738,12 @@ md(
 #   apart on the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md,
 #   session 8), so a ratio at one shape is less certain than its rounds suggest; the
 #   H200's run above is a second GPU, not a repeat.
+# - **A fast fp32 path for post 2's sizes.** Triton's `input_precision="tf32x3"` splits
+#   each fp32 operand into two TF32 parts and sums three tensor-core products. In a probe
+#   on an H200 (PERF_NOTES.md, session 9) it kept fp32-level error against float64 and beat
+#   eager PyTorch's GPU time at the three smallest sizes; the larger ones were not
+#   measured. `flash_attention` does not offer it: it is not exact fp32, which is what
+#   that goal asks for.
 # - **The producer warp in the timeline:** Proton returned none of its records, for a
 #   reason not yet found.
 #
