@@ -440,12 +440,16 @@ def hopper_bwd_problem(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor,
     return None
 
 
-def _check_statistic(name: str, t: torch.Tensor, q4: torch.Tensor) -> None:
+def check_statistic(who: str, name: str, t, q4: torch.Tensor) -> None:
+    """A per-row statistic (the forward's lse, the preprocess's delta) as the Gluon backward
+    kernels read it: a contiguous float32 (B, H, Nq) tensor on q's device (also hopper_dq's)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{who}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype != torch.float32 or tuple(t.shape) != tuple(q4.shape[:3]) or not t.is_contiguous():
-        raise ValueError(f"hopper_dkdv: {name} must be a contiguous float32 (B, H, Nq) = "
+        raise ValueError(f"{who}: {name} must be a contiguous float32 (B, H, Nq) = "
                          f"{tuple(q4.shape[:3])} tensor, got {t.dtype} {tuple(t.shape)}")
     if t.device != q4.device:
-        raise ValueError(f"hopper_dkdv: {name} is on {t.device}, q on {q4.device}")
+        raise ValueError(f"{who}: {name} is on {t.device}, q on {q4.device}")
 
 
 @functools.cache
@@ -504,10 +508,12 @@ def _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, *, dq_
     problem = hopper_bwd_problem(q4, k4, v4, do4)
     if problem is not None:
         raise ValueError(f"hopper_dkdv: {problem}")
-    _check_statistic("lse", lse, q4)
-    _check_statistic("delta", delta, q4)
+    check_statistic("hopper_dkdv", "lse", lse, q4)
+    check_statistic("hopper_dkdv", "delta", delta, q4)
     if not isinstance(causal, bool):
         raise TypeError(f"hopper_dkdv: causal must be a bool, got {type(causal).__name__}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise TypeError(f"hopper_dkdv: scale must be a number, got {type(scale).__name__}")
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:

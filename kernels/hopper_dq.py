@@ -311,16 +311,6 @@ def auto_applies(q4, k4, v4, scale: float) -> bool:
     return hopper_bwd.auto_applies(q4, k4, v4, scale) and hopper_dq_problem(q4, k4, v4) is None
 
 
-def _check_statistic(name: str, t, q4: torch.Tensor) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"hopper_dq: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != torch.float32 or tuple(t.shape) != tuple(q4.shape[:3]) or not t.is_contiguous():
-        raise ValueError(f"hopper_dq: {name} must be a contiguous float32 (B, H, Nq) = "
-                         f"{tuple(q4.shape[:3])} tensor, got {t.dtype} {tuple(t.shape)}")
-    if t.device != q4.device:
-        raise ValueError(f"hopper_dq: {name} is on {t.device}, q on {q4.device}")
-
-
 def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_n: int | None = None,
               stages: int | None = None, schedule: str = DEFAULT_SCHEDULE):
     """dQ of attention on (B, H, N, D) inputs that ``hopper_dq_problem`` accepts.
@@ -338,8 +328,8 @@ def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_
         raise TypeError(f"hopper_dq: causal must be a bool, got {type(causal).__name__}")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool):
         raise TypeError(f"hopper_dq: scale must be a number, got {type(scale).__name__}")
-    _check_statistic("lse", lse, q4)
-    _check_statistic("delta", delta, q4)
+    hopper_bwd.check_statistic("hopper_dq", "lse", lse, q4)
+    hopper_bwd.check_statistic("hopper_dq", "delta", delta, q4)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
     if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:

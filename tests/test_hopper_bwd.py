@@ -104,6 +104,10 @@ def test_launcher_checks_its_arguments():
         hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, False, scale, stages=0)
     with pytest.raises(TypeError, match="causal"):
         hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, 1, scale)
+    with pytest.raises(TypeError, match="lse"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse.tolist(), delta, False, scale)
+    with pytest.raises(TypeError, match="scale"):
+        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, False, "0.125")
     with pytest.raises(ValueError, match="contiguous"):
         hopper_bwd.hopper_dkdv(q, k, v, do.transpose(1, 2).contiguous().transpose(1, 2), lse, delta, False, scale)
     assert "do has shape" in hopper_bwd.hopper_bwd_problem(q, k, v, do[:, :1])
@@ -122,3 +126,23 @@ def test_declines_with_a_reason_off_hopper():
     assert reason == hopper.hopper_problem(q, q, q)  # the forward's scope, one sentence for both
     with pytest.raises(ValueError, match="hopper_dkdv: " + re.escape(reason)):
         hopper_bwd.hopper_dkdv(q, q, q, q, lse, lse, False, 0.125)
+
+
+@pytest.mark.parametrize("launcher", ["hopper_dkdv", "hopper_dkdv_dq", "hopper_dq"])
+def test_launchers_name_a_bad_statistic_or_scale_anywhere(launcher, monkeypatch):
+    """The argument checks after the scope check, reached on any machine by declaring the
+    scope fine: a list for lse or a string for scale is a TypeError naming it, not a crash
+    inside the launcher."""
+    from kernels import hopper_dq
+
+    monkeypatch.setattr(hopper_bwd, "hopper_bwd_problem", lambda *a, **kw: None)
+    fn = getattr(hopper_dq if launcher == "hopper_dq" else hopper_bwd, launcher)
+    q = torch.zeros(1, 2, 8, 64, dtype=torch.float16)
+    stat = torch.zeros(1, 2, 8, dtype=torch.float32)
+    who = "hopper_dq" if launcher == "hopper_dq" else "hopper_dkdv"  # hopper_dkdv_dq shares hopper_dkdv's checks
+    with pytest.raises(TypeError, match=f"{who}: lse must be a torch.Tensor"):
+        fn(q, q, q, q, stat.tolist(), stat, False, 0.125)
+    with pytest.raises(TypeError, match="scale"):
+        fn(q, q, q, q, stat, stat, False, "0.125")
+    with pytest.raises(ValueError, match="delta must be a contiguous float32"):
+        fn(q, q, q, q, stat, stat.double(), False, 0.125)
