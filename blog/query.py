@@ -96,6 +96,12 @@ def median(doc: dict, provider: str, **match) -> float:
     return rs[0]["p50"]
 
 
+def gpu_time(record: dict) -> float:
+    """A record's GPU time (ms): the CUDA-graph replay median where it was measured (no host
+    launch cost), else the plain median."""
+    return record.get("graph_p50") or record["p50"]
+
+
 def distinct(records: list[dict], *keys: str) -> list[tuple]:
     """The sorted distinct values of ``keys`` over ``records`` (fields or shape entries)."""
     return sorted({tuple(_field(r, k) for k in keys) for r in records})

@@ -568,14 +568,8 @@ def main(argv=None):
     elif timings:
         print(f"\n{'case':44} {'ptr dkdv':>9} {'overlap':>9} {'serial':>9} {'stages':>9} {'ptr bwd':>9} "
               f"{'flash bwd':>9} {'cudnn':>9}  ms; serial/ptr dkdv, flash/cudnn bwd")
-        for case, record in zip(timings, timing_records):
-            if record.get("status") != "ok":
-                print(summary_line(case, record))
-                continue
+        for case, record, ms in timed_rows(timings, timing_records):
             stage_key = next(key for key in record if key.startswith("gluon_stages"))
-
-            def ms(key):
-                return record[key].get("ms", float("nan"))
             print(f"{case_name(case):44} {ms('pointer_dkdv'):9.3f} {ms('gluon_overlap'):9.3f} {ms('gluon_serial'):9.3f} "
                   f"{ms(stage_key):9.3f} {ms('pointer_bwd'):9.3f} {ms('flash_bwd'):9.3f} "
                   f"{ms('cudnn_bwd'):9.3f}  {ms('pointer_dkdv') / ms('gluon_serial'):.2f}x, "
@@ -592,16 +586,20 @@ def main(argv=None):
     return 1 if bad else 0
 
 
-def print_atomic_table(timings, timing_records):
-    print(f"\n{'case':44} {'dkdv':>9} {'dkdv+dq':>9} {'bwd pass':>9} {'bwd atomic':>10} {'cudnn':>9}  "
-          "ms; pass/atomic bwd, cudnn/atomic bwd")
+def timed_rows(timings, timing_records):
+    """(case, record, ms) per timed case, ``ms(key)`` a provider's median (NaN if it has none);
+    a case that did not time prints its summary line instead."""
     for case, record in zip(timings, timing_records):
         if record.get("status") != "ok":
             print(summary_line(case, record))
             continue
+        yield case, record, lambda key, record=record: record.get(key, {}).get("ms", float("nan"))
 
-        def ms(key):
-            return record.get(key, {}).get("ms", float("nan"))
+
+def print_atomic_table(timings, timing_records):
+    print(f"\n{'case':44} {'dkdv':>9} {'dkdv+dq':>9} {'bwd pass':>9} {'bwd atomic':>10} {'cudnn':>9}  "
+          "ms; pass/atomic bwd, cudnn/atomic bwd")
+    for case, _, ms in timed_rows(timings, timing_records):
         print(f"{case_name(case):44} {ms('gluon_dkdv'):9.3f} {ms('atomic_dkdv_dq'):9.3f} {ms('gluon_dq_bwd'):9.3f} "
               f"{ms('atomic_dq_bwd'):10.3f} {ms('cudnn_bwd'):9.3f}  {ms('gluon_dq_bwd') / ms('atomic_dq_bwd'):.2f}x, "
               f"{ms('cudnn_bwd') / ms('atomic_dq_bwd'):.2f}x")
@@ -614,13 +612,7 @@ def print_dq_table(timings, timing_records):
     print(f"\n{'case':44} {'ptr dq':>9} {'gluon dq':>9} {'other N':>9} {other:>9} {'bwd ptr':>9} {'bwd gluon':>9} "
           f"{'cudnn':>9}  ms; ptr/gluon dq, cudnn/bwd with ptr dq, cudnn/bwd with gluon dq "
           f"(gluon dq: {hopper_dq.DEFAULT_SCHEDULE}, hopper_dq.TILES; other N: the other key tile)")
-    for case, record in zip(timings, timing_records):
-        if record.get("status") != "ok":
-            print(summary_line(case, record))
-            continue
-
-        def ms(key):
-            return record.get(key, {}).get("ms", float("nan"))
+    for case, record, ms in timed_rows(timings, timing_records):
         other_n = next(key for key in record if key.startswith("gluon_dq_n"))
         print(f"{case_name(case):44} {ms('pointer_dq'):9.3f} {ms('gluon_dq'):9.3f} {ms(other_n):9.3f} "
               f"{ms('gluon_dq_' + other):9.3f} "

@@ -8,24 +8,11 @@ import torch
 
 from kernels import flash, hopper, hopper_bwd
 
-from conftest import DEVICE, ON_HOPPER, max_err, rand
+from conftest import DEVICE, HOPPER_ONLY, ON_HOPPER, max_err, rand
 from test_hopper_bwd import inputs, reference_grads
-from test_hopper_dq import check_dq, reference_dq
+from test_hopper_dq import SHAPES, check_dq, reference_dq
 
-gpu_only = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
-
-# (B, H, H_KV, N_Q, N_K): N 1, 7, 63, 100, 257, 1000; Nq != Nk both ways; GQA and MQA; Nq = 2 mod 4.
-SHAPES = [
-    (1, 1, 1, 1, 1),
-    (2, 3, 3, 7, 100),
-    (1, 2, 2, 63, 257),
-    (2, 4, 2, 100, 63),
-    (1, 4, 1, 257, 130),
-    (1, 4, 4, 1000, 1030),
-    (1, 2, 2, 1000, 7),
-    (2, 4, 2, 257, 1000),
-    (2, 3, 3, 130, 257),
-]
+gpu_only = HOPPER_ONLY
 
 
 @gpu_only

@@ -543,19 +543,14 @@ seed = query.load("seed")[0]
 show(tables.seed_table(seed, providers=["vectorized", "flash", "flash-tf32", "eager", "sdpa"]))
 
 # %% tags=["hide-input"]
-def gpu_time(record):
-    """CUDA-graph replay time where the table shows one (no host launch cost), else the median."""
-    return record.get("graph_p50") or record["p50"]
-
-
 sms = seed["provenance"]["sm_count"]
 slower_vec, slower_eager, splits = [], [], []
 for n_s, d_s in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed["records"]}):
     f, v, e = (query.ok(seed["records"], provider=p, Nq=n_s, D=d_s) for p in ("flash", "vectorized", "eager"))
-    if f and v and gpu_time(f[0]) > gpu_time(v[0]):
-        slower_vec.append(f"{gpu_time(f[0]) / gpu_time(v[0]):.1f}× at {n_s}×{d_s}")
-    if f and e and gpu_time(f[0]) > gpu_time(e[0]):
-        slower_eager.append(f"{gpu_time(f[0]) / gpu_time(e[0]):.1f}× at {n_s}×{d_s}")
+    if f and v and query.gpu_time(f[0]) > query.gpu_time(v[0]):
+        slower_vec.append(f"{query.gpu_time(f[0]) / query.gpu_time(v[0]):.1f}× at {n_s}×{d_s}")
+    if f and e and query.gpu_time(f[0]) > query.gpu_time(e[0]):
+        slower_eager.append(f"{query.gpu_time(f[0]) / query.gpu_time(e[0]):.1f}× at {n_s}×{d_s}")
     s_count = kernels.splitk.planned_splits(1, 1, n_s, d_s, n_s, torch.float32, sms)
     splits.append(f"{s_count} at {n_s}×{d_s}")
 md(

@@ -660,16 +660,13 @@ fwd_l, bwd_l = labelled("fwd", "sdpa-cudnn"), labelled("bwd", "sdpa-cudnn")
 seed_doc = query.load("seed")[0]
 
 
-def gpu_ms(record):
-    return record.get("graph_p50") or record["p50"]  # graph replay where measured: no host launch cost
-
 
 draft = []  # (size, flash / eager GPU time) at post 2's sizes, exact fp32
 no_graph = []  # sizes where one of the two has no graph replay: their plain median is compared
 for n_s, d_s in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed_doc["records"]}):
     f, e = (query.ok(seed_doc["records"], provider=p_, Nq=n_s, D=d_s) for p_ in ("flash", "eager"))
     if f and e:
-        draft.append((f"{n_s}×{d_s}", gpu_ms(f[0]) / gpu_ms(e[0])))
+        draft.append((f"{n_s}×{d_s}", query.gpu_time(f[0]) / query.gpu_time(e[0])))
         if not (f[0].get("graph_p50") and e[0].get("graph_p50")):
             no_graph.append(f"{n_s}×{d_s}")
 
