@@ -5,7 +5,7 @@ with q of shape (..., Nq, D) and k, v of shape (..., Nk, D). On a machine withou
 a CUDA GPU, importing this package switches Triton to its CPU interpreter.
 """
 
-from ._runtime import INTERPRET, mode_description, supported_dtypes  # first: picks the mode
+from .runtime import INTERPRET, mode_description, supported_dtypes  # first: picks the mode
 from .basic import basic_attention
 from .flash import flash_attention
 from .reference import reference_attention

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._runtime import as_batch_heads, check_attention_inputs
+from .runtime import as_batch_heads, check_attention_inputs
 from . import flash
 
 

@@ -20,7 +20,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from . import hopper, hopper_bwd, hopper_dq
-from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
+from .runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
 
 LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E); exp2 is the native instruction
 

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRET, new_output, next_pow2
+from .runtime import INTERPRET, new_output, next_pow2
 from .flash import _DIRECT, LOG2E, _fwd_tiles, _head_dim, _load_tile
 
 

@@ -216,7 +216,7 @@ def providers(settings: Settings):
 def _flash_pointer(q, k, v, causal, scale):
     """flash_attention's forward on the pointer kernel, never the Gluon one (post 5's baseline)."""
     from kernels import flash
-    from kernels._runtime import as_batch_heads
+    from kernels.runtime import as_batch_heads
 
     o4, _, _ = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v), causal, scale, "ieee",
                                     backend="pointer")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import _runtime, hopper
+from kernels import runtime, hopper
 
 INTERPRET = kernels.INTERPRET
 DEVICE = "cpu" if INTERPRET else "cuda"
@@ -35,7 +35,7 @@ HOPPER_ONLY = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Tr
 
 
 def pytest_report_header(config):
-    assert _runtime.POISON_OUTPUTS, "kernels was imported before conftest could set KERNELS_POISON_OUTPUTS"
+    assert runtime.POISON_OUTPUTS, "kernels was imported before conftest could set KERNELS_POISON_OUTPUTS"
     return f"kernels mode: {kernels.mode_description()}"
 
 

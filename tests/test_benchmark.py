@@ -24,7 +24,7 @@ def run(*args, env=None):
 
 @pytest.fixture(scope="module")
 def interpreted_run(tmp_path_factory):
-    from kernels._runtime import interpreter_problem
+    from kernels.runtime import interpreter_problem
 
     if interpreter_problem():
         pytest.skip(interpreter_problem())
@@ -145,8 +145,8 @@ def bench_module():
 
     if not kernels.INTERPRET:
         pytest.skip("the in-process pipeline runs the interpreter; this process compiles for the GPU")
-    if kernels._runtime.interpreter_problem():
-        pytest.skip(kernels._runtime.interpreter_problem())
+    if kernels.runtime.interpreter_problem():
+        pytest.skip(kernels.runtime.interpreter_problem())
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import benchmark
@@ -299,7 +299,7 @@ def test_sharded_interpreted_run_merges_into_the_whole_suite(tmp_path, interpret
 
 
 def test_merge_refuses_shards_of_different_commits_and_keeps_the_old_file(tmp_path):
-    from kernels._runtime import interpreter_problem
+    from kernels.runtime import interpreter_problem
 
     if interpreter_problem():  # the shards come from interpreted runs (seen on the GPU box: NumPy 2.5)
         pytest.skip(interpreter_problem())

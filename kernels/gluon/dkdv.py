@@ -60,7 +60,7 @@ import torch
 import triton
 
 from . import hopper
-from ._runtime import new_output
+from .runtime import new_output
 
 if hopper.GLUON_IMPORT_ERROR is None:
     from triton.experimental import gluon

@@ -31,7 +31,7 @@ import os
 import torch
 import triton
 
-from ._runtime import INTERPRET, check_attention_inputs, new_output
+from .runtime import INTERPRET, check_attention_inputs, new_output
 
 try:  # Gluon's Hopper API (Triton >= 3.5); absent or different elsewhere.
     from triton.experimental import gluon

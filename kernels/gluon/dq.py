@@ -74,7 +74,7 @@ import torch
 import triton
 
 from . import hopper, hopper_bwd
-from ._runtime import new_output
+from .runtime import new_output
 
 if hopper.GLUON_IMPORT_ERROR is None:
     from triton.experimental import gluon

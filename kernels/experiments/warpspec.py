@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
+from .runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
 from .flash import LOG2E
 
 
