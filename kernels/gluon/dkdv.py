@@ -1,4 +1,4 @@
-"""The attention backward's dK/dV pass for Hopper, in Gluon, in the style of ``hopper.py``.
+"""The attention backward's dK/dV pass for Hopper, in Gluon, in the style of ``forward.py``.
 
 FlashAttention-3's backward (https://arxiv.org/abs/2407.08608, section 3 and the backward
 algorithm in its appendix), dK and dV part: each program owns 128 keys of one (batch, k/v head) and keeps their K and V
@@ -11,27 +11,25 @@ tiles in shared memory while every query tile that can see them streams past.
   tensor cores (``warpgroup_mma``, wgmma):
 
       S^T  = K_wg Q^T                  (both operands in shared memory; Q^T a permuted view)
-      P^T  = exp2(S^T * qk_scale - lse)  (lse in log2 units, as flash.py's forward stores it)
+      P^T  = exp2(S^T * qk_scale - lse)  (lse in log2 units, as every forward here stores it)
       dV  += P^T dO                    (P^T from registers)
       dP^T = V_wg dO^T
-      dS^T = P^T * (dP^T - delta)      (delta = rowsum(dO * O), flash.py's preprocess kernel)
+      dS^T = P^T * (dP^T - delta)      (delta = rowsum(dO * O), ``flash.flash_preprocess``)
       dK  += dS^T Q                    (dS^T from registers)
 
   then store dK * scale and dV, rows past N_K masked. Working with the transposes keeps the
   accumulators dK, dV row-major like K and V and lets P^T and dS^T, already in registers,
   be wgmma's A operand with no trip through shared memory.
 
-By default dQ is not computed here: a separate pass does it, the Gluon dQ kernel
-(``hopper_dq.py``) where ``flash_attention`` runs this kernel, else ``flash._flash_bwd_dq_kernel``.
-``DQ_ATOMIC`` (launcher ``hopper_dkdv_dq``; ``flash._flash_backward(dq_backend="atomic")``) does
-it FA3's way instead: dS^T to shared memory, dQ = dS K split between the two warpgroups along
-D, and a TMA reduce-add of each fp32 partial into a buffer. Off by default: at D = 128 it
-spills, and in a probe (PERF_NOTES.md, session 9; ``scripts/hopper_bwd_check.py --atomic``)
-the whole backward with it was within a few percent of the two-pass one with the causal mask,
-mixed at D = 128 without it and slower at D = 64 without it.
+dQ is not computed here: a separate pass does it, the Gluon dQ kernel (``dq.py``) where the
+router runs this kernel. FA3 adds dQ from inside this kernel instead, by TMA reduce-adds of fp32
+partials; that variant was built and measured at commit f57d95b (PERF_NOTES.md, session 9): it
+spilled at D = 128 and the whole backward with it was within a few percent of the two-pass one
+with the causal mask, mixed at D = 128 without it and slower at D = 64 without it, so it was
+removed. ``common.tma_reduce_add`` keeps the reduce-add for the next attempt.
 
 Budget, per program, checked against the compiled kernel (``scripts/compile_hopper.py
---kernel bwd``, Triton 3.6's ptxas, sm_90a):
+--kernel dkdv``, Triton 3.6's ptxas, sm_90a):
 
 - shared memory: K and V resident, 2 x 128 x D x 2 B (64 KB at D = 128, 32 KB at D = 64);
   per stage of the ring a Q and a dO tile, 2 x 64 x D x 2 B, with their 64 lse and delta
@@ -47,73 +45,44 @@ Budget, per program, checked against the compiled kernel (``scripts/compile_hopp
   their loads were hoisted out of the loop with 64-bit addresses held in registers, and
   ptxas spilled 248 B per thread.
 
-Scope: as ``hopper.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
-causal top-left as ``flash.py``, any Nq and Nk). ``hopper_bwd_problem`` says why an input
-is outside it. Gluon kernels do not run in Triton's CPU interpreter.
+Scope: as ``forward.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
+causal top-left as ``kernels/flash.py``, any Nq and Nk). ``hopper_bwd_problem`` says why an
+input is outside it. Gluon kernels do not run in Triton's CPU interpreter.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 
-from . import hopper
-from .runtime import new_output
+from ..runtime import new_output
+from .common import (
+    CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
+    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_free, ring_wait, row_descriptor,
+    tma_load, warpgroup_mma, warpgroup_mma_wait,
+)
+from .forward import auto_applies as forward_auto_applies
 
-if hopper.GLUON_IMPORT_ERROR is None:
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-
-    # TMA's global-to-shared copy: ``async_copy_global_to_shared`` in Triton 3.6, ``async_load``
-    # (same arguments) in Triton 3.9, where the old name is kept only to raise an error.
-    _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
-
-    from triton._C.libtriton import ir as _ir
-    from triton.experimental.gluon.language._core import builtin as _builtin
-
-    @_builtin
-    def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
-        """TMA's shared-to-global reduce-add (PTX ``cp.reduce.async.bulk.tensor``, one bulk
-        group, as ``tma.async_copy_shared_to_global``): Triton 3.6's Gluon builder has the op
-        (``create_async_tma_reduce``, what ``tl`` descriptors' ``atomic_add`` lowers to) but its
-        Python API no wrapper, so this is that wrapper, shaped like its store neighbour."""
-        coord = _semantic._convert_to_ir_values(coord, require_i64=False)
-        _semantic.builder.create_async_tma_reduce(_ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle, coord,
-                                                  src.handle)
-
-ROWS = hopper.ROWS_PER_WARPGROUP  # 64: keys per consumer warpgroup and query rows per streamed tile
 BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
 # (Q, dO) stages in the ring per head dim: see the shared-memory budget above.
 STAGES = {64: 3, 128: 2}
-# How each consumer warpgroup orders its four products per query tile (see _dkdv_tiles).
+# How each consumer warpgroup orders its four products per query tile (see dkdv_tiles); the
+# other order is post 5's measured alternative.
 SCHEDULES = ("overlap", "serial")
-# The order flash_attention runs: "serial" was faster at all four timed shapes (B4 N8192, D 64/128,
+# The order the router runs: "serial" was faster at all four timed shapes (B4 N8192, D 64/128,
 # causal or not; one run on an H200, PERF_NOTES.md session 7), by 0.6-9%.
 DEFAULT_SCHEDULE = "serial"
-PRODUCER_REGS = hopper.PRODUCER_REGS
-CONSUMER_REGS = hopper.CONSUMER_REGS
-MAXNREG = hopper.MAXNREG
 
 
-if hopper.GLUON_IMPORT_ERROR is None:
+if GLUON_IMPORT_ERROR is None:
     _M = gl.constexpr(ROWS)  # kernels read globals only as constexprs
 
     @gluon.jit
-    def _dkdv_tiles(
-        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
-        dk, dv, it, m_start, m_end, keys, N_Q, N_K, qk_scale,
-        dq_args, dq_row,
+    def dkdv_tiles(
+        q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+        dk, dv, it, m_start, m_end, keys, N_Q, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
-        WARPGROUP: gl.constexpr, DQ_ATOMIC: gl.constexpr, s_layout: gl.constexpr, p_layout: gl.constexpr,
+        s_layout: gl.constexpr, p_layout: gl.constexpr,
     ):
         """Query tiles [m_start, m_end) of one query head into this warpgroup's dK, dV.
         ``it`` counts the tiles taken from the ring so far (it picks the stage and phase).
@@ -122,23 +91,17 @@ if hopper.GLUON_IMPORT_ERROR is None:
         SCHEDULE "overlap": dP^T = V dO^T is issued with S^T = K Q^T and runs under the
         exponentials; "serial": dP^T is issued after P^T, with dV's product, which keeps S^T,
         P^T and dP^T from all holding registers at once. Either way dS^T is computed while
-        dV's product runs.
-        DQ_ATOMIC: also add this tile's dQ into the fp32 buffer, this query head's rows from
-        ``dq_row`` on (``_dq_tile``; ``dq_args`` = (dS^T buffers, their barriers, the dQ staging
-        buffers, the buffer's TMA descriptor)); ``dq_args`` is empty and ``dq_row`` None otherwise."""
+        dV's product runs."""
         M: gl.constexpr = _M
         dtype: gl.constexpr = q_bufs.dtype
-        k_smem = k_bufs.index(WARPGROUP)
         zero_s = gl.zeros([M, M], gl.float32, s_layout)
         for m in range(m_start, m_end):
-            stage = it % STAGES
-            phase = (it // STAGES) & 1  # each stage is refilled every STAGES tiles
-            mbarrier.wait(q_ready.index(stage), phase)
+            stage = ring_wait(q_ready, it, STAGES)
             q_tile = q_bufs.index(stage)  # (M, HEAD_DIM) in shared memory
             do_tile = do_bufs.index(stage)
             s_t = warpgroup_mma(k_smem, q_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             if SCHEDULE == "overlap":
-                mbarrier.wait(do_ready.index(stage), phase)
+                ring_wait(do_ready, it, STAGES)
                 dp_t = warpgroup_mma(v_smem, do_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
                 # wgmma groups retire in order: one outstanding means S^T is ready, dP^T may not be.
                 s_t = warpgroup_mma_wait(num_outstanding=1, deps=(s_t,))
@@ -157,7 +120,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
                 p_t = gl.where(keep, p_t, 0.0)
             p_op = gl.convert_layout(p_t.to(dtype), p_layout)
             if SCHEDULE != "overlap":
-                mbarrier.wait(do_ready.index(stage), phase)
+                ring_wait(do_ready, it, STAGES)
                 dp_t = warpgroup_mma(v_smem, do_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             dv = warpgroup_mma(p_op, do_tile, dv, is_async=True)
             dp_t = warpgroup_mma_wait(num_outstanding=1, deps=(dp_t,))  # dV's product may still run
@@ -165,94 +128,43 @@ if hopper.GLUON_IMPORT_ERROR is None:
             ds_t = p_t * (dp_t - gl.expand_dims(delta, 0))
             ds_op = gl.convert_layout(ds_t.to(dtype), p_layout)
             dk = warpgroup_mma(ds_op, q_tile, dk, is_async=True)
-            if DQ_ATOMIC:
-                # dS^T to shared memory while dK's product runs; the other warpgroup's half joins it there.
-                ds_bufs, ds_ready, dq_bufs, dq_desc = dq_args
-                # Keys past N_K are the next head's (or TMA's zeros): harmless to dK and dV, whose
-                # rows there are never stored, but dQ sums over keys, so their dS must be zero.
-                key_ok = gl.expand_dims(keys < N_K, 1)
-                ds_bufs.index((it % 2) * 2 + WARPGROUP).store(gl.where(key_ok, ds_t, 0.0).to(dtype))
-                dv, dk, p_op, ds_op = _dq_tile(ds_bufs, ds_ready, k_bufs, dq_bufs.index(WARPGROUP), dq_desc,
-                                               dq_row + m * M, it, dv, dk, p_op, ds_op, WARPGROUP)
-            else:
-                dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
+            dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
             mbarrier.arrive(empty.index(stage), count=1)  # this warpgroup is done with the stage
             it += 1
         return dk, dv, it
 
     @gluon.jit
-    def _dq_tile(ds_bufs, ds_ready, k_bufs, dq_stage, dq_desc, row, it, dv, dk, p_op, ds_op,
-                 WARPGROUP: gl.constexpr):
-        """One query tile's dQ = dS K (64 queries x D, over the program's 128 keys), split between
-        the two warpgroups along D as FlashAttention-3 splits it at D = 128 (AtomLayoutMdQ = 1):
-        this warpgroup's half of the columns, 64 x D/2 fp32 (D/4 registers a thread), staged in
-        ``dq_stage`` and added into the fp32 buffer's ``row``.. by one TMA reduce-add. This
-        warpgroup's dS^T is already in ``ds_bufs`` slot it % 2; the dV and dK products are
-        still in flight and are waited for here (returned as warpgroup_mma_wait returns them).
-
-        Two dS^T slots, and each warpgroup waits for its dQ products before its next tile: a
-        warpgroup reaches a slot again only after both passed the other slot's barrier, so after
-        the other warpgroup's products read this slot the last time."""
-        M: gl.constexpr = _M
-        HALF: gl.constexpr = dq_stage.type.shape[1]
-        dq_layout: gl.constexpr = hopper._acc_layout(HALF)
-        slot = it % 2
-        # dV's and dK's products first, so P^T's and dS^T's operand registers are free before
-        # dQ's accumulator is live.
-        dv, dk, p_op, ds_op = warpgroup_mma_wait(num_outstanding=0, deps=(dv, dk, p_op, ds_op))
-        fence_async_shared()  # this thread's dS^T stores, before the tensor cores (async proxy) read them
-        gl.thread_barrier()  # every thread of this warpgroup has stored and fenced before the one arrive
-        mbarrier.arrive(ds_ready.index(slot), count=1)
-        mbarrier.wait(ds_ready.index(slot), (it // 2) & 1)  # and the other warpgroup's half is there
-        # dS = (dS^T)^T: a transposed view, wgmma reads 16-bit A operands in either order.
-        dq = warpgroup_mma(ds_bufs.index(slot * 2).permute((1, 0)), k_bufs.index(0).slice(WARPGROUP * HALF, HALF, 1),
-                           gl.zeros([M, HALF], gl.float32, dq_layout), use_acc=False, is_async=True)
-        dq = warpgroup_mma(ds_bufs.index(slot * 2 + 1).permute((1, 0)),
-                           k_bufs.index(1).slice(WARPGROUP * HALF, HALF, 1), dq, is_async=True)
-        dq = warpgroup_mma_wait(num_outstanding=0, deps=(dq,))
-        # The previous tile's reduce has read the staging buffer; then this tile's partial goes
-        # there and to global memory with no address in registers. Rows past N_Q are zero (P^T was
-        # masked there) and land in the buffer's padding or the next head's rows unchanged.
-        tma.store_wait(0)
-        dq_stage.store(dq)
-        fence_async_shared()
-        _tma_reduce_add(dq_desc, [row, WARPGROUP * HALF], dq_stage)
-        return dv, dk, p_op, ds_op
-
-    @gluon.jit
-    def _skip_tiles(q_ready, do_ready, empty, it, m_start, m_end, STAGES: gl.constexpr):
+    def skip_tiles(q_ready, do_ready, empty, it, m_start, m_end, STAGES: gl.constexpr):
         """Causal: query tiles [m_start, m_end) see none of this warpgroup's keys but the other
         warpgroup's; wait for each (so the barriers' phases stay in step) and release it."""
         for m in range(m_start, m_end):
-            stage = it % STAGES
-            phase = (it // STAGES) & 1
-            mbarrier.wait(q_ready.index(stage), phase)
-            mbarrier.wait(do_ready.index(stage), phase)
+            stage = ring_wait(q_ready, it, STAGES)
+            ring_wait(do_ready, it, STAGES)
             mbarrier.arrive(empty.index(stage), count=1)
             it += 1
         return it
 
     @gluon.jit
-    def _consumer(
+    def consumer(
         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-        dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
+        dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr, SCHEDULE: gl.constexpr,
-        DQ_ATOMIC: gl.constexpr,
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
         # wgmma's accumulator layouts, rows = this warpgroup's keys.
-        s_layout: gl.constexpr = hopper._acc_layout(M)  # S^T, dP^T
-        acc_layout: gl.constexpr = hopper._acc_layout(HEAD_DIM)  # dK, dV
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        s_layout: gl.constexpr = acc_layout(M)  # S^T, dP^T
+        dkv_layout: gl.constexpr = acc_layout(HEAD_DIM)  # dK, dV
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=dkv_layout, k_width=2)
 
         pid_n = gl.program_id(0)
         group = H // H_KV
         # This warpgroup's keys, S^T's rows (the causal mask's; the epilogue derives them again).
         keys = pid_n * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, s_layout))
 
-        dk = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
-        dv = gl.zeros([M, HEAD_DIM], gl.float32, acc_layout)
+        dk = gl.zeros([M, HEAD_DIM], gl.float32, dkv_layout)
+        dv = gl.zeros([M, HEAD_DIM], gl.float32, dkv_layout)
+        k_smem = k_bufs.index(WARPGROUP)
         v_smem = v_bufs.index(WARPGROUP)
         mbarrier.wait(kv_bar, 0)
 
@@ -260,46 +172,30 @@ if hopper.GLUON_IMPORT_ERROR is None:
         full_tiles = N_Q // M  # tiles [0, full_tiles) have no row past N_Q
         it = 0
         for g in range(group):  # every query head that shares this k/v head
-            dq_row = None
-            if DQ_ATOMIC:
-                # This query head's first row in the (B*H*Nq rounded up to 64, D) fp32 dQ buffer
-                # (the launcher checks it fits TMA's int32 coordinates); program ids read again
-                # here, not held (see the epilogue).
-                bhk = gl.program_id(1)
-                dq_row = (bhk // H_KV * H + bhk % H_KV * group + g) * (n_tiles * M)
             if IS_CAUSAL:
                 # The producer starts at the program's first key's tile (rows before it see no key
                 # here). That tile lies wholly before warpgroup 1's keys; each warpgroup's own
                 # diagonal tile is masked, every later tile sees all its keys.
                 first = pid_n * 2
                 diag = first + WARPGROUP
-                if DQ_ATOMIC:
-                    # Each tile's dQ needs both warpgroups' dS^T: warpgroup 1 takes the tile too,
-                    # masked to P^T = 0 (one wasted tile of its work per program and head).
-                    start = first
-                else:
-                    it = _skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
-                    start = diag
-                dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
-                                         dk, dv, it, start, gl.minimum(diag + 1, n_tiles),
-                                         keys, N_Q, N_K, qk_scale, dq_args, dq_row,
-                                         True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
+                it = skip_tiles(q_ready, do_ready, empty, it, first, gl.minimum(diag, n_tiles), STAGES)
+                dk, dv, it = dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                        dk, dv, it, diag, gl.minimum(diag + 1, n_tiles), keys, N_Q, qk_scale,
+                                        True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
                 lo = diag + 1
             else:
                 lo = 0
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
-                                     dk, dv, it, lo, full_tiles,
-                                     keys, N_Q, N_K, qk_scale, dq_args, dq_row,
-                                     False, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
-            dk, dv, it = _dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_bufs, v_smem,
-                                     dk, dv, it, gl.maximum(lo, full_tiles), n_tiles,
-                                     keys, N_Q, N_K, qk_scale, dq_args, dq_row,
-                                     True, IS_CAUSAL, STAGES, SCHEDULE, WARPGROUP, DQ_ATOMIC, s_layout, p_layout)
+            dk, dv, it = dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                    dk, dv, it, lo, full_tiles, keys, N_Q, qk_scale,
+                                    False, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
+            dk, dv, it = dkdv_tiles(q_bufs, do_bufs, lse_bufs, delta_bufs, q_ready, do_ready, empty, k_smem, v_smem,
+                                    dk, dv, it, gl.maximum(lo, full_tiles), n_tiles, keys, N_Q, qk_scale,
+                                    True, IS_CAUSAL, STAGES, SCHEDULE, s_layout, p_layout)
 
         # Program ids are read again here rather than held across the loop, where every
         # register is taken (held, they were spilled to local memory).
-        rows = gl.program_id(0) * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, acc_layout))
-        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
+        rows = gl.program_id(0) * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, dkv_layout))
+        cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, dkv_layout))
         # dk and dv are contiguous (B, H_KV, N_K, D), so (batch, head) is one row index; int64:
         # it passes 2**31 on large tensors.
         first_row = gl.program_id(1).to(gl.int64) * N_K
@@ -309,11 +205,9 @@ if hopper.GLUON_IMPORT_ERROR is None:
         # S = scale * Q K^T, so dK picks up the scale (dV does not).
         gl.store(dk_ptr + offsets, (dk * scale).to(dk_ptr.dtype.element_ty), mask=keep)
         gl.store(dv_ptr + offsets, dv.to(dv_ptr.dtype.element_ty), mask=keep)
-        if DQ_ATOMIC:
-            tma.store_wait(0)  # the last dQ reduce has read its staging buffer before the block ends
 
     @gluon.jit
-    def _producer(
+    def producer(
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
         H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
@@ -329,8 +223,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
         kv_row = bhk * N_K + pid_n * (2 * M)
         mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
         for half in gl.static_range(2):  # one 64-key slice per consumer warpgroup
-            _tma_load(k_desc, [kv_row + half * M, 0], kv_bar, k_bufs.index(half))
-            _tma_load(v_desc, [kv_row + half * M, 0], kv_bar, v_bufs.index(half))
+            tma_load(k_desc, [kv_row + half * M, 0], kv_bar, k_bufs.index(half))
+            tma_load(v_desc, [kv_row + half * M, 0], kv_bar, v_bufs.index(half))
 
         first = 0
         if IS_CAUSAL:
@@ -342,33 +236,26 @@ if hopper.GLUON_IMPORT_ERROR is None:
             # start must be 16-byte aligned, which (b*H + h) * N_Q floats is not for odd N_Q.
             stat_row = (b * H + hk * group + g) * STAT_STRIDE
             for m in range(first, gl.cdiv(N_Q, M)):
-                stage = it % STAGES
-                phase = (it // STAGES) & 1
-                # A fresh mbarrier counts as having completed the phase before phase 0, so the
-                # first pass over the ring does not wait.
-                mbarrier.wait(empty.index(stage), phase ^ 1)
+                stage = ring_free(empty, it, STAGES)
                 # (Q, lse) and (dO, delta) on separate barriers: the consumers start S^T = K Q^T
                 # before dO lands.
                 row = q_row + m * M
                 mbarrier.expect(q_ready.index(stage), q_desc.block_type.nbytes + lse_desc.block_type.nbytes)
-                _tma_load(q_desc, [row, 0], q_ready.index(stage), q_bufs.index(stage))
-                _tma_load(lse_desc, [stat_row + m * M], q_ready.index(stage), lse_bufs.index(stage))
+                tma_load(q_desc, [row, 0], q_ready.index(stage), q_bufs.index(stage))
+                tma_load(lse_desc, [stat_row + m * M], q_ready.index(stage), lse_bufs.index(stage))
                 mbarrier.expect(do_ready.index(stage), do_desc.block_type.nbytes + delta_desc.block_type.nbytes)
-                _tma_load(do_desc, [row, 0], do_ready.index(stage), do_bufs.index(stage))
-                _tma_load(delta_desc, [stat_row + m * M], do_ready.index(stage), delta_bufs.index(stage))
+                tma_load(do_desc, [row, 0], do_ready.index(stage), do_bufs.index(stage))
+                tma_load(delta_desc, [stat_row + m * M], do_ready.index(stage), delta_bufs.index(stage))
                 it += 1
 
     @gluon.jit
-    def _hopper_dkdv_kernel(
+    def hopper_dkdv_kernel(
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk_ptr, dv_ptr,
-        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale, dq_desc,
+        H, H_KV, N_Q, N_K, STAT_STRIDE, qk_scale, scale,
         IS_CAUSAL: gl.constexpr, STAGES: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, PRODUCER_REGS: gl.constexpr, SCHEDULE: gl.constexpr,
-        DQ_ATOMIC: gl.constexpr,
     ):
-        """dK, dV into ``dk_ptr``, ``dv_ptr``; with DQ_ATOMIC also dQ / scale added into the zeroed
-        fp32 (B*H*Nq rounded up to 64, D) buffer ``dq_desc`` describes, in (64, D/2) boxes (None,
-        a constexpr, when off: the kernel is then the one without dQ, instruction for instruction)."""
+        """dK, dV into ``dk_ptr``, ``dv_ptr``."""
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
         gl.static_assert(q_desc.block_type.shape[0] == M, "a Q tile is 64 query rows")
@@ -391,30 +278,16 @@ if hopper.GLUON_IMPORT_ERROR is None:
             mbarrier.init(q_ready.index(i), count=1)  # the producer's expect + TMA bytes
             mbarrier.init(do_ready.index(i), count=1)
             mbarrier.init(empty.index(i), count=2)  # both consumers must let go of a stage
-        # What the dQ step needs, one tuple: empty when off (warp_specialize cannot hand None to a
-        # partition, and an empty tuple adds nothing to what the partitions capture).
-        dq_args = ()
-        if DQ_ATOMIC:
-            # dS^T of both warpgroups, two slots: [slot * 2 + warpgroup] is (64 keys, 64 queries).
-            ds_bufs = gl.allocate_shared_memory(dtype, [4, M, M], gl.NVMMASharedLayout.get_default_for([M, M], dtype))
-            ds_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            for i in gl.static_range(2):
-                mbarrier.init(ds_ready.index(i), count=2)  # both warpgroups' halves are stored
-            # Each warpgroup's (64, D/2) fp32 dQ partial on its way to the TMA reduce.
-            dq_bufs = gl.allocate_shared_memory(gl.float32, [2, M, HEAD_DIM // 2], dq_desc.layout)
-            dq_args = (ds_bufs, ds_ready, dq_bufs, dq_desc)
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
-            (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
-                         0, IS_CAUSAL, STAGES, SCHEDULE, DQ_ATOMIC)),
-            (_consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
-                         dq_args, dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale,
-                         1, IS_CAUSAL, STAGES, SCHEDULE, DQ_ATOMIC)),
-            (_producer, (q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
-                         q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar,
-                         q_ready, do_ready, empty, H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL, STAGES)),
+            (consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+                        dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, STAGES, SCHEDULE)),
+            (consumer, (q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar, q_ready, do_ready, empty,
+                        dk_ptr, dv_ptr, H, H_KV, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, STAGES, SCHEDULE)),
+            (producer, (q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc,
+                        q_bufs, do_bufs, lse_bufs, delta_bufs, k_bufs, v_bufs, kv_bar,
+                        q_ready, do_ready, empty, H, H_KV, N_Q, N_K, STAT_STRIDE, IS_CAUSAL, STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -423,26 +296,17 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
 def hopper_bwd_problem(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor,
                        do4: torch.Tensor | None = None) -> str | None:
-    """Why the Gluon dK/dV kernel cannot take these (B, H, N, D) inputs, or None if it can.
-    ``do4``, the output's gradient, is checked too when given: TMA reads it like q."""
-    problem = hopper.hopper_problem(q4, k4, v4)
-    if problem is not None:
-        return problem
-    if k4.shape[0] * k4.shape[1] * k4.shape[2] + BLOCK_KEYS >= 2**31:
-        return "more than 2**31 key rows: TMA coordinates are int32"
-    if do4 is not None:
-        if do4.shape != q4.shape or do4.dtype != q4.dtype:
-            return f"do has shape {tuple(do4.shape)} and dtype {do4.dtype}, not q's"
-        if not do4.is_contiguous():
-            return "do is not a contiguous (B, H, N, D) tensor"
-        if do4.data_ptr() % 16:
-            return "do is not 16-byte aligned (TMA needs it)"
-    return None
+    """Why the Gluon backward kernels (dK/dV here, dQ in ``dq.py``) cannot take these (B, H, N, D)
+    inputs, or None if they can. ``do4``, the output's gradient, is checked too when given: TMA
+    reads it like q."""
+    if do4 is not None and (do4.shape != q4.shape or do4.dtype != q4.dtype):
+        return f"do has shape {tuple(do4.shape)} and dtype {do4.dtype}, not q's"
+    return gluon_problem(q4, k4, v4, *((("do", do4),) if do4 is not None else ()))
 
 
 def check_statistic(who: str, name: str, t, q4: torch.Tensor) -> None:
     """A per-row statistic (the forward's lse, the preprocess's delta) as the Gluon backward
-    kernels read it: a contiguous float32 (B, H, Nq) tensor on q's device (also hopper_dq's)."""
+    kernels read it: a contiguous float32 (B, H, Nq) tensor on q's device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{who}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype != torch.float32 or tuple(t.shape) != tuple(q4.shape[:3]) or not t.is_contiguous():
@@ -452,9 +316,22 @@ def check_statistic(who: str, name: str, t, q4: torch.Tensor) -> None:
         raise ValueError(f"{who}: {name} is on {t.device}, q on {q4.device}")
 
 
-@functools.cache
-def _row_layout():
-    return gl.NVMMASharedLayout.get_default_for([ROWS], gl.float32)
+def check_backward_args(who: str, q4, k4, v4, do4, lse, delta, causal, scale) -> None:
+    """The checks both Gluon backward launchers make: scope, statistics, types, matching k and v."""
+    problem = hopper_bwd_problem(q4, k4, v4, do4)
+    if problem is not None:
+        raise ValueError(f"{who}: {problem}")
+    check_statistic(who, "lse", lse, q4)
+    check_statistic(who, "delta", delta, q4)
+    if not isinstance(causal, bool):
+        raise TypeError(f"{who}: causal must be a bool, got {type(causal).__name__}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise TypeError(f"{who}: scale must be a number, got {type(scale).__name__}")
+    B, H = q4.shape[:2]
+    H_KV = k4.shape[1]
+    if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:
+        raise ValueError(f"{who}: k {tuple(k4.shape)} {k4.dtype} and v {tuple(v4.shape)} {v4.dtype} "
+                         f"do not match q {tuple(q4.shape)} {q4.dtype} (same batch, dtype, H a multiple of H_KV)")
 
 
 def _aligned_rows(stat: torch.Tensor, stride: int) -> torch.Tensor:
@@ -469,16 +346,11 @@ def _aligned_rows(stat: torch.Tensor, stride: int) -> torch.Tensor:
     return padded.view(B * H * stride)
 
 
-def _row_descriptor(t1d: torch.Tensor):
-    """TMA descriptor over a per-row fp32 statistic, one 64-row tile per copy."""
-    return hopper.TensorDescriptor(t1d, [t1d.shape[0]], [1], [ROWS], _row_layout())
-
-
 def auto_applies(q4, k4, v4, scale: float) -> bool:
-    """Whether ``flash_attention``'s backward should run this dK/dV kernel by itself: on the inputs
-    the Gluon forward takes (``hopper.auto_applies``, whether or not the forward took split-K
+    """Whether the router's backward should run this dK/dV kernel by itself: on the inputs the
+    Gluon forward takes (``forward.auto_applies``, whether or not the forward took split-K
     instead) when this kernel takes them too. The caller hands it a contiguous dO."""
-    return hopper.auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4) is None
+    return forward_auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4) is None
 
 
 def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
@@ -486,75 +358,34 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     """dK and dV of attention on (B, H, N, D) inputs that ``hopper_bwd_problem`` accepts.
 
     ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what
-    ``flash._flash_forward`` and ``hopper.hopper_forward`` return); ``delta``: rowsum(dO * O)
-    per query row, fp32 (``flash._flash_bwd_preprocess_kernel``). ``stages`` overrides the
-    (Q, dO) ring's depth; ``schedule`` is one of SCHEDULES. Returns (dk, dv) shaped like k and v.
+    ``flash.flash_forward`` and ``forward.hopper_forward`` return); ``delta``: rowsum(dO * O)
+    per query row, fp32 (``flash.flash_preprocess``). ``stages`` overrides the (Q, dO) ring's
+    depth; ``schedule`` is one of SCHEDULES. Returns (dk, dv) shaped like k and v.
     """
-    return _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, dq_atomic=False)[1:]
-
-
-def hopper_dkdv_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
-                   schedule: str = DEFAULT_SCHEDULE):
-    """(dq, dk, dv): ``hopper_dkdv``'s kernel with DQ_ATOMIC on, FlashAttention-3's way. Each query
-    tile's dQ = dS K over the program's 128 keys is added, by TMA reduce-adds, into a zeroed fp32
-    (B*H*Nq rounded up to 64, D) buffer, then scaled and cast to q's dtype. The adds of different
-    programs land in any order: dq is not bit-reproducible run to run (dk and dv are). Same
-    arguments and checks as ``hopper_dkdv``."""
-    return _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, dq_atomic=True)
-
-
-def _launch(q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule, *, dq_atomic: bool):
-    """``hopper_dkdv`` (dq None) or, with ``dq_atomic``, ``hopper_dkdv_dq``: (dq, dk, dv)."""
-    problem = hopper_bwd_problem(q4, k4, v4, do4)
-    if problem is not None:
-        raise ValueError(f"hopper_dkdv: {problem}")
-    check_statistic("hopper_dkdv", "lse", lse, q4)
-    check_statistic("hopper_dkdv", "delta", delta, q4)
-    if not isinstance(causal, bool):
-        raise TypeError(f"hopper_dkdv: causal must be a bool, got {type(causal).__name__}")
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise TypeError(f"hopper_dkdv: scale must be a number, got {type(scale).__name__}")
+    check_backward_args("hopper_dkdv", q4, k4, v4, do4, lse, delta, causal, scale)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
-    if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:
-        raise ValueError(f"hopper_dkdv: k {tuple(k4.shape)} {k4.dtype} and v {tuple(v4.shape)} {v4.dtype} "
-                         f"do not match q {tuple(q4.shape)} {q4.dtype} (same batch, dtype, H a multiple of H_KV)")
     stages = STAGES[D] if stages is None else stages
-    if not isinstance(stages, int) or stages < 1:
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
         raise ValueError(f"hopper_dkdv: stages must be a positive int, got {stages!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"hopper_dkdv: schedule must be one of {SCHEDULES}, got {schedule!r}")
-    dq_rows = B * H * -(-NQ // ROWS) * ROWS  # each head's rows padded to whole 64-row tiles
-    if dq_atomic and dq_rows >= 2**31:
-        raise ValueError("hopper_dkdv_dq: more than 2**31 padded query rows: TMA coordinates are int32")
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
-    dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device) if dq_atomic else None
     if NQ == 0 or NK == 0:
-        dk.zero_()
-        dv.zero_()
-        return dq.zero_() if dq_atomic else None, dk, dv
-    dq_desc = None  # a constexpr: the kernel without dQ
-    if dq_atomic:
-        dq_accum = torch.zeros(dq_rows, D, dtype=torch.float32, device=q4.device)
-        box = [ROWS, D // 2]  # one warpgroup's half of a query tile's dQ
-        dq_desc = hopper.TensorDescriptor(dq_accum, list(dq_accum.shape), list(dq_accum.stride()), box,
-                                          gl.NVMMASharedLayout.get_default_for(box, gl.float32))
-    q_desc = hopper._descriptor(q4.view(B * H * NQ, D), ROWS)
-    do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
-    k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), ROWS)
-    v_desc = hopper._descriptor(v4.view(B * H_KV * NK, D), ROWS)
-    stat_stride = -(-NQ // 4) * 4  # 16-byte aligned rows (see _producer)
-    lse_desc = _row_descriptor(_aligned_rows(lse, stat_stride))
-    delta_desc = _row_descriptor(_aligned_rows(delta, stat_stride))
+        return dk.zero_(), dv.zero_()
+    q_desc = descriptor(q4.view(B * H * NQ, D), ROWS)
+    do_desc = descriptor(do4.view(B * H * NQ, D), ROWS)
+    k_desc = descriptor(k4.view(B * H_KV * NK, D), ROWS)
+    v_desc = descriptor(v4.view(B * H_KV * NK, D), ROWS)
+    stat_stride = -(-NQ // 4) * 4  # 16-byte aligned rows (see producer)
+    lse_desc = row_descriptor(_aligned_rows(lse, stat_stride))
+    delta_desc = row_descriptor(_aligned_rows(delta, stat_stride))
     grid = (triton.cdiv(NK, BLOCK_KEYS), B * H_KV)
-    _hopper_dkdv_kernel[grid](
+    hopper_dkdv_kernel[grid](
         q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk, dv,
-        H, H_KV, NQ, NK, stat_stride, scale * hopper.LOG2E, scale, dq_desc,
-        causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule, dq_atomic,
+        H, H_KV, NQ, NK, stat_stride, scale * LOG2E, scale,
+        causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
         num_warps=4, maxnreg=MAXNREG,
     )
-    if dq_atomic:
-        # S = scale * Q K^T, so dQ picks up the scale; one pass reads the fp32 rows and writes q's dtype.
-        torch.mul(dq_accum.view(B, H, -1, D)[:, :, :NQ], scale, out=dq)
-    return dq, dk, dv
+    return dk, dv
