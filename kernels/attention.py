@@ -69,6 +69,11 @@ def fallbacks() -> dict[tuple, str]:
     return dict(_FALLBACKS)
 
 
+def forget_fallbacks() -> None:
+    """Try the Gluon kernels again on the next call (after a Triton upgrade, or in a test)."""
+    _FALLBACKS.clear()
+
+
 def _fallback_key(name: str, q4: torch.Tensor, causal: bool) -> tuple:
     return (name, q4.dtype, q4.shape[-1], causal)
 

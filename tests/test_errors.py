@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import DEVICE, INTERPRET, rand
+from helpers import DEVICE, INTERPRET, rand
 
 FNS = {**kernels.KERNELS, "reference": kernels.reference_attention}
 
