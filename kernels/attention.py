@@ -333,16 +333,8 @@ def _op_backward(ctx, do4, dlse):
 flash_fwd_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
-def flash_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    backend: str = "auto",
-    precision: str = "ieee",
-) -> torch.Tensor:
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, backend: str = "auto", precision: str = "ieee") -> torch.Tensor:
     """Attention with a Triton backward pass (``loss.backward()`` works), routed to the fastest kernel.
 
     q: (..., Hq, Nq, D); k, v: (..., Hkv, Nk, D) with the same batch dims and either the same

@@ -112,16 +112,8 @@ def _install_allocator() -> None:
     triton.set_allocator(_global_scratch)  # once per process
 
 
-def warpspec_launch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    tile: tuple = (128, 64, 8, 3),
-    warp_specialize: bool = True,
-) -> tuple:
+def warpspec_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, tile: tuple = (128, 64, 8, 3), warp_specialize: bool = True) -> tuple:
     """Forward attention through tensor descriptors, optionally warp-specialised (no autograd);
     returns (output, compiled kernel), the latter for `kernels.ablation.compiler_report`.
 

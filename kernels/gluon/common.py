@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed Triton
 __all__ = [
     "GLUON_IMPORT_ERROR", "HEAD_DIMS", "LOG2E", "MAXNREG", "PRODUCER_REGS", "CONSUMER_REGS", "ROWS",
     "TensorDescriptor", "acc_layout", "descriptor", "fence_async_shared", "gl", "gluon", "gluon_problem",
-    "mbarrier", "ring_free", "ring_slot", "ring_wait", "row_descriptor", "smem_layout", "tma", "tma_load",
+    "mbarrier", "ring_barriers", "ring_free", "ring_slot", "ring_wait", "row_descriptor", "smem_layout", "tma", "tma_load",
     "tma_reduce_add", "warpgroup_mma", "warpgroup_mma_wait",
 ]
 
@@ -96,6 +96,20 @@ if GLUON_IMPORT_ERROR is None:
         return stage
 
     @gluon.jit
+    def ring_barriers(STAGES: gl.constexpr):
+        """The ring's mbarriers, initialised: two "ready" barriers per stage (a stage holds two
+        tiles, which land separately so a consumer can start on the first) and one "empty" that
+        both consumer warpgroups arrive on. Returns (ready_a, ready_b, empty)."""
+        ready_a = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        ready_b = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(ready_a.index(i), count=1)  # the producer's expect + TMA bytes
+            mbarrier.init(ready_b.index(i), count=1)
+            mbarrier.init(empty.index(i), count=2)  # both consumers must let go of a stage
+        return ready_a, ready_b, empty
+
+    @gluon.jit
     def ring_free(empty, t, STAGES: gl.constexpr):
         """The producer's side: wait until tile t's stage has been let go of; returns the stage.
         A fresh mbarrier counts as having completed the phase before phase 0, so the first pass
@@ -104,7 +118,7 @@ if GLUON_IMPORT_ERROR is None:
         mbarrier.wait(empty.index(stage), phase ^ 1)
         return stage
 else:  # pragma: no cover
-    tma_load = tma_reduce_add = acc_layout = ring_slot = ring_wait = ring_free = None
+    tma_load = tma_reduce_add = acc_layout = ring_slot = ring_wait = ring_free = ring_barriers = None
     gluon = gl = mbarrier = tma = warpgroup_mma = warpgroup_mma_wait = fence_async_shared = None
     TensorDescriptor = None
 

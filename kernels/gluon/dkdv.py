@@ -58,7 +58,7 @@ import triton
 from ..runtime import new_output
 from .common import (
     CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
-    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_free, ring_wait, row_descriptor,
+    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_barriers, ring_free, ring_wait, row_descriptor,
     tma_load, warpgroup_mma, warpgroup_mma_wait,
 )
 from .forward import auto_applies as forward_auto_applies
@@ -270,14 +270,8 @@ if GLUON_IMPORT_ERROR is None:
         lse_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, M], lse_desc.layout)
         delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, M], delta_desc.layout)
         kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        do_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         mbarrier.init(kv_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(q_ready.index(i), count=1)  # the producer's expect + TMA bytes
-            mbarrier.init(do_ready.index(i), count=1)
-            mbarrier.init(empty.index(i), count=2)  # both consumers must let go of a stage
+        q_ready, do_ready, empty = ring_barriers(STAGES)  # (Q, lse) and (dO, delta) land apart
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([

@@ -77,7 +77,7 @@ import triton
 from ..runtime import new_output
 from .common import (
     CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
-    fence_async_shared, gl, gluon, mbarrier, ring_free, ring_wait, tma_load, warpgroup_mma, warpgroup_mma_wait,
+    fence_async_shared, gl, gluon, mbarrier, ring_barriers, ring_free, ring_wait, tma_load, warpgroup_mma, warpgroup_mma_wait,
 )
 from .dkdv import auto_applies as dkdv_auto_applies, check_backward_args, hopper_bwd_problem
 from .forward import release
@@ -256,14 +256,8 @@ if GLUON_IMPORT_ERROR is None:
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)  # the ring
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(kv_empty.index(i), count=2)  # both consumers must let go of a stage
+        k_ready, v_ready, kv_empty = ring_barriers(STAGES)  # K and V land apart
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([

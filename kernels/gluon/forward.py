@@ -33,7 +33,7 @@ from ..runtime import check_attention_inputs, new_output
 from ..settings import SETTINGS
 from .common import (
     CONSUMER_REGS, GLUON_IMPORT_ERROR, HEAD_DIMS, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
-    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_free, ring_slot, ring_wait, tma_load,
+    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_barriers, ring_free, ring_wait, tma_load,
     warpgroup_mma, warpgroup_mma_wait,
 )
 
@@ -101,9 +101,7 @@ if GLUON_IMPORT_ERROR is None:
             mark("softmax", True, PROFILE)
             p, alpha, m_new, l_i = softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
                                                 BLOCK_N, s_layout)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            # P goes to the second matmul from registers (wgmma's A operand may live there).
-            p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+            acc, p_op = rescale_and_pack(acc, alpha, p, k_bufs.dtype, o_layout, p_layout)
             mark("softmax", False, PROFILE)
             mark("wait V", True, PROFILE)
             ring_wait(v_ready, t, STAGES)
@@ -115,6 +113,13 @@ if GLUON_IMPORT_ERROR is None:
             mbarrier.arrive(kv_empty.index(stage), count=1)  # this consumer is done with the stage
             m_i = m_new
         return acc, l_i, m_i
+
+    @gluon.jit
+    def rescale_and_pack(acc, alpha, p, dtype: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+        """The running output rescaled by alpha, and P cast to ``dtype`` as wgmma's register A
+        operand (P goes to the second matmul from registers: no trip through shared memory)."""
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        return acc, gl.convert_layout(p.to(dtype), p_layout)
 
     @gluon.jit
     def softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL: gl.constexpr,
@@ -168,8 +173,7 @@ if GLUON_IMPORT_ERROR is None:
                                               BLOCK_N, s_layout)
             acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
             mbarrier.arrive(kv_empty.index(prev), count=1)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+            acc, p_op = rescale_and_pack(acc, alpha, p, k_bufs.dtype, o_layout, p_layout)
         last = ring_wait(v_ready, t_hi - 1, STAGES)
         acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -212,8 +216,7 @@ if GLUON_IMPORT_ERROR is None:
         mark("softmax", True, PROFILE)
         p, alpha, m_i, l_i = softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
                                           BLOCK_N, s_layout)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-        p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
+        acc, p_op = rescale_and_pack(acc, alpha, p, k_bufs.dtype, o_layout, p_layout)
         mark("softmax", False, PROFILE)
         return acc, p_op, m_i, l_i
 
@@ -413,17 +416,11 @@ if GLUON_IMPORT_ERROR is None:
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         turn_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # ping-pong
         mbarrier.init(q_bar, count=1)
         mbarrier.init(turn_bars.index(0), count=1)
         mbarrier.init(turn_bars.index(1), count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(kv_empty.index(i), count=2)  # both consumers must let go of a stage
+        k_ready, v_ready, kv_empty = ring_barriers(STAGES)  # K and V land apart
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
