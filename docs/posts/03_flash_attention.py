@@ -303,8 +303,9 @@ show_source(kernels.flash.bwd_dq_tiles)
 # %% tags=["hide-input"]
 import inspect  # noqa: E402
 
-dots = {name: inspect.getsource(getattr(getattr(kernels.flash, fn), "fn", getattr(kernels.flash, fn))).count("tl.dot(")
-        for name, fn in (("forward", "_fwd_tiles"), ("dK/dV", "_bwd_dkdv_tiles"), ("dQ", "_bwd_dq_tiles"))}
+dots = {name: inspect.getsource(fn.fn).count("tl.dot(")
+        for name, fn in (("forward", kernels.tiles.fwd_tiles), ("dK/dV", kernels.flash.bwd_dkdv_tiles),
+                         ("dQ", kernels.flash.bwd_dq_tiles))}
 backward = dots["dK/dV"] + dots["dQ"]
 md(
     f"Counted in the source: the forward loop does {dots['forward']} matrix products per tile pair, the dK/dV "
