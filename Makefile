@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (Python 3.11+, Debian/Ubuntu, no GPU needed):
 #   make serve   build the site (executing every example) and serve it on 127.0.0.1:8000
-#   make test    kernel tests (CPU interpreter), strict site build, browser tests
+#   make test    strict site build, then every test: kernels (CPU interpreter), site, browser
 # On a machine without a GPU, `make TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs
 # the CPU build of PyTorch instead of the default index's CUDA build (several GB).
 PYTHON      ?= python3
@@ -35,16 +35,19 @@ chromium:
 		     "(or CHROMIUM=/path/to/chromium). The browser tests will be skipped."; \
 	fi
 
+# One pytest run over tests/: markers, not paths, split it (pytest.ini). The browser tests
+# (marker `browser`, tests/site) need the built site and share one xdist worker and one browser.
 test-kernels: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) tests --ignore=tests/site
+	$(BIN)/python -m pytest -n $(JOBS) -m "not browser" tests
 
 build: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
 test-site: $(STAMP) chromium build
-	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/site
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -m browser tests
 
-test: test-kernels test-site
+test: $(STAMP) chromium build
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup tests
 
 serve: $(STAMP)
 	$(BIN)/mkdocs serve --strict -a 127.0.0.1:8000

@@ -32,7 +32,7 @@ PLACEHOLDER = re.compile(r"<!--\s*chart:\s*([a-z_]+)\s*-->")
 # What an executed post depends on besides its own text: a change here re-executes every
 # post; a change to one post's .py re-executes that post only. The machine is part of it
 # (a post prints where its examples ran), so a cache never travels between machines.
-EXECUTION_INPUTS = ("kernels", "blog", "docs/data")
+EXECUTION_INPUTS = ("kernels", "blog", "perfdata", "docs/data")  # perfdata: the schema every chart reads through
 NOT_EXECUTION_INPUTS = {"blog/hooks.py"}  # it changes pages after execution only
 EXECUTION_PACKAGES = ("torch", "triton", "plotly", "nbconvert", "mkdocs-jupyter", "ipykernel")
 NOTEBOOK_CACHE = ROOT / ".cache" / "mkdocs-jupyter"

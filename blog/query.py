@@ -71,6 +71,15 @@ def dispatch_note(doc: dict) -> str | None:
     return f"flash_attention on the {gpu_label(doc)} (commit {doc['provenance']['git_commit'][:7]}) chose its kernel: {rule}"
 
 
+def gluon_backward_passes(doc: dict) -> set[str]:
+    """The backward passes ("dkdv", "dq") that ran as Gluon kernels where the router picks them, by the
+    rule the benchmark recorded (older files name ``kernels/hopper_bwd.py`` / ``hopper_dq.py``,
+    newer ones ``kernels/gluon/dkdv.py`` / ``gluon/dq.py``)."""
+    rule = doc["provenance"].get("flash_dispatch") or ""
+    return ({"dkdv"} if "hopper_bwd" in rule or "gluon/dkdv" in rule else set()) | (
+        {"dq"} if "hopper_dq" in rule or "gluon/dq" in rule else set())
+
+
 def timing_note(doc: dict) -> str:
     """How the benchmark timed this document's records, as it recorded it."""
     return doc["provenance"].get("timing") or "timing method not recorded"

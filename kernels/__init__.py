@@ -1,13 +1,20 @@
-"""Attention kernels in Triton, from a first naive kernel to FlashAttention-2.
+"""Attention kernels in Triton, from a first naive kernel to FlashAttention-class Hopper kernels.
 
-Every public kernel has the signature ``fn(q, k, v, *, causal=False, scale=None)``
-with q of shape (..., Nq, D) and k, v of shape (..., Nk, D). On a machine without
-a CUDA GPU, importing this package switches Triton to its CPU interpreter.
+Every public kernel has the signature ``fn(q, k, v, *, causal=False, scale=None)`` with q of
+shape (..., Nq, D) and k, v of shape (..., Nk, D). ``flash_attention`` is the router over
+post 3's pointer kernel, the split-K forward and post 5's Gluon kernels; ``plan`` says which
+kernel runs each pass and why. On a machine without a CUDA GPU, importing this package switches
+Triton to its CPU interpreter.
+
+Imports run one way: ``settings`` <- ``runtime`` <- ``tiles``, ``launch`` <- the kernels
+(``basic``, ``vectorized``, ``flash``, ``splitk``, ``gluon``, ``ablation``, ``experiments``)
+<- ``attention`` (the router).
 """
 
-from ._runtime import INTERPRET, mode_description, supported_dtypes  # first: picks the mode
+from .settings import INTERPRET, SETTINGS  # first: picks the mode before any kernel is decorated
+from .runtime import mode_description, supported_dtypes
+from .attention import BACKENDS, Plan, flash_attention, plan
 from .basic import basic_attention
-from .flash import flash_attention
 from .reference import reference_attention
 from .vectorized import MAX_TILE_ELEMENTS, vectorized_attention
 
@@ -18,12 +25,16 @@ KERNELS = {
 }
 
 __all__ = [
+    "BACKENDS",
     "INTERPRET",
     "KERNELS",
     "MAX_TILE_ELEMENTS",
+    "Plan",
+    "SETTINGS",
     "basic_attention",
     "flash_attention",
     "mode_description",
+    "plan",
     "reference_attention",
     "supported_dtypes",
     "vectorized_attention",

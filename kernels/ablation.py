@@ -2,7 +2,7 @@
 
 Each rung is the production kernel (`kernels.flash`) with some of its optimizations
 turned off through constexpr switches, so every rung compiles to a real kernel and
-the last rung *is* `flash_attention`. Each rung carries the speed-up we predicted
+the last rung *is* post 3's kernel, `flash_attention(..., backend="pointer")`. Each rung carries the speed-up we predicted
 before measuring it, and why; `scripts/benchmark.py --suite ablation` measures them
 and post 4 draws the two side by side.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._runtime import as_batch_heads, check_attention_inputs
+from .runtime import as_batch_heads, check_attention_inputs
 from . import flash
 
 
@@ -83,8 +83,8 @@ def ablation_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     if q.numel() == 0 or k.numel() == 0:
         return q * 0.0, None, None
     with torch.no_grad():
-        o4, _, (compiled, config) = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v),
-                                                         causal, scale, "ieee", tile=r.tile, switches=r.switches)
+        o4, _, (compiled, config) = flash.flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v),
+                                                        causal, scale, "ieee", tile=r.tile, switches=r.switches)
     return o4.reshape(q.shape), compiled, config
 
 

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import as_batch_heads, check_attention_inputs, new_output, next_pow2
+from .runtime import as_batch_heads, check_attention_inputs, new_output, next_pow2
 
 
 @triton.jit

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._runtime import check_shapes
+from .runtime import check_shapes
 
 
 def reference_attention(

@@ -8,7 +8,7 @@ in fp32 to a workspace; a second, small kernel merges the SPLITS partials of eac
 log-sum-exp rule. The final lse has the units and layout of ``kernels/flash.py``'s (log2), so the
 existing backward runs unchanged on a split forward.
 
-The tile loop is ``flash.py``'s own (``_fwd_tiles``); only the slice bounds and the merge are new.
+The tile loop is ``kernels/tiles.py``'s ``fwd_tiles``, the one post 3's forward runs; only the slice bounds and the merge are new.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRET, new_output, next_pow2
-from .flash import _DIRECT, LOG2E, _fwd_tiles, _head_dim, _load_tile
+from .launch import DIRECT
+from .runtime import new_output, next_pow2
+from .settings import INTERPRET
+from .tiles import LOG2E, fwd_tiles, load_tile, padded_head_dim
 
 
 @triton.jit
@@ -49,8 +51,8 @@ def _splitk_partial_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                   offs_m, N_Q, offs_d, D, True, PAD_D)  # (BLOCK_M, HEAD_DIM)
+    q = load_tile(q_ptr + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                  offs_m, N_Q, offs_d, D, True, PAD_D)  # (BLOCK_M, HEAD_DIM)
     k_base = k_ptr + b * stride_kb + hk * stride_kh
     v_base = v_ptr + b * stride_vb + hk * stride_vh
 
@@ -75,12 +77,12 @@ def _splitk_partial_kernel(
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running max (log2 units)
     l_i = tl.zeros((BLOCK_M,), tl.float32)  # running sum of exp2(s - m_i)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)  # running, unnormalised output
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                               lo, mid, offs_m, offs_n, offs_d, N_K, D, qk_scale,
-                               False, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION, SOFTMAX)
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                               mid, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
-                               True, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION, SOFTMAX)
+    acc, l_i, m_i = fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                              lo, mid, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+                              False, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION, SOFTMAX)
+    acc, l_i, m_i = fwd_tiles(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                              mid, hi, offs_m, offs_n, offs_d, N_K, D, qk_scale,
+                              True, IS_CAUSAL, PAD_D, BLOCK_N, PRECISION, SOFTMAX)
 
     # An empty slice has l = 0, acc = 0 and m = -inf: it writes o = 0 and lse = -inf, which the
     # merge weighs by exp2(-inf) = 0. (Dividing by l there would write 0/0 = NaN, and 0 * NaN
@@ -218,7 +220,7 @@ def auto_splits(q4: torch.Tensor, k4: torch.Tensor) -> int:
 def planned_splits(B: int, H: int, n_q: int, d: int, n_k: int, dtype: torch.dtype, sms: int) -> int:
     """The heuristic's choice for a (B, H, n_q, d) query and n_k keys on a GPU with ``sms`` SMs
     (pure: pages compute it for a recorded GPU without one)."""
-    block_m, block_n = candidate_tiles(n_q, _head_dim(d), dtype)[0][:2]
+    block_m, block_n = candidate_tiles(n_q, padded_head_dim(d), dtype)[0][:2]
     return choose_splits(triton.cdiv(n_q, block_m) * B * H, triton.cdiv(n_k, block_n), sms,
                          MIN_TILES_PER_SPLIT[tile_class(n_q, dtype)])
 
@@ -243,12 +245,12 @@ def check_splits(splits) -> int:
 
 def splitk_forward(q4, k4, v4, causal: bool, scale: float, precision: str, splits: int, *, tile=None):
     """The split-K forward on (B, H, N, D) inputs; returns (o4, lse in log2 units, (compiled
-    partial kernel, config)) like ``flash._flash_forward``. ``splits`` >= 1 slices (1 still runs
+    partial kernel, config)) like ``flash.flash_forward``. ``splits`` >= 1 slices (1 still runs
     both kernels: the tests use it); ``tile`` forces (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
     check_splits(splits)
     B, H, n_q, d = q4.shape
     h_kv, n_k = k4.shape[1], k4.shape[2]
-    head_dim = _head_dim(d)
+    head_dim = padded_head_dim(d)
     if tile is None:
         tile = (*_INTERPRETER_TILE, 4, 1) if INTERPRET else candidate_tiles(n_q, head_dim, q4.dtype)[0]
     if len(tile) != 4 or not all(isinstance(x, int) and x > 0 for x in tile):
@@ -264,7 +266,7 @@ def splitk_forward(q4, k4, v4, causal: bool, scale: float, precision: str, split
     # The fused exp2 form takes the row max before scaling, so it holds for scale > 0 only.
     softmax = "exp2-fma" if scale > 0 else "exp2"
     config = dict(BLOCK_M=block_m, BLOCK_N=block_n, SPLITS=splits, **launch_options)
-    compiled = _DIRECT(
+    compiled = DIRECT(
         "splitk-partial", _splitk_partial_kernel, (triton.cdiv(n_q, block_m), B * H, splits),
         (q4, k4, v4, part_o, part_lse),
         (*q4.stride(), *k4.stride(), *v4.stride(), *part_o.stride(), *part_lse.stride()[:2],
@@ -273,7 +275,7 @@ def splitk_forward(q4, k4, v4, causal: bool, scale: float, precision: str, split
              BLOCK_M=block_m, BLOCK_N=block_n, SOFTMAX=softmax, **launch_options),
     )
     merge_rows = min(16, next_pow2(n_q))  # a decode step merges one row per head: no idle lanes
-    _DIRECT(
+    DIRECT(
         "splitk-merge", _splitk_merge_kernel, (triton.cdiv(n_q, merge_rows), B * H),
         (part_o, part_lse, o4, lse),
         (*part_o.stride(), *part_lse.stride()[:2], *o4.stride(), H, n_q, d, splits),

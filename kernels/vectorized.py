@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import as_batch_heads, check_attention_inputs, new_output, next_pow2
+from .runtime import as_batch_heads, check_attention_inputs, new_output, next_pow2
 
 # The largest padded key tile (BLOCK_N * BLOCK_D elements) we accept: 1024 x 256.
 # Each element needs a register in one program; past 2**16 elements the compiler

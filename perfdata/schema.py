@@ -104,7 +104,24 @@ def validate(doc: dict, path: str = "<data>") -> dict:
                 _fail(path, f"{where}: p20 <= p50 <= p80 violated")
         elif not rec.get("reason"):
             _fail(path, f"{where}: status {rec['status']} needs a reason")
+        if "kernel" in rec:
+            _validate_kernel(rec["kernel"], rec["direction"], f"{path}: {where}.kernel")
     return doc
+
+
+# Optional on a record (files from before the router named its kernels have none): "kernel", which
+# of our kernels ran each pass, {"forward": name, "dkdv": name, "dq": name (backward records),
+# "why": {pass: sentence}}; names are the router's ("pointer", "splitk", "gluon") or, for
+# providers that are one kernel, that kernel ("basic", "vectorized", "ablation", "warpspec").
+def _validate_kernel(kernel, direction: str, where: str) -> None:
+    if not isinstance(kernel, dict):
+        raise BenchDataError(f"{where} must be an object")
+    passes = ("forward", "dkdv", "dq") if direction == "bwd" else ("forward",)
+    for name in passes:
+        if not isinstance(kernel.get(name), str) or not kernel[name]:
+            raise BenchDataError(f"{where}.{name} missing or not a non-empty string")
+    if not isinstance(kernel.get("why", {}), dict):
+        raise BenchDataError(f"{where}.why must be an object")
 
 
 def _provenance(doc: dict, path: str, keys: dict) -> dict:

@@ -188,7 +188,8 @@ def providers(settings: Settings):
     from torch.nn.attention import SDPBackend
 
     kernels = _kernels()
-    from kernels import ablation, warpspec
+    from kernels import ablation
+    from kernels.experiments import warpspec
 
     return {
         "basic": lambda q, k, v, c, s: kernels.basic_attention(q, k, v, causal=c, scale=s),
@@ -214,20 +215,37 @@ def providers(settings: Settings):
 
 
 def _flash_pointer(q, k, v, causal, scale):
-    """flash_attention's forward on the pointer kernel, never the Gluon one (post 5's baseline)."""
-    from kernels import flash
-    from kernels._runtime import as_batch_heads
+    """Post 3's pointer kernels, forward and backward, at every size (posts 3 and 4 quote them;
+    post 5's baseline)."""
+    return _kernels().flash_attention(q, k, v, causal=causal, scale=scale, backend="pointer")
 
-    o4, _, _ = flash._flash_forward(as_batch_heads(q), as_batch_heads(k), as_batch_heads(v), causal, scale, "ieee",
-                                    backend="pointer")
-    return o4.reshape(q.shape)
+
+# Which of our kernels a provider runs, for the providers the router does not route: one kernel each.
+FIXED_KERNELS = {"basic": "basic", "vectorized": "vectorized"}
+ROUTED = {"flash": "auto", "flash-tf32": "auto", "flash-pointer": "pointer"}  # provider -> backend
+
+
+def kernel_record(name: str, q, k, v, causal: bool, scale: float, direction: str) -> dict | None:
+    """The record's "kernel" field: which of our kernels ran each pass of provider ``name`` (from
+    ``kernels.plan`` for the routed providers), or None for a peer (SDPA, FA4, eager)."""
+    from kernels import ablation
+
+    if name in ROUTED:
+        plan = _kernels().plan(q, k, v, causal=causal, scale=scale, backward=direction == "bwd", backend=ROUTED[name])
+        record = plan.record()
+        return {key: record[key] for key in ("forward", "dkdv", "dq", "why", "fallback") if record[key] is not None}
+    if name in FIXED_KERNELS or name in ablation.RUNG_NAMES or name in WARPSPEC_VARIANTS or name in GLUON_VARIANTS:
+        kind = FIXED_KERNELS.get(name) or ("ablation" if name in ablation.RUNG_NAMES else
+                                           "warpspec" if name in WARPSPEC_VARIANTS else "gluon")
+        return {"forward": kind, **({"dkdv": kind, "dq": kind} if direction == "bwd" else {})}
+    return None
 
 
 def _gluon(q, k, v, causal, scale, **opts):
     """The Gluon Hopper forward with post 5's switches: (output, compiled kernel)."""
-    from kernels import hopper
+    from kernels.gluon import forward
 
-    o4, _, compiled = hopper.hopper_forward(q, k, v, causal, scale, **opts)
+    o4, _, compiled = forward.hopper_forward(q, k, v, causal, scale, **opts)
     return o4, compiled
 
 
@@ -245,7 +263,8 @@ def reporting_launchers():
     """name -> fn(q, k, v, case, scale) -> (output, record fields): for the providers whose record
     carries the compiler's report of the kernel that ran (registers, spills, shared memory, PTX
     counts) and, for the ablation rungs, the prediction. Used for the first (checked) call only."""
-    from kernels import ablation, vectorized, warpspec
+    from kernels import ablation, vectorized
+    from kernels.experiments import warpspec
 
     def rung(name):
         def run(q, k, v, c, s):
@@ -325,7 +344,8 @@ def production_cases(quick, interp):
     ns = [1024, 2048, 4096, 8192, 16384]
     heads = [(32, 64), (16, 128)]
     dtypes = ["float16", "bfloat16"]
-    provs = ["flash", "sdpa-flash", "sdpa-cudnn", "fa4", "sdpa-efficient", "eager"]
+    # flash-pointer: post 3's kernels at every size, which posts 3 and 4 quote (flash is the router).
+    provs = ["flash", "flash-pointer", "sdpa-flash", "sdpa-cudnn", "fa4", "sdpa-efficient", "eager"]
     B = 4
     if quick:
         ns, dtypes = [1024, 4096], ["float16"]
@@ -463,7 +483,7 @@ def check(c, out, q, k, v, scale, grads=None, do=None, rel_tol=None):
 # for the rest of the process, so it (and SDPA's default dispatch, which may pick it) is
 # timed without graphs. FlashAttention-4 is left out too: its capture has not been checked, and a
 # failed capture can leave the CUDA context unusable for the rest of the run.
-GRAPH_SAFE = {"basic", "vectorized", "flash", "flash-tf32", "eager", "sdpa-flash", "sdpa-cudnn"}
+GRAPH_SAFE = {"basic", "vectorized", "flash", "flash-tf32", "flash-pointer", "eager", "sdpa-flash", "sdpa-cudnn"}
 MAX_ERROR_SHARE = 0.1  # a suite with more unexpected errors than this is not written
 
 
@@ -552,6 +572,9 @@ def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
             raise torch.cuda.OutOfMemoryError("score matrices would not fit in free GPU memory (estimated)")
         if direction == "fwd":
             q, k, v = make_inputs(c, settings.device, sequence_major=name in SEQUENCE_MAJOR)
+            kernel = kernel_record(name, q, k, v, c["causal"], scale, direction)
+            if kernel:
+                rec["kernel"] = kernel
             if name in launchers:
                 out, extras = launchers[name](q, k, v, c, scale)
                 rec.update(extras)
@@ -563,6 +586,9 @@ def prepare(suite, c, name, fn, direction, settings: Settings, launchers: dict):
             call = lambda: fn(q, k, v, c["causal"], scale)  # noqa: E731
         else:
             q, k, v = make_inputs(c, settings.device, requires_grad=True, sequence_major=name in SEQUENCE_MAJOR)
+            kernel = kernel_record(name, q, k, v, c["causal"], scale, direction)
+            if kernel:
+                rec["kernel"] = kernel
             out = fn(q, k, v, c["causal"], scale)
             do = torch.randn_like(out)
             out.backward(do, retain_graph=True)
@@ -669,7 +695,7 @@ def provenance(settings: Settings):
         "quick": settings.quick,
         "ceilings": measure_ceilings(settings.interpret),
         "fa4": fa4_for(settings).info,
-        "flash_dispatch": _kernels().flash.dispatch_rule(),  # which kernel the "flash" provider ran
+        "flash_dispatch": _kernels().attention.RULE,  # the rule; each record's "kernel" says what ran
     }
 
 

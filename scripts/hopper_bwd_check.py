@@ -1,5 +1,5 @@
-"""Check the Gluon dK/dV kernel (kernels/hopper_bwd.py) against float64 and time it beside the
-pointer dK/dV kernel, on an sm90 GPU; with --dq, the Gluon dQ kernel (kernels/hopper_dq.py)
+"""Check the Gluon dK/dV kernel (kernels/gluon/dkdv.py) against float64 and time it beside the
+pointer dK/dV kernel, on an sm90 GPU; with --dq, the Gluon dQ kernel (kernels/gluon/dq.py)
 beside the pointer dQ kernel instead.
 
     python3 scripts/hopper_bwd_check.py [--quick] [--dq] [--case-timeout S] [--out FILE]
@@ -15,9 +15,7 @@ dK/dV kernels alone, then whole backward passes (delta + dK/dV + dQ) with either
 and SDPA's cuDNN backward. With --dq the same for dQ: the Gluon dQ into NaN-filled buffers against
 float64 (at most 2x the pointer dQ kernel's error plus one unit in the last place); timing of
 the dQ kernels alone (the Gluon one at both key tiles) and of whole backward passes with the Gluon
-dK/dV and either dQ kernel, beside cuDNN. With --atomic, the dQ that the dK/dV kernel adds itself
-(hopper_bwd.hopper_dkdv_dq) is checked the same way, and whole backward passes are timed: Gluon
-dK/dV + Gluon dQ pass against the atomic one, beside cuDNN. Prints a table last; writes JSON to --out, or
+dK/dV and either dQ kernel, beside cuDNN. Prints a table last; writes JSON to --out, or
 $OUT/bwd_check.json.
 """
 
@@ -50,11 +48,11 @@ TIMING = [(4, 16, 8192, 128), (4, 32, 8192, 64)]
 
 
 # The Gluon dQ kernel's other key tile per head dim, (BLOCK_N, stages), timed beside
-# hopper_dq.TILES: the deepest ring that fits (scripts/compile_hopper.py --kernel dq).
+# kernels/gluon/dq.py's TILES: the deepest ring that fits (scripts/compile_hopper.py --kernel dq).
 DQ_OTHER_TILE = {64: (64, 4), 128: (128, 2)}
 
 
-def correctness_cases(quick: bool, dq: bool, atomic: bool = False):
+def correctness_cases(quick: bool, dq: bool):
     """dK/dV (both schedules at fp16) or, with ``dq``, dQ alone: each compiles its own kernels."""
     for shape in QUICK_SHAPES if quick else SHAPES:
         for head_dim in (64, 128):
@@ -62,15 +60,15 @@ def correctness_cases(quick: bool, dq: bool, atomic: bool = False):
                 for causal in (False, True):
                     schedules = ("overlap", "serial") if dtype == "float16" else ("overlap",)
                     yield {"kind": "check", "shape": shape, "D": head_dim, "dtype": dtype, "causal": causal,
-                           "schedules": () if dq or atomic else schedules, "dq": dq or atomic, "atomic": atomic}
+                           "schedules": () if dq else schedules, "dq": dq}
 
 
-def timing_cases(bf16: bool, dq: bool, atomic: bool = False):
+def timing_cases(bf16: bool, dq: bool):
     for B, H, N, D in TIMING:
         for dtype in ("float16", "bfloat16") if bf16 else ("float16",):
             for causal in (False, True):
                 yield {"kind": "time", "shape": (B, H, H, N, N), "D": D, "dtype": dtype, "causal": causal,
-                       "dq": dq, "atomic": atomic}
+                       "dq": dq}
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -79,7 +77,7 @@ def timing_cases(bf16: bool, dq: bool, atomic: bool = False):
 def _setup(case):
     import torch
 
-    from kernels import flash
+    from kernels.attention import attention_forward
 
     B, H, H_KV, NQ, NK = case["shape"]
     D = case["D"]
@@ -89,52 +87,34 @@ def _setup(case):
     v = torch.randn(B, H_KV, NK, D, device="cuda").to(dtype)
     do = torch.randn(B, H, NQ, D, device="cuda").to(dtype)
     scale = D**-0.5
-    o, lse, _ = flash._flash_forward(q, k, v, case["causal"], scale, "ieee")
+    o, lse, _ = attention_forward(q, k, v, case["causal"], scale, "ieee")
     delta = (o.float() * do.float()).sum(-1).contiguous()  # what the preprocess kernel computes
     return q, k, v, do, o, lse, delta, scale
 
 
 def pointer_dkdv(q4, k4, v4, do4, lse, delta, causal, scale):
-    """The pointer dK/dV kernel alone, launched as ``flash._flash_backward`` launches it."""
-    import torch
-    import triton
-
+    """The pointer dK/dV kernel alone (``flash.flash_dkdv``, autotuned as the backward runs it)."""
     from kernels import flash
 
-    B, H, NQ, D = q4.shape
-    H_KV, NK = k4.shape[1], k4.shape[2]
-    head_dim = flash._head_dim(D)
-    dk = torch.empty_like(k4)
-    dv = torch.empty_like(v4)
-    tune_n = flash._tune_n(NQ, NK)
-    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
-    flash._launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV),
-                  (q4, k4, v4, do4, lse, delta, dk, dv),
-                  (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(),
-                   H, H_KV, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
-                  meta, (tune_n, q4.dtype, do4.dtype))
-    return dk, dv
+    return flash.flash_dkdv(q4, k4, v4, do4, lse, delta, causal, scale, "ieee")
 
 
 def pointer_dq(q4, k4, v4, do4, lse, delta, causal, scale):
-    """The pointer dQ kernel alone, launched as ``flash._flash_backward`` launches it."""
-    import torch
-    import triton
-
+    """The pointer dQ kernel alone (``flash.flash_dq``, autotuned as the backward runs it)."""
     from kernels import flash
 
-    B, H, NQ, D = q4.shape
-    H_KV, NK = k4.shape[1], k4.shape[2]
-    head_dim = flash._head_dim(D)
-    dq = torch.empty_like(q4)
-    tune_n = flash._tune_n(NQ, NK)
-    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
-    flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H),
-                  (q4, k4, v4, do4, lse, delta, dq),
-                  (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(),
-                   H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
-                  meta, (tune_n, q4.dtype, do4.dtype))
-    return dq
+    return flash.flash_dq(q4, k4, v4, do4, lse, delta, causal, scale, "ieee")
+
+
+def gluon_dkdv_pointer_dq_backward(do4, q4, k4, v4, o4, lse, causal, scale):
+    """A whole backward pass (delta + dK/dV + dQ) with the Gluon dK/dV and the pointer dQ kernel;
+    returns (dq, dk, dv) like ``attention_backward``."""
+    from kernels import flash
+    from kernels.gluon import dkdv as gluon_dkdv
+
+    delta = flash.flash_preprocess(o4, do4)
+    dk, dv = gluon_dkdv.hopper_dkdv(q4, k4, v4, do4.contiguous(), lse, delta, causal, scale)  # TMA reads whole rows
+    return flash.flash_dq(q4, k4, v4, do4, lse, delta, causal, scale, "ieee"), dk, dv
 
 
 def _err(a, b):
@@ -145,7 +125,7 @@ def run_check(case):
     import torch
     import torch.nn.functional as F
 
-    from kernels import hopper_bwd
+    from kernels.gluon import dkdv as gluon_dkdv
     from kernels.reference import reference_attention
 
     q, k, v, do, o, lse, delta, scale = _setup(case)
@@ -169,7 +149,7 @@ def run_check(case):
     result = {"torch_err": torch_err, "pointer_err": pointer_err, "tol": tol, "schedules": {}}
     ok = True
     for schedule in case["schedules"]:
-        dk, dv = hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
+        dk, dv = gluon_dkdv.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
         torch.cuda.synchronize()
         row = {"unwritten": int(dk.isnan().sum().item() + dv.isnan().sum().item()),
                "dk": _err(dk[:1], ref["dk"]), "dv": _err(dv[:1], ref["dv"]),
@@ -188,7 +168,7 @@ def check_dq(case, q, k, v, do, lse, delta, scale, ref):
     import torch
     import torch.nn.functional as F
 
-    from kernels import hopper_dq
+    from kernels.gluon import dq as gluon_dq
 
     causal = case["causal"]
     qt = q[:1].detach().clone().requires_grad_(True)
@@ -196,12 +176,7 @@ def check_dq(case, q, k, v, do, lse, delta, scale, ref):
     F.scaled_dot_product_attention(qt, k[:1].repeat_interleave(group, 1), v[:1].repeat_interleave(group, 1),
                                    is_causal=causal, scale=scale).backward(do[:1])
     pq = pointer_dq(q, k, v, do, lse, delta, causal, scale)
-    if case.get("atomic"):
-        from kernels import hopper_bwd
-
-        dq, _, _ = hopper_bwd.hopper_dkdv_dq(q, k, v, do, lse, delta, causal, scale)
-    else:
-        dq = hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
+    dq = gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
     torch.cuda.synchronize()
     result = {"torch_err": {"dq": _err(qt.grad, ref)}, "pointer_err": {"dq": _err(pq[:1], ref)}}
     ulp = torch.finfo(q.dtype).eps * max(1.0, ref.abs().max().item())
@@ -214,28 +189,26 @@ def check_dq(case, q, k, v, do, lse, delta, scale, ref):
 
 
 def run_timing(case):
-    from kernels import flash, hopper_bwd
+    from kernels.attention import attention_backward
+    from kernels.gluon import dkdv as gluon_dkdv
 
     q, k, v, do, o, lse, delta, scale = _setup(case)
     causal = case["causal"]
     B, H, _, N, _ = case["shape"]
     D = case["D"]
     flops = 4.0 * B * H * N * N * D * (0.5 if causal else 1.0)  # the forward's, FA convention
-    if case.get("atomic"):
-        return time_atomic(case, q, k, v, do, o, lse, delta, scale, flops)
     if case["dq"]:
         return time_dq(case, q, k, v, do, o, lse, delta, scale, flops)
-    stages = hopper_bwd.STAGES[D]
+    stages = gluon_dkdv.STAGES[D]
     other_stages = 3 if D == 128 else 4
     providers = {
         "pointer_dkdv": lambda: pointer_dkdv(q, k, v, do, lse, delta, causal, scale),
-        "gluon_overlap": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule="overlap"),
-        "gluon_serial": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule="serial"),
-        f"gluon_stages{other_stages}": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale,
+        "gluon_overlap": lambda: gluon_dkdv.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule="overlap"),
+        "gluon_serial": lambda: gluon_dkdv.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule="serial"),
+        f"gluon_stages{other_stages}": lambda: gluon_dkdv.hopper_dkdv(q, k, v, do, lse, delta, causal, scale,
                                                                       stages=other_stages),
-        "pointer_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="pointer",
-                                                     dq_backend="pointer"),
-        "flash_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee"),
+        "pointer_bwd": lambda: attention_backward(do, q, k, v, o, lse, causal, scale, "ieee", backend="pointer"),
+        "flash_bwd": lambda: attention_backward(do, q, k, v, o, lse, causal, scale, "ieee"),
     }
     providers["cudnn_bwd"] = cudnn_backward(q, k, v, do, causal, scale)
     # The dK/dV kernels do 4 of the backward's 5 matmuls: 2.0x the forward's FLOPs; a whole
@@ -246,50 +219,28 @@ def run_timing(case):
 
 def time_dq(case, q, k, v, do, o, lse, delta, scale, flops):
     """dQ kernels alone, and whole backward passes (delta + Gluon dK/dV + either dQ) beside cuDNN."""
-    from kernels import flash, hopper_dq
+    from kernels.attention import attention_backward
+    from kernels.gluon import dq as gluon_dq
 
     causal = case["causal"]
     other_n, other_stages = DQ_OTHER_TILE[case["D"]]
-    other_schedule = next(s for s in hopper_dq.SCHEDULES if s != hopper_dq.DEFAULT_SCHEDULE)
+    other_schedule = next(s for s in gluon_dq.SCHEDULES if s != gluon_dq.DEFAULT_SCHEDULE)
     providers = {
         "pointer_dq": lambda: pointer_dq(q, k, v, do, lse, delta, causal, scale),
-        "gluon_dq": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale),
-        f"gluon_dq_n{other_n}": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
-                                                             block_n=other_n, stages=other_stages),
-        f"gluon_dq_{other_schedule}": lambda: hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
-                                                                  schedule=other_schedule),
-        "pointer_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
-                                                        dkdv_backend="gluon", dq_backend="pointer"),
-        "gluon_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
-                                                      dkdv_backend="gluon", dq_backend="gluon"),
+        "gluon_dq": lambda: gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale),
+        f"gluon_dq_n{other_n}": lambda: gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
+                                                            block_n=other_n, stages=other_stages),
+        f"gluon_dq_{other_schedule}": lambda: gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale,
+                                                                 schedule=other_schedule),
+        "pointer_dq_bwd": lambda: gluon_dkdv_pointer_dq_backward(do, q, k, v, o, lse, causal, scale),
+        "gluon_dq_bwd": lambda: attention_backward(do, q, k, v, o, lse, causal, scale, "ieee", backend="gluon"),
         "cudnn_bwd": cudnn_backward(q, k, v, do, causal, scale),
     }
     # A dQ kernel does 3 of the backward's 5 matmuls (S and dP again, then dQ): 1.5x the
     # forward's FLOPs; a whole backward is 2.5x (the FA convention).
     work = {name: (2.5 if name.endswith("_bwd") else 1.5) * flops for name in providers}
-    return dict(bench(providers, work), dq_tile_default=list(hopper_dq.TILES[case["D"]]),
-                dq_tile_other=[other_n, other_stages], dq_schedule_default=hopper_dq.DEFAULT_SCHEDULE)
-
-
-def time_atomic(case, q, k, v, do, o, lse, delta, scale, flops):
-    """Whole backward passes (delta + kernels): Gluon dK/dV + the Gluon dQ pass, against the dK/dV
-    kernel that adds dQ itself (+ its zeroing and scaling), beside cuDNN; and the two dK/dV kernels alone."""
-    from kernels import flash, hopper_bwd
-
-    causal = case["causal"]
-    providers = {
-        "gluon_dkdv": lambda: hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale),
-        "atomic_dkdv_dq": lambda: hopper_bwd.hopper_dkdv_dq(q, k, v, do, lse, delta, causal, scale),
-        "gluon_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
-                                                      dkdv_backend="gluon", dq_backend="gluon"),
-        "atomic_dq_bwd": lambda: flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee",
-                                                       dq_backend="atomic"),
-        "cudnn_bwd": cudnn_backward(q, k, v, do, causal, scale),
-    }
-    # dK/dV alone: 4 of the backward's 5 matmuls (2.0x the forward's FLOPs); with dQ all 5 (2.5x).
-    work = {"gluon_dkdv": 2.0 * flops, "atomic_dkdv_dq": 2.5 * flops}
-    work.update({name: 2.5 * flops for name in providers if name.endswith("_bwd")})
-    return bench(providers, work)
+    return dict(bench(providers, work), dq_tile_default=list(gluon_dq.TILES[case["D"]]),
+                dq_tile_other=[other_n, other_stages], dq_schedule_default=gluon_dq.DEFAULT_SCHEDULE)
 
 
 def cudnn_backward(q, k, v, do, causal, scale):
@@ -328,49 +279,33 @@ def run_warm(case):
     """Compile, without timing, every kernel ``run_timing`` launches for this case: each
     pointer candidate tile (the autotuner then finds them in Triton's cache and only times
     them), and the Gluon variants. Runs in parallel with other cases; timing never does."""
-    import torch
-    import triton
-
-    from kernels import flash, hopper_bwd
+    from kernels import flash
+    from kernels.attention import attention_backward
+    from kernels.gluon import dkdv as gluon_dkdv
+    from kernels.tiles import padded_head_dim
 
     q, k, v, do, o, lse, delta, scale = _setup(case)
     causal = case["causal"]
-    B, H, NQ, D = q.shape
-    H_KV, NK = k.shape[1], k.shape[2]
-    head_dim = flash._head_dim(D)
-    tune_n = flash._tune_n(NQ, NK)
-    meta = dict(HEAD_DIM=head_dim, PAD_D=head_dim != D, IS_CAUSAL=causal, PRECISION="ieee")
-    key = (tune_n, q.dtype, do.dtype)
-    args = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
+    D = q.shape[-1]
+    head_dim = padded_head_dim(D)
     for tile in flash.candidate_tiles("dq", head_dim):
-        dq = torch.empty_like(q)
-        flash._launch("dq", lambda bm, bn: (triton.cdiv(NQ, bm), B * H), (q, k, v, do, lse, delta, dq),
-                      (*args, *dq.stride(), H, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
-                      meta, key, tile=tile)
-    if case.get("atomic"):
-        hopper_bwd.hopper_dkdv_dq(q, k, v, do, lse, delta, causal, scale)
-        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale)
-        flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon", dq_backend="gluon")
-        return {"ok": True}
+        flash.flash_dq(q, k, v, do, lse, delta, causal, scale, "ieee", tile=tile)
     if case["dq"]:
-        from kernels import hopper_dq
+        from kernels.gluon import dq as gluon_dq
 
-        hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
+        gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale)
         other_n, other_stages = DQ_OTHER_TILE[D]
-        hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, block_n=other_n, stages=other_stages)
-        for schedule in hopper_dq.SCHEDULES:
-            hopper_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
-        flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon", dq_backend="gluon")
+        gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, block_n=other_n, stages=other_stages)
+        for schedule in gluon_dq.SCHEDULES:
+            gluon_dq.hopper_dq(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
+        attention_backward(do, q, k, v, o, lse, causal, scale, "ieee", backend="gluon")
         return {"ok": True}
     for tile in flash.candidate_tiles("dkdv", head_dim):
-        dk, dv = torch.empty_like(k), torch.empty_like(v)
-        flash._launch("dkdv", lambda bm, bn: (triton.cdiv(NK, bn), B * H_KV), (q, k, v, do, lse, delta, dk, dv),
-                      (*args, *dk.stride(), H, H_KV, H // H_KV, NQ, NK, D, scale * flash.LOG2E, scale, tune_n),
-                      meta, key, tile=tile)
-    for schedule in hopper_bwd.SCHEDULES:
-        hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
-    hopper_bwd.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, stages=3 if D == 128 else 4)
-    flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", dkdv_backend="gluon")  # the preprocess kernel
+        flash.flash_dkdv(q, k, v, do, lse, delta, causal, scale, "ieee", tile=tile)
+    for schedule in gluon_dkdv.SCHEDULES:
+        gluon_dkdv.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, schedule=schedule)
+    gluon_dkdv.hopper_dkdv(q, k, v, do, lse, delta, causal, scale, stages=3 if D == 128 else 4)
+    attention_backward(do, q, k, v, o, lse, causal, scale, "ieee")  # the preprocess kernel, the routed dQ
     return {"ok": True}
 
 
@@ -508,9 +443,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="correctness on three shapes only")
     parser.add_argument("--dq", action="store_true",
-                        help="check and time the Gluon dQ kernel (kernels/hopper_dq.py) instead of the dK/dV ones")
-    parser.add_argument("--atomic", action="store_true",
-                        help="check and time the dQ that the dK/dV kernel adds itself (hopper_bwd.hopper_dkdv_dq)")
+                        help="check and time the Gluon dQ kernel (kernels/gluon/dq.py) instead of the dK/dV ones")
     parser.add_argument("--no-timing", action="store_true", help="correctness only")
     parser.add_argument("--bf16-timing", action="store_true", help="time bf16 too (fp16 only by default)")
     parser.add_argument("--case-timeout", type=float, default=90.0,
@@ -536,7 +469,7 @@ def main(argv=None):
         print("hopper_bwd_check: needs an sm90 (Hopper) GPU", file=sys.stderr)
         return 2
     started = time.monotonic()
-    checks = list(correctness_cases(args.quick, args.dq, args.atomic))
+    checks = list(correctness_cases(args.quick, args.dq))
     # Correctness: NaN-filled outputs everywhere, one fixed pointer tile (no autotuning: it would
     # compile every candidate for every shape); one worker per (D, causal), in parallel, so the
     # compilations (most of the time) use several CPU cores.
@@ -544,7 +477,7 @@ def main(argv=None):
                                         args.case_timeout, started + 0.6 * args.total_timeout)
     timings, timing_records = [], []
     if not args.no_timing:
-        timings = list(timing_cases(args.bf16_timing, args.dq, args.atomic))
+        timings = list(timing_cases(args.bf16_timing, args.dq))
         # Compile everything the timing launches first, in parallel; then time one case at a time,
         # plain outputs, the pointer kernels autotuned as flash_attention runs them.
         run_sharded([dict(case, kind="warm") for case in timings], {"KERNELS_POISON_OUTPUTS": "0"},
@@ -553,7 +486,7 @@ def main(argv=None):
                                              started + args.total_timeout)
         device = device or device_t
 
-    what = "atomic dQ" if args.atomic else "dQ" if args.dq else "dK/dV"
+    what = "dQ" if args.dq else "dK/dV"
     print(f"\n{device}: Gluon {what} against float64 ({len(checks)} cases)")
     bad = 0
     for case, record in zip(checks, check_records):
@@ -561,9 +494,7 @@ def main(argv=None):
             bad += 1
             print("  NOT OK:", summary_line(case, record))
     print(f"  {len(checks) - bad} ok, {bad} not ok")
-    if timings and args.atomic:
-        print_atomic_table(timings, timing_records)
-    elif timings and args.dq:
+    if timings and args.dq:
         print_dq_table(timings, timing_records)
     elif timings:
         print(f"\n{'case':44} {'ptr dkdv':>9} {'overlap':>9} {'serial':>9} {'stages':>9} {'ptr bwd':>9} "
@@ -596,22 +527,13 @@ def timed_rows(timings, timing_records):
         yield case, record, lambda key, record=record: record.get(key, {}).get("ms", float("nan"))
 
 
-def print_atomic_table(timings, timing_records):
-    print(f"\n{'case':44} {'dkdv':>9} {'dkdv+dq':>9} {'bwd pass':>9} {'bwd atomic':>10} {'cudnn':>9}  "
-          "ms; pass/atomic bwd, cudnn/atomic bwd")
-    for case, _, ms in timed_rows(timings, timing_records):
-        print(f"{case_name(case):44} {ms('gluon_dkdv'):9.3f} {ms('atomic_dkdv_dq'):9.3f} {ms('gluon_dq_bwd'):9.3f} "
-              f"{ms('atomic_dq_bwd'):10.3f} {ms('cudnn_bwd'):9.3f}  {ms('gluon_dq_bwd') / ms('atomic_dq_bwd'):.2f}x, "
-              f"{ms('cudnn_bwd') / ms('atomic_dq_bwd'):.2f}x")
-
-
 def print_dq_table(timings, timing_records):
-    from kernels import hopper_dq
+    from kernels.gluon import dq as gluon_dq
 
-    other = next(s for s in hopper_dq.SCHEDULES if s != hopper_dq.DEFAULT_SCHEDULE)
+    other = next(s for s in gluon_dq.SCHEDULES if s != gluon_dq.DEFAULT_SCHEDULE)
     print(f"\n{'case':44} {'ptr dq':>9} {'gluon dq':>9} {'other N':>9} {other:>9} {'bwd ptr':>9} {'bwd gluon':>9} "
           f"{'cudnn':>9}  ms; ptr/gluon dq, cudnn/bwd with ptr dq, cudnn/bwd with gluon dq "
-          f"(gluon dq: {hopper_dq.DEFAULT_SCHEDULE}, hopper_dq.TILES; other N: the other key tile)")
+          f"(gluon dq: {gluon_dq.DEFAULT_SCHEDULE}, gluon/dq.py's TILES; other N: the other key tile)")
     for case, record, ms in timed_rows(timings, timing_records):
         other_n = next(key for key in record if key.startswith("gluon_dq_n"))
         print(f"{case_name(case):44} {ms('pointer_dq'):9.3f} {ms('gluon_dq'):9.3f} {ms(other_n):9.3f} "

@@ -21,26 +21,28 @@ def fa_flops(B, H, NQ, NK, D, causal):
 
 def host_probe():
     """Host time per call of the Gluon launcher, through Triton's own launch path and through the
-    compiled kernel's entry (``kernels.flash._DIRECT``), fp16 and bf16; and whether Triton's launch
+    compiled kernel's entry (``kernels.launch.DIRECT``), fp16 and bf16; and whether Triton's launch
     cache grows (a miss per call would recompile or reload the kernel every time)."""
     import time
 
     import torch
 
-    from kernels import flash, hopper
+    from kernels import launch
+    from kernels.gluon import forward as gluon_forward
 
     for direct in (False, True):
-        flash._DIRECT.enabled = direct
+        launch.DIRECT.enabled = direct
         for dtype in (torch.float16, torch.bfloat16):
             q, k, v = (torch.randn(4, 16, 2048, 128, device="cuda", dtype=dtype) for _ in range(3))
             for _ in range(3):
-                hopper.hopper_forward(q, k, v, False, 0.088)
+                gluon_forward.hopper_forward(q, k, v, False, 0.088)
             torch.cuda.synchronize()
-            caches = lambda: sum(len(c[0]) for c in hopper._hopper_fwd_kernel.device_caches.values())  # noqa: E731
+            caches = lambda: sum(  # noqa: E731
+                len(c[0]) for c in gluon_forward.hopper_fwd_kernel.device_caches.values())
             before = caches()
             t0 = time.perf_counter()
             for _ in range(50):  # the GPU needs ~0.5 ms per call, so these calls only queue work
-                hopper.hopper_forward(q, k, v, False, 0.088)
+                gluon_forward.hopper_forward(q, k, v, False, 0.088)
             host = (time.perf_counter() - t0) / 50 * 1e6
             torch.cuda.synchronize()
             wall = (time.perf_counter() - t0) / 50 * 1e6
@@ -59,7 +61,7 @@ def sweep(out: str | None):
     import triton
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kernels import hopper
+    from kernels.gluon import forward as gluon_forward
 
     records = []
     for (H, D), N, dtype, causal in itertools.product(((16, 128), (32, 64)), (2048, 4096, 8192, 16384),
@@ -68,7 +70,7 @@ def sweep(out: str | None):
         scale = D**-0.5
         variants = {f"{sched}{'' if lpt else '-inorder'}": (sched, lpt)
                     for sched in ("serial", "pingpong") for lpt in ((True, False) if causal else (True,))}
-        calls = {name: (lambda s=s, lpt=lpt: hopper.hopper_forward(q, k, v, causal, scale, schedule=s, lpt=lpt))
+        calls = {name: (lambda s=s, lpt=lpt: gluon_forward.hopper_forward(q, k, v, causal, scale, schedule=s, lpt=lpt))
                  for name, (s, lpt) in variants.items()}
 
         def cudnn():
@@ -106,7 +108,8 @@ def main(argv=None):
     import triton
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kernels import flash, hopper
+    from kernels import flash
+    from kernels.gluon import forward as gluon_forward
     from kernels.reference import reference_attention
 
     if args.host:
@@ -127,19 +130,19 @@ def main(argv=None):
                 scale = D**-0.5
                 # Correctness on the first 2 heads of the first batch against float64.
                 ref = reference_attention(q[:1, :2], k[:1, :2], v[:1, :2], causal=causal, scale=scale)
-                got = hopper.hopper_attention(q, k, v, causal=causal, scale=scale)[:1, :2]
+                got = gluon_forward.hopper_attention(q, k, v, causal=causal, scale=scale)[:1, :2]
                 torch_err = (F.scaled_dot_product_attention(q[:1, :2], k[:1, :2], v[:1, :2], is_causal=causal)
                              .double() - ref.double()).abs().max().item()
                 err = (got.double() - ref.double()).abs().max().item()
                 row = dict(B=B, H=H, D=D, N=N, dtype=str(dtype).split(".")[-1], causal=causal,
                            err=err, torch_err=torch_err)
                 providers = {
-                    "gluon": lambda: hopper.hopper_attention(q, k, v, causal=causal, scale=scale),
-                    "pipelined": lambda: hopper.hopper_forward(q, k, v, causal, scale, schedule="pipelined")[0],
-                    "pingpong": lambda: hopper.hopper_forward(q, k, v, causal, scale, schedule="pingpong")[0],
-                    "stages3": lambda: hopper.hopper_forward(q, k, v, causal, scale, stages=3)[0],
-                    "in_order": lambda: hopper.hopper_forward(q, k, v, causal, scale, lpt=False)[0],
-                    "flash": lambda: flash._flash_forward(q, k, v, causal, scale, "ieee", backend="pointer")[0],
+                    "gluon": lambda: gluon_forward.hopper_attention(q, k, v, causal=causal, scale=scale),
+                    "pipelined": lambda: gluon_forward.hopper_forward(q, k, v, causal, scale, schedule="pipelined")[0],
+                    "pingpong": lambda: gluon_forward.hopper_forward(q, k, v, causal, scale, schedule="pingpong")[0],
+                    "stages3": lambda: gluon_forward.hopper_forward(q, k, v, causal, scale, stages=3)[0],
+                    "in_order": lambda: gluon_forward.hopper_forward(q, k, v, causal, scale, lpt=False)[0],
+                    "flash": lambda: flash.flash_forward(q, k, v, causal, scale, "ieee")[0],
                 }
 
                 def cudnn():

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _kernels(root: Path, alias: str = "kernels"):
-    """The kernels package in ``root``, imported under ``alias`` (two copies can live side by side)."""
+    """The kernels package in ``root``, imported under ``alias`` (two copies can live side by side),
+    and its module that holds the direct-launch switch (``launch``; ``flash`` before kernels/launch.py)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(alias, root / "kernels" / "__init__.py",
@@ -32,14 +33,18 @@ def _kernels(root: Path, alias: str = "kernels"):
     module = importlib.util.module_from_spec(spec)
     sys.modules[alias] = module
     spec.loader.exec_module(module)
-    return module, sys.modules[f"{alias}.flash"]
+    return module, sys.modules.get(f"{alias}.launch") or sys.modules[f"{alias}.flash"]
 
 
-def _set_direct(flash, on: bool):
-    if hasattr(flash, "_DIRECT"):
-        flash._DIRECT.enabled = on
+def _set_direct(switch, on: bool):
+    """Turn direct launch on or off in the module ``_kernels`` returned."""
+    if hasattr(switch, "DIRECT"):  # kernels/launch.py's DirectLauncher
+        switch.DIRECT.enabled = on
+    elif hasattr(switch, "DirectLauncher"):  # flash.py's own launcher, before kernels/launch.py
+        raise SystemExit(f"launch_overhead: {switch.__file__} keeps its direct launcher private "
+                         "(before kernels/launch.py), so it cannot be switched from here")
     else:  # the package before the DirectLauncher
-        flash.DIRECT_LAUNCH = on
+        switch.DIRECT_LAUNCH = on
 
 
 def host(roots: list[Path], calls: int, rounds: int = 5) -> dict:
@@ -53,7 +58,8 @@ def host(roots: list[Path], calls: int, rounds: int = 5) -> dict:
     do = torch.randn_like(q)
     packages = [(f"pkg{i}", *_kernels(root, f"kernels_m{i}"), root) for i, root in enumerate(roots)]
     variants = []
-    for alias, kernels, flash, root in packages:
+    for alias, kernels, switch, root in packages:
+        _set_direct(switch, True)  # a package whose switch is out of reach stops here, before any timing
         for direct in (True, False):
             for name in ("fwd", "fwd+bwd"):
                 def call(kernels=kernels, name=name):
@@ -61,11 +67,12 @@ def host(roots: list[Path], calls: int, rounds: int = 5) -> dict:
                         kernels.flash_attention(q, k, v, causal=True)
                     else:
                         kernels.flash_attention(qg, kg, vg, causal=True).backward(do)
-                variants.append((f"{root.name or root} {name} direct={'on' if direct else 'off'}", flash, direct, call))
+                variants.append((f"{root.name or root} {name} direct={'on' if direct else 'off'}", switch, direct,
+                                 call))
     samples = {label: [] for label, *_ in variants}
     for r in range(rounds):
-        for label, flash, direct, call in variants[r % len(variants):] + variants[:r % len(variants)]:
-            _set_direct(flash, direct)
+        for label, switch, direct, call in variants[r % len(variants):] + variants[:r % len(variants)]:
+            _set_direct(switch, direct)
             for _ in range(20):
                 call()
             torch.cuda.synchronize()

@@ -5,7 +5,7 @@ timestamps, and write ``<out>/timeline.<gpu>.json`` (the data behind post 5's ti
     python scripts/timeline.py --commit $(git rev-parse HEAD) --out $OUT [--raw $OUT]
 
 Needs an sm90 GPU and a Triton with Proton (3.6). The kernel is compiled with ``PROFILE=True``
-(``kernels/hopper.py``): each scope (wait for K, QK^T, softmax, ...) writes a cycle counter when it
+(``kernels/gluon/forward.py``): each scope (wait for K, QK^T, softmax, ...) writes a cycle counter when it
 opens and closes. Records cost cycles, so the instrumented kernel is slower than the real one; the
 script times both and says by how much in ``provenance.proton.note``.
 """
@@ -86,14 +86,14 @@ def trace_one(schedule: str, q, k, v, mode, workdir: Path, raw_dir: str | None):
     import torch
     import triton.profiler as proton
 
-    from kernels import hopper
+    from kernels.gluon import forward as gluon_forward
 
     scale = q.shape[-1] ** -0.5
     name = str(workdir / f"timeline-{schedule}")
     proton.start(name, data="trace", backend="instrumentation", mode=mode)
     try:
         for _ in range(LAUNCHES):
-            o, _, _ = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule, profile=True)
+            o, _, _ = gluon_forward.hopper_forward(q, k, v, False, scale, schedule=schedule, profile=True)
             torch.cuda.synchronize()
     finally:
         proton.finalize()
@@ -118,13 +118,13 @@ def main(argv=None) -> int:
     import triton
     import triton.profiler as proton
 
-    from kernels import hopper
+    from kernels.gluon import forward as gluon_forward
     from perfdata import schema as benchdata
     from scripts import benchmark
 
     B, H, N, D = SHAPE["B"], SHAPE["H"], SHAPE["N"], HEAD_DIM
     q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.float16) for _ in range(3))
-    problem = hopper.hopper_problem(q, k, v)
+    problem = gluon_forward.hopper_problem(q, k, v)
     if problem:
         print(f"timeline: the Gluon kernel cannot run here: {problem}", file=sys.stderr)
         return 2
@@ -137,9 +137,9 @@ def main(argv=None) -> int:
     records, notes, plain_us = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for schedule in SCHEDULES:
-            plain = hopper.hopper_forward(q, k, v, False, scale, schedule=schedule)[0]
+            plain = gluon_forward.hopper_forward(q, k, v, False, scale, schedule=schedule)[0]
             plain_ms = triton.testing.do_bench(
-                lambda: hopper.hopper_forward(q, k, v, False, scale, schedule=schedule), return_mode="median")
+                lambda: gluon_forward.hopper_forward(q, k, v, False, scale, schedule=schedule), return_mode="median")
             clock_mhz = torch.cuda.clock_rate()  # the SM clock now, just after timing (NVML)
             events, traced_out = trace_one(schedule, q, k, v, mode, Path(tmp), args.raw)
             if not torch.equal(plain, traced_out):  # the records must not change what is computed

@@ -62,33 +62,38 @@ def variants(case, q, k, v, scale, precisions=("ieee",)):
     precision in ``precisions``, on TF32X3_TILES, unsplit and split)."""
     import torch
 
-    from kernels import flash, splitk
+    from kernels import flash, flash_attention, splitk
+    from kernels.tiles import padded_head_dim
 
     out = [("eager", None, None, lambda: eager(q, k, v, scale)),
-           ("flash unsplit", 1, None, lambda: flash._flash_forward(q, k, v, False, scale, "ieee", splits=1)[0]),
+           ("flash unsplit", 1, None, lambda: flash.flash_forward(q, k, v, False, scale, "ieee")[0]),
            ("flash_attention (heuristic)", splitk.auto_splits(q, k), None,
-            lambda: flash.flash_attention(q, k, v, scale=scale))]
-    ieee_tiles = splitk.candidate_tiles(case["Nq"], flash._head_dim(case["D"]), case["dtype"])
+            lambda: flash_attention(q, k, v, scale=scale))]
+    ieee_tiles = splitk.candidate_tiles(case["Nq"], padded_head_dim(case["D"]), case["dtype"])
     if case["dtype"] == torch.float32 and "ieee" not in precisions:
         ieee_tiles = []  # fp32 cases: only eager, unsplit and the heuristic in exact fp32
     for tile in ieee_tiles:
         for s in SPLITS:
             out.append((f"split {s} {'x'.join(map(str, tile))}", s, tile,
-                        lambda s=s, tile=tile: flash._flash_forward(q, k, v, False, scale, "ieee", splits=s,
-                                                                    tile=tile)[0]))
+                        lambda s=s, tile=tile: splitk.splitk_forward(q, k, v, False, scale, "ieee", s,
+                                                                     tile=tile)[0]))
     if case["dtype"] == torch.float32:
         for prec in (p for p in precisions if p != "ieee"):
             for tile in TF32X3_TILES:
                 for s in TF32X3_SPLITS:
                     label = f"{prec} {'unsplit' if s == 1 else f'split {s}'} {'x'.join(map(str, tile))}"
-                    out.append((label, s, tile,
-                                lambda s=s, tile=tile, prec=prec: flash._flash_forward(
-                                    q, k, v, False, scale, prec, splits=s, tile=tile)[0]))
+                    if s == 1:  # the unsplit pointer kernel on this tile
+                        fn = lambda tile=tile, prec=prec: flash.flash_forward(  # noqa: E731
+                            q, k, v, False, scale, prec, tile=tile)[0]
+                    else:
+                        fn = lambda s=s, tile=tile, prec=prec: splitk.splitk_forward(  # noqa: E731
+                            q, k, v, False, scale, prec, s, tile=tile)[0]
+                    out.append((label, s, tile, fn))
     return out
 
 
 def tolerance(dtype, ref, eager_err: float) -> float:
-    """fp32: 2e-5 of the output's magnitude (as tests/conftest.py); fp16: 2x eager's own error."""
+    """fp32: 2e-5 of the output's magnitude (as tests/helpers.py); fp16: 2x eager's own error."""
     import torch
 
     magnitude = max(1.0, ref.abs().max().item())

@@ -1,96 +1,52 @@
-"""Shared set-up: one suite, two modes.
+"""Shared set-up: one suite, two modes, and the markers.
 
-On a machine without a CUDA GPU the suite runs through Triton's CPU interpreter
-(fp32 and fp16, small shapes); with a GPU it runs everything, bf16 included.
+On a machine without a CUDA GPU the suite runs through Triton's CPU interpreter (fp32 and fp16,
+small shapes); with a GPU it runs everything, bf16 included. Markers (pytest.ini): ``gpu`` and
+``hopper`` tests are skipped where there is no such device, ``browser`` marks tests/site,
+``slow`` the long ones; ``pytest -m "not browser"`` runs the kernel tests alone.
+Helpers live in ``tests/helpers.py`` (``from helpers import ...``).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import zlib
+from pathlib import Path
 
-# Every output buffer starts as NaN, so an element a kernel never wrote fails a test. Set before
-# kernels is imported: the package reads it once.
-os.environ["KERNELS_POISON_OUTPUTS"] = "1"
-
+import helpers  # first: sets KERNELS_POISON_OUTPUTS before kernels is imported
 import pytest
 import torch
-import torch.nn.functional as F
 
 import kernels
-from kernels import _runtime, hopper
+from kernels import runtime
 
-INTERPRET = kernels.INTERPRET
-DEVICE = "cpu" if INTERPRET else "cuda"
-if not INTERPRET and torch.cuda.device_count() > 1 and os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
-    # pytest -n on a host with several GPUs: worker gwK runs on GPU K mod count, so one run of the
-    # suite spreads over every GPU ("cuda" then means that GPU for the worker's tests).
-    torch.cuda.set_device(int(os.environ["PYTEST_XDIST_WORKER"][2:]) % torch.cuda.device_count())
-DTYPES = [torch.float32, torch.float16] if INTERPRET else [torch.float32, torch.float16, torch.bfloat16]
-# Where the Gluon Hopper kernels (kernels/hopper.py, hopper_bwd.py) can run.
-ON_HOPPER = (not INTERPRET and torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-             and hopper.GLUON_IMPORT_ERROR is None)
-HOPPER_ONLY = pytest.mark.skipif(not ON_HOPPER, reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+SITE_TESTS = Path(__file__).parent / "site"
 
 
 def pytest_report_header(config):
-    assert _runtime.POISON_OUTPUTS, "kernels was imported before conftest could set KERNELS_POISON_OUTPUTS"
+    assert runtime.POISON_OUTPUTS, "kernels was imported before conftest could set KERNELS_POISON_OUTPUTS"
     return f"kernels mode: {kernels.mode_description()}"
 
 
-def seed_of(nodeid: str) -> int:
-    """The seed of a test's inputs: a stable hash of its id (``hash()`` is salted per process)."""
-    return zlib.crc32(nodeid.encode())
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (this run uses Triton's CPU interpreter)")
+    skip_hopper = pytest.mark.skip(reason="needs an sm90 GPU and Triton's Gluon Hopper API")
+    for item in items:
+        if SITE_TESTS in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.xdist_group("browser"))  # one worker, one browser, under --dist loadgroup
+        if "gpu" in item.keywords and helpers.INTERPRET:
+            item.add_marker(skip_gpu)
+        if "hopper" in item.keywords and not helpers.ON_HOPPER:
+            item.add_marker(skip_hopper)
 
 
 @pytest.fixture(autouse=True)
 def fresh_seed(request):
     # Fresh inputs per test, seeded from the test id so a failure replays with the same inputs.
-    torch.manual_seed(seed_of(request.node.nodeid))
+    torch.manual_seed(helpers.seed_of(request.node.nodeid))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
     if report.failed:
-        report.sections.append(("inputs", f"torch.manual_seed({seed_of(item.nodeid)}) (crc32 of the test id)"))
-
-
-def rand(*shape, dtype=torch.float32, device=DEVICE, requires_grad=False):
-    t = torch.randn(*shape, dtype=torch.float32, device=device).to(dtype)
-    return t.requires_grad_(requires_grad)
-
-
-def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-
-
-def torch_lowp_attention(q, k, v, causal, scale):
-    """PyTorch's own low-precision attention, the yardstick for fp16/bf16 error."""
-    if q.shape[:-2] != k.shape[:-2]:
-        g = q.shape[-3] // k.shape[-3]
-        k, v = k.repeat_interleave(g, dim=-3), v.repeat_interleave(g, dim=-3)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
-
-
-def tolerance(dtype: torch.dtype, ref: torch.Tensor, torch_err: float | None) -> float:
-    """The largest max-abs error we accept for an output in ``dtype``.
-
-    fp32: round-off of sums of up to a few hundred fp32 terms, 2e-5 relative to
-    the output's magnitude (float32 eps is 1.2e-7; 257 terms give ~3e-5 worst case,
-    typical far less). fp16/bf16 on the GPU: at most 2x PyTorch's own error
-    against the float64 reference, plus one unit in the last place of the output
-    (so an exactly-right PyTorch, e.g. Nk = 1, does not demand perfection).
-    fp16 under the interpreter (PyTorch's CPU kernels there compute in fp32, so no
-    fair yardstick): P is rounded to fp16 before P@V (relative 2^-11 per weight)
-    and the output once more, so 2^-9 of the output's magnitude.
-    """
-    scale_ = max(1.0, ref.abs().max().item()) if ref.numel() else 1.0
-    if dtype == torch.float32:
-        return 2e-5 * scale_
-    ulp = torch.finfo(dtype).eps * scale_
-    if torch_err is None:
-        return 2.0**-9 * scale_
-    return 2.0 * torch_err + ulp
+        report.sections.append(("inputs", f"torch.manual_seed({helpers.seed_of(item.nodeid)}) (crc32 of the test id)"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import INTERPRET, max_err, rand, tolerance, torch_lowp_attention
+from helpers import INTERPRET, max_err, rand, tolerance, torch_lowp_attention
 from kernels import ablation
 
 SHAPES = [(7, 7, 16), (63, 100, 40)] if INTERPRET else [(7, 7, 16), (63, 100, 40), (257, 257, 64), (300, 1000, 128)]

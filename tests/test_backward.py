@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import DTYPES, INTERPRET, max_err, rand, tolerance, torch_lowp_attention
+from helpers import DTYPES, INTERPRET, max_err, rand, tolerance, torch_lowp_attention
 
 N_ALL = [1, 7, 63, 100, 257]
 D_ALL = [16, 40, 64, 80]

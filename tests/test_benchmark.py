@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import kernels
 from perfdata import schema as benchdata
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ def run(*args, env=None):
 
 @pytest.fixture(scope="module")
 def interpreted_run(tmp_path_factory):
-    from kernels._runtime import interpreter_problem
+    from kernels.runtime import interpreter_problem
 
     if interpreter_problem():
         pytest.skip(interpreter_problem())
@@ -53,6 +54,22 @@ def test_records_pool_interleaved_rounds(interpreted_run):
     doc = benchdata.load(out / "production.cpu-interpreter.json")
     for r in doc["records"]:
         assert r["p20"] <= r["p50"] <= r["p80"] and len(r["round_p50"]) >= 1
+
+
+def test_our_records_name_the_kernel_that_ran(interpreted_run):
+    """Every record of ours says which kernel ran each pass (kernels.plan for the router); peers do not."""
+    out, _ = interpreted_run
+    doc = benchdata.load(out / "production.cpu-interpreter.json")
+    assert doc["provenance"]["flash_dispatch"] == kernels.attention.RULE
+    ours = [r for r in doc["records"] if r["provider"] == "flash"]
+    assert ours and {r["direction"] for r in ours} == {"fwd", "bwd"}
+    for r in ours:
+        passes = ("forward", "dkdv", "dq") if r["direction"] == "bwd" else ("forward",)
+        assert all(r["kernel"][p] == "pointer" for p in passes), r["kernel"]  # no Gluon under the interpreter
+        assert set(r["kernel"]["why"]) == set(passes)
+    assert not any("kernel" in r for r in doc["records"] if r["provider"] in ("eager", "sdpa"))
+    seed = benchdata.load(out / "seed.cpu-interpreter.json")
+    assert {r["kernel"]["forward"] for r in seed["records"] if r["provider"] == "basic"} == {"basic"}
 
 
 def test_ablation_records_carry_their_prediction(interpreted_run):
@@ -145,8 +162,8 @@ def bench_module():
 
     if not kernels.INTERPRET:
         pytest.skip("the in-process pipeline runs the interpreter; this process compiles for the GPU")
-    if kernels._runtime.interpreter_problem():
-        pytest.skip(kernels._runtime.interpreter_problem())
+    if kernels.runtime.interpreter_problem():
+        pytest.skip(kernels.runtime.interpreter_problem())
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import benchmark
@@ -299,7 +316,7 @@ def test_sharded_interpreted_run_merges_into_the_whole_suite(tmp_path, interpret
 
 
 def test_merge_refuses_shards_of_different_commits_and_keeps_the_old_file(tmp_path):
-    from kernels._runtime import interpreter_problem
+    from kernels.runtime import interpreter_problem
 
     if interpreter_problem():  # the shards come from interpreted runs (seen on the GPU box: NumPy 2.5)
         pytest.skip(interpreter_problem())

@@ -1,4 +1,4 @@
-"""The direct launch of compiled kernels (``kernels.flash.DirectLauncher``) computes exactly
+"""The direct launch of compiled kernels (``kernels.launch.DirectLauncher``) computes exactly
 what Triton's own launch path computes, never reuses a kernel compiled for another
 specialisation (alignment, int == 1, divisibility by 16, dtype), and falls back to Triton's
 path, with one warning, if the compiled kernel's launch entry ever refuses its arguments.
@@ -10,30 +10,30 @@ import warnings
 
 import pytest
 import torch
+import triton
 
-from kernels import flash
+import kernels
+from kernels import flash, launch
 
-from conftest import DEVICE, INTERPRET, rand
-
-gpu_only = pytest.mark.skipif(INTERPRET, reason="direct launch exists only on the GPU")
+from helpers import DEVICE, INTERPRET, rand
 
 
 def _fwd_bwd(q, k, v, causal):
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    o = flash.flash_attention(q, k, v, causal=causal)
+    o = kernels.flash_attention(q, k, v, causal=causal)
     o.backward(torch.ones_like(o))
     return o.detach(), q.grad, k.grad, v.grad
 
 
-@gpu_only
+@pytest.mark.gpu  # direct launch exists only on the GPU
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", [(2, 4, 100, 64), (1, 2, 257, 40), (3, 1, 64, 128)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_direct_equals_triton_path(monkeypatch, shape, dtype, causal):
     q, k, v = (rand(*shape, dtype=dtype) for _ in range(3))
-    monkeypatch.setattr(flash._DIRECT, "enabled", False)
+    monkeypatch.setattr(launch.DIRECT, "enabled", False)
     want = _fwd_bwd(q, k, v, causal)
-    monkeypatch.setattr(flash._DIRECT, "enabled", True)
+    monkeypatch.setattr(launch.DIRECT, "enabled", True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback warning fails the test
         _fwd_bwd(q, k, v, causal)  # first call per specialisation: Triton's path, then cached
@@ -41,13 +41,13 @@ def test_direct_equals_triton_path(monkeypatch, shape, dtype, causal):
             got = _fwd_bwd(q, k, v, causal)
             for g, w in zip(got, want):
                 assert torch.equal(g, w)
-    assert flash._DIRECT.enabled and len(flash._DIRECT) > 0, "the direct launch fell back to Triton's path"
+    assert launch.DIRECT.enabled and len(launch.DIRECT) > 0, "the direct launch fell back to Triton's path"
 
 
-@gpu_only
+@pytest.mark.gpu  # direct launch exists only on the GPU
 def test_specialisation_separates_launches(monkeypatch):
     """Aligned, then misaligned pointers and a length of 1: each gets its own kernel."""
-    monkeypatch.setattr(flash._DIRECT, "enabled", True)
+    monkeypatch.setattr(launch.DIRECT, "enabled", True)
     buf = rand(1 + 2 * 4 * 96 * 64, dtype=torch.float16)
     aligned = buf[:-1].view(2, 4, 96, 64)
     shifted = buf[1:].view(2, 4, 96, 64)  # data_ptr % 16 == 2: Triton must not assume alignment
@@ -55,19 +55,19 @@ def test_specialisation_separates_launches(monkeypatch):
     k, v = rand(2, 4, 96, 64, dtype=torch.float16), rand(2, 4, 96, 64, dtype=torch.float16)
     for q in (aligned, shifted, aligned, shifted, aligned[:, :, :1], shifted[:, :, :1]):
         for _ in range(2):
-            out = flash.flash_attention(q, k, v)
+            out = kernels.flash_attention(q, k, v)
             ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8.0, -1) @ v.double()
             assert (out.double() - ref).abs().max().item() < 2e-3
-    assert flash._specialization((aligned,), ()) != flash._specialization((shifted,), ())
-    assert len({flash._specialization((), (n,)) for n in (1, 16, 17, 2**31)}) == 4
+    assert launch.specialization((aligned,), ()) != launch.specialization((shifted,), ())
+    assert len({launch.specialization((), (n,)) for n in (1, 16, 17, 2**31)}) == 4
 
 
-@gpu_only
+@pytest.mark.gpu  # direct launch exists only on the GPU
 def test_profiler_hooks_take_tritons_path(monkeypatch):
     """With a launch hook set (as profilers do), every launch goes through Triton."""
     seen = []
     hook = seen.append
-    knobs = flash.triton.knobs.runtime
+    knobs = triton.knobs.runtime
     old = knobs.launch_enter_hook
     if hasattr(old, "add"):  # newer Tritons chain hooks
         old.add(hook)
@@ -78,25 +78,25 @@ def test_profiler_hooks_take_tritons_path(monkeypatch):
     try:
         q, k, v = (rand(1, 2, 64, 64, dtype=torch.float16, device=DEVICE) for _ in range(3))
         for _ in range(3):
-            flash.flash_attention(q, k, v)
+            kernels.flash_attention(q, k, v)
         assert len(seen) == 3
     finally:
         undo()
 
 
-@pytest.mark.parametrize("name", sorted(flash._KERNELS))
+@pytest.mark.parametrize("name", sorted(flash.KERNELS))
 def test_constexpr_params_only_for_a_trailing_block(name):
     """The direct launch passes constexprs after the runtime arguments, so it must only be
     used when every constexpr follows them (runs without a GPU: parses the signature only)."""
-    kernel = flash._KERNELS[name][0]
+    kernel = flash.KERNELS[name].kernel
     if INTERPRET:  # the interpreter's wrapper has no signature; parse the same function
-        kernel = flash.triton.runtime.jit.JITFunction(kernel.fn)
+        kernel = triton.runtime.jit.JITFunction(kernel.fn)
     params = list(kernel.params)
     n_runtime = sum(not p.is_constexpr for p in params)
-    got = flash._constexpr_params(kernel, n_runtime)
+    got = launch.constexpr_params(kernel, n_runtime)
     assert got is not None and [n for n, _ in got] == [p.name for p in params if p.is_constexpr]
-    assert flash._constexpr_params(kernel, n_runtime - 1) is None  # a runtime argument among them
-    assert flash._constexpr_params(kernel, n_runtime + 1) is None  # a constexpr passed positionally
+    assert launch.constexpr_params(kernel, n_runtime - 1) is None  # a runtime argument among them
+    assert launch.constexpr_params(kernel, n_runtime + 1) is None  # a constexpr passed positionally
 
 
 # ----------------------------------------------------------------------------- CPU: the cache logic
@@ -141,7 +141,7 @@ class FakeKernel:
 
 
 def test_cache_launches_directly_after_the_first_call():
-    kernel, launcher = FakeKernel(), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
+    kernel, launcher = FakeKernel(), launch.DirectLauncher(enabled=True, current_device=lambda: 0)
     x = torch.zeros(8)
     for _ in range(3):
         launcher("k", kernel, (4, 2), (x,), (100,), {"BLOCK": 32})
@@ -155,7 +155,7 @@ def test_cache_launches_directly_after_the_first_call():
 @pytest.mark.parametrize("change", ["alignment", "dtype", "scalar", "constexpr", "grid", "device"])
 def test_a_new_specialisation_goes_through_triton(change):
     device = [0]
-    kernel, launcher = FakeKernel(), flash.DirectLauncher(enabled=True, current_device=lambda: device[0])
+    kernel, launcher = FakeKernel(), launch.DirectLauncher(enabled=True, current_device=lambda: device[0])
     buf = torch.zeros(64)
     tensors, scalars, meta, grid = (buf[:32],), (100,), {"BLOCK": 32}, (1,)
     launcher("k", kernel, grid, tensors, scalars, meta)
@@ -178,7 +178,7 @@ def test_a_new_specialisation_goes_through_triton(change):
 
 
 def test_failed_direct_launch_warns_once_and_falls_back():
-    kernel, launcher = FakeKernel(fail=True), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
+    kernel, launcher = FakeKernel(fail=True), launch.DirectLauncher(enabled=True, current_device=lambda: 0)
     x = torch.zeros(8)
     launcher("k", kernel, (1,), (x,), (3,), {"BLOCK": 16})
     with pytest.warns(RuntimeWarning, match="launching a compiled kernel directly failed"):
@@ -192,12 +192,12 @@ def test_failed_direct_launch_warns_once_and_falls_back():
 
 def test_disabled_launcher_and_cache_bound():
     kernel = FakeKernel()
-    off = flash.DirectLauncher(enabled=False, current_device=lambda: 0)
+    off = launch.DirectLauncher(enabled=False, current_device=lambda: 0)
     x = torch.zeros(8)
     for _ in range(2):
         off("k", kernel, (1,), (x,), (5,), {"BLOCK": 16})
     assert [e[0] for e in kernel.log] == ["triton", "triton"] and len(off) == 0
-    small = flash.DirectLauncher(enabled=True, current_device=lambda: 0, max_entries=2)
+    small = launch.DirectLauncher(enabled=True, current_device=lambda: 0, max_entries=2)
     for n in range(5):
         small("k", kernel, (1,), (x,), (n,), {"BLOCK": 16})
     assert len(small) <= 2
@@ -207,7 +207,7 @@ def test_kernel_with_a_constexpr_among_runtime_params_is_never_cached():
     class Interleaved(FakeKernel):
         params = [FakeParam("x_ptr", False), FakeParam("BLOCK", True), FakeParam("n", False)]
 
-    kernel, launcher = Interleaved(), flash.DirectLauncher(enabled=True, current_device=lambda: 0)
+    kernel, launcher = Interleaved(), launch.DirectLauncher(enabled=True, current_device=lambda: 0)
     x = torch.zeros(8)
     for _ in range(2):
         launcher("k", kernel, (1,), (x,), (7,), {"BLOCK": 16})

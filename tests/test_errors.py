@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import DEVICE, INTERPRET, rand
+from helpers import DEVICE, INTERPRET, rand
 
 FNS = {**kernels.KERNELS, "reference": kernels.reference_attention}
 
@@ -99,12 +99,12 @@ def test_gqa_needs_divisible_heads():
 
 
 def test_slice_span_must_fit_int32():
-    from kernels import _runtime
+    from kernels import runtime
 
     big = torch.empty(1, device="meta").as_strided((2, 70000, 128), (1, 32768, 1))  # (N - 1) * 32768 > 2**31
     with pytest.raises(ValueError, match=r"slice of k spans 2293727360 elements.*at most 2\*\*31"):
-        _runtime.check_slice_spans("flash_attention", q=big[:, :10], k=big)
-    _runtime.check_slice_spans("flash_attention", q=big[:, :65536])  # 65535 * 32768 + 127 < 2**31
+        runtime.check_slice_spans("flash_attention", q=big[:, :10], k=big)
+    runtime.check_slice_spans("flash_attention", q=big[:, :65536])  # 65535 * 32768 + 127 < 2**31
 
 
 def test_too_many_batch_heads_for_one_grid():
@@ -134,13 +134,13 @@ def test_interpreter_version_guard(monkeypatch):
     import numpy
     import triton
 
-    from kernels import _runtime
+    from kernels import runtime
 
     monkeypatch.setattr(triton, "__version__", "3.6.0")
     monkeypatch.setattr(numpy, "__version__", "2.4.1")
-    assert "triton>=3.9 or numpy<2.4" in _runtime.interpreter_problem()
+    assert "triton>=3.9 or numpy<2.4" in runtime.interpreter_problem()
     monkeypatch.setattr(numpy, "__version__", "2.3.5")
-    assert _runtime.interpreter_problem() is None
+    assert runtime.interpreter_problem() is None
     monkeypatch.setattr(triton, "__version__", "3.9.0")
     monkeypatch.setattr(numpy, "__version__", "2.4.1")
-    assert _runtime.interpreter_problem() is None
+    assert runtime.interpreter_problem() is None

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import DEVICE, DTYPES, INTERPRET, max_err, rand, tolerance, torch_lowp_attention
+from helpers import DEVICE, DTYPES, INTERPRET, max_err, rand, tolerance, torch_lowp_attention
 
 KERNELS = kernels.KERNELS
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import INTERPRET, max_err, tolerance, torch_lowp_attention
+from helpers import INTERPRET, max_err, tolerance, torch_lowp_attention
 
 pytestmark = pytest.mark.skipif(INTERPRET, reason="needs a GPU with about 48 GB free")
 

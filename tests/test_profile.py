@@ -321,7 +321,7 @@ else:
 
 @pytest.fixture(scope="module")
 def fake_ncu(tmp_path_factory):
-    from kernels._runtime import interpreter_problem
+    from kernels.runtime import interpreter_problem
 
     if interpreter_problem():
         pytest.skip(interpreter_problem())

@@ -1,5 +1,5 @@
 """The split-K forward (``kernels/splitk.py``) against the float64 reference, its backward through
-flash's kernels, and the heuristic that decides when ``flash_attention`` splits.
+flash's kernels, and the heuristic that decides when the router (``kernels/attention.py``) splits.
 
 Under the CPU interpreter every program costs ~10 ms, so the CPU grid is a sample (fp32, one
 fp16 case); on the GPU every combination runs, fp16 and bf16 against 2x PyTorch's own error.
@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import kernels
-from conftest import DTYPES, INTERPRET, max_err, rand, tolerance, torch_lowp_attention
+from helpers import DTYPES, INTERPRET, max_err, rand, tolerance, torch_lowp_attention
 from kernels import flash, splitk
+from kernels.attention import FlashAttentionFunction, attention_forward
 
-gpu_only = pytest.mark.skipif(INTERPRET, reason="needs a GPU")
+gpu_only = pytest.mark.gpu
 # The interpreter runs kernels in NumPy, which warns about the -inf arithmetic the kernels mean:
 # log2(0) = -inf for an empty slice, -inf - -inf in padded rows that are never stored.
 pytestmark = [pytest.mark.filterwarnings("ignore:divide by zero encountered in log2:RuntimeWarning"),
@@ -44,8 +45,8 @@ def forward_cases():
 
 def check_split_forward(q, k, v, causal, splits, tile=None, scale=None):
     scale_ = q.shape[-1] ** -0.5 if scale is None else scale
-    out, lse, (_, config) = flash._flash_forward(q, k, v, causal, scale_, "ieee", splits=splits, tile=tile)
-    assert config["SPLITS"] == splits or splits == 1
+    out, lse, (_, config) = splitk.splitk_forward(q, k, v, causal, scale_, "ieee", splits, tile=tile)
+    assert config["SPLITS"] == splits
     ref = kernels.reference_attention(q, k, v, causal=causal, scale=scale)
     assert out.shape == q.shape and out.dtype == q.dtype
     assert not out.isnan().any() and not lse.isnan().any(), "unwritten (NaN) output elements"
@@ -77,8 +78,8 @@ def test_split_lse_matches_unsplit_lse():
     """The merged lse is what flash's backward reads: it must equal the unsplit kernel's."""
     q, k, v = rand(1, 2, 40, 32), rand(1, 2, 150, 32), rand(1, 2, 150, 32)
     for causal in (False, True):
-        o1, lse1, _ = flash._flash_forward(q, k, v, causal, 0.2, "ieee", splits=1)
-        o4, lse4, _ = flash._flash_forward(q, k, v, causal, 0.2, "ieee", splits=4)
+        o1, lse1, _ = flash.flash_forward(q, k, v, causal, 0.2, "ieee")
+        o4, lse4, _ = splitk.splitk_forward(q, k, v, causal, 0.2, "ieee", 4)
         assert max_err(lse4, lse1) <= 1e-5 * max(1.0, lse1.abs().max().item())
         assert max_err(o4, o1) <= 2e-5
 
@@ -114,7 +115,7 @@ def test_split_tiles(dtype, precision, tile, head_dim, causal):
     nq, nk = (50, 120) if INTERPRET else (100, 700)
     d = head_dim - 8 if head_dim > 64 else 40  # padded head dims too
     q, k, v = rand(1, 2, nq, d, dtype=dtype), rand(1, 2, nk, d, dtype=dtype), rand(1, 2, nk, d, dtype=dtype)
-    out, _, (_, config) = flash._flash_forward(q, k, v, causal, d**-0.5, precision, splits=3, tile=tile)
+    out, _, (_, config) = splitk.splitk_forward(q, k, v, causal, d**-0.5, precision, 3, tile=tile)
     assert (config["BLOCK_M"], config["BLOCK_N"]) == tile[:2], "the forced tile was not the one launched"
     ref = kernels.reference_attention(q, k, v, causal=causal)
     if precision == "tf32":
@@ -137,7 +138,7 @@ def test_split_nan_propagates_only_to_rows_it_touches():
     q, k, v = rand(1, 1, n, d), rand(1, 1, n, d), rand(1, 1, n, d)
     q[..., 2, 5] = float("nan")  # query row 2 only
     k[..., 20, 0] = float("nan")  # key 20: under causal, rows >= 20 see it
-    out, _, _ = flash._flash_forward(q, k, v, True, d**-0.5, "ieee", splits=4, tile=(16, 16, 4, 1))
+    out, _, _ = splitk.splitk_forward(q, k, v, True, d**-0.5, "ieee", 4, tile=(16, 16, 4, 1))
     bad = out[0, 0].isnan().any(dim=-1)
     expected = torch.zeros(n, dtype=torch.bool, device=out.device)
     expected[2] = True
@@ -159,7 +160,8 @@ def test_backward_through_split_forward(hq, hkv, nq, nk, splits, causal):
     q, k, v = rand(1, hq, nq, d), rand(1, hkv, nk, d), rand(1, hkv, nk, d)
     do = rand(1, hq, nq, d)
     scale = d**-0.5
-    ours = grads(lambda a, b, c: flash._FlashAttention.apply(a, b, c, causal, scale, "ieee", splits), q, k, v, do)
+    ours = grads(lambda a, b, c: FlashAttentionFunction.apply(a, b, c, causal, scale, "ieee", "splitk", splits),
+                 q, k, v, do)
     ref = grads(lambda a, b, c: kernels.reference_attention(a, b, c, causal=causal),
                 q.double(), k.double(), v.double(), do.double())
     for name, g, r in zip("qkv", ours, ref):
@@ -183,58 +185,34 @@ def test_flash_attention_dispatches_to_the_split(monkeypatch):
     assert launched == [4, 4] and qg.grad is not None and not qg.grad.isnan().any()
 
 
-def test_forced_tile_and_ablation_switches_stay_unsplit(monkeypatch):
+def test_named_backends_never_consult_the_heuristic(monkeypatch):
     monkeypatch.setattr(splitk, "auto_splits", lambda q4, k4: pytest.fail("heuristic consulted"))
     q, k, v = rand(1, 1, 40, 32), rand(1, 1, 40, 32), rand(1, 1, 40, 32)
-    _, _, (_, config) = flash._flash_forward(q, k, v, False, 0.2, "ieee", tile=(32, 32, 4, 2))
+    assert attention_forward(q, k, v, False, 0.2, "ieee", backend="pointer")[2] == "pointer"
+    _, _, (_, config) = flash.flash_forward(q, k, v, False, 0.2, "ieee", tile=(32, 32, 4, 2))
     assert "SPLITS" not in config
-    flash._flash_forward(q, k, v, False, 0.2, "ieee", switches={"SOFTMAX": "exp"})
-    with pytest.raises(ValueError, match="switches"):
-        flash._flash_forward(q, k, v, False, 0.2, "ieee", switches={"SOFTMAX": "exp"}, splits=2)
+    assert attention_forward(q, k, v, False, 0.2, "ieee", backend="splitk", splits=2)[2] == "splitk"
+    with pytest.raises(ValueError, match="splits applies to backend='splitk' only"):
+        attention_forward(q, k, v, False, 0.2, "ieee", backend="pointer", splits=2)
+
+
+def test_splitk_backend_splits_at_least_in_two(monkeypatch):
+    """backend="splitk" where the heuristic would not split still runs the split kernel (2 slices)."""
+    launched = []
+    real = splitk.splitk_forward
+    monkeypatch.setattr(splitk, "splitk_forward", lambda *a, **kw: launched.append(a[6]) or real(*a, **kw))
+    q, k, v = rand(1, 2, 20, 32), rand(1, 2, 70, 32), rand(1, 2, 70, 32)
+    out = kernels.flash_attention(q, k, v, backend="splitk")
+    assert launched == [max(2, splitk.auto_splits(q, k))]
+    assert kernels.plan(q, k, v, backend="splitk").forward == "splitk"
+    assert max_err(out, kernels.reference_attention(q, k, v)) <= 2e-5
 
 
 @pytest.mark.parametrize("splits,error", [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)])
 def test_bad_split_counts_are_refused(splits, error):
     q = rand(1, 1, 8, 16)
     with pytest.raises(error, match="splits"):
-        flash._flash_forward(q, q, q, False, 0.25, "ieee", splits=splits)
-
-
-# ----------------------------------------------------------------------------- the heuristic
-
-
-def test_heuristic_leaves_full_grids_and_short_keys_alone():
-    sms = 132
-    assert splitk.choose_splits(132, 1000, sms, 2) == 1  # the grid already fills the GPU
-    assert splitk.choose_splits(1000, 1000, sms, 2) == 1
-    assert splitk.choose_splits(4, splitk.MIN_KEY_TILES - 1, sms, 2) == 1  # too little work to pay a launch
-    assert splitk.choose_splits(4, 1000, 0, 2) == 1  # SM count unknown
-
-
-@pytest.mark.parametrize("programs,key_tiles,min_tiles,expected", [
-    (128, 128, 2, 4),    # draft 4096x128 fp32 at 32-row tiles: 128 programs -> 512 >= 2 x 132
-    (8, 8, 2, 4),        # draft 256x128: only 8 key tiles; each slice keeps 2
-    (64, 64, 2, 8),      # draft 2048x128: 64 programs -> 512
-    (1, 1024, 4, 16),    # one head, long keys: capped at MAX_SPLITS
-    (128, 64, 4, 4),     # decode B=4 H=32, Nk=4k at 64-key tiles: 512 programs, 16 tiles a slice
-    (128, 1024, 4, 4),   # decode Nk=64k: enough tiles, stops at 2 waves (512 programs)
-])
-def test_heuristic_choices(programs, key_tiles, min_tiles, expected):
-    assert splitk.choose_splits(programs, key_tiles, 132, min_tiles) == expected
-
-
-def test_heuristic_result_is_a_power_of_two_within_bounds():
-    for programs, key_tiles, min_tiles in itertools.product([1, 3, 17, 100, 131], [8, 9, 33, 500, 10**6], [1, 2, 4]):
-        s = splitk.choose_splits(programs, key_tiles, 132, min_tiles)
-        assert 1 <= s <= splitk.MAX_SPLITS and s & (s - 1) == 0
-        assert s == 1 or key_tiles // s >= min_tiles  # every slice keeps its tiles
-
-
-@pytest.mark.parametrize("args,error", [((1.5, 8, 132, 2), TypeError), ((4, -1, 132, 2), ValueError),
-                                        ((4, 8, True, 2), TypeError), ((4, 8, 132, 0), ValueError)])
-def test_heuristic_validates_its_inputs(args, error):
-    with pytest.raises(error, match="choose_splits"):
-        splitk.choose_splits(*args)
+        attention_forward(q, q, q, False, 0.25, "ieee", backend="splitk", splits=splits)
 
 
 @pytest.mark.skipif(not INTERPRET, reason="the interpreter has no SM count")
@@ -252,8 +230,8 @@ def test_no_automatic_split_under_the_interpreter():
 def test_heuristic_on_this_gpu(shape, dtype, expect_split):
     q, k, v = rand(*shape, dtype=dtype), rand(*shape, dtype=dtype), rand(*shape, dtype=dtype)
     assert (splitk.auto_splits(q, k) > 1) == expect_split
-    out, _, (_, config) = flash._flash_forward(q, k, v, False, shape[-1] ** -0.5, "ieee")
-    assert ("SPLITS" in config) == expect_split
+    out, _, kernel = attention_forward(q, k, v, False, shape[-1] ** -0.5, "ieee")
+    assert (kernel == "splitk") == expect_split
     ref = kernels.reference_attention(q, k, v)
     torch_err = None if dtype == torch.float32 else max_err(torch_lowp_attention(q, k, v, False, None), ref)
     assert max_err(out, ref) <= tolerance(dtype, ref, torch_err)

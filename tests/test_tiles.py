@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kernels
-from conftest import INTERPRET, max_err, rand, tolerance, torch_lowp_attention
+from helpers import INTERPRET, max_err, rand, tolerance, torch_lowp_attention
 from kernels import flash
 
 # (Nq, Nk, D): awkward lengths, Nq != Nk both ways; D pads to the table's head dim.
@@ -56,13 +56,21 @@ def _tol(ref, theirs):
 def test_forward_candidate(tile, head_dim, shape, causal):
     q, k, v = _inputs(*shape)
     scale = shape[2] ** -0.5
-    out, _, (_, cfg) = flash._flash_forward(q, k, v, causal, scale, "ieee", tile=tile)
+    out, _, (_, cfg) = flash.flash_forward(q, k, v, causal, scale, "ieee", tile=tile)
     assert (cfg["BLOCK_M"], cfg["BLOCK_N"]) == tile[:2], "the forced tile was not the one launched"
     ref = kernels.reference_attention(q, k, v, causal=causal)
     theirs = None if INTERPRET else torch_lowp_attention(q, k, v, causal, None)
     assert not out.isnan().any(), "unwritten (NaN) output elements"
     err, tol = max_err(out, ref), _tol(ref, theirs)
     assert err <= tol, f"tile {tile}: max abs error {err:.3e} > {tol:.3e}"
+
+
+def pointer_backward(do, q, k, v, o, lse, causal, scale, tiles):
+    """The pointer backward's three launches, a forced tile for "dkdv" and/or "dq"."""
+    delta = flash.flash_preprocess(o, do)
+    dk, dv = flash.flash_dkdv(q, k, v, do, lse, delta, causal, scale, "ieee", tile=tiles.get("dkdv"))
+    dq = flash.flash_dq(q, k, v, do, lse, delta, causal, scale, "ieee", tile=tiles.get("dq"))
+    return dq, dk, dv
 
 
 def backward_cases():
@@ -79,8 +87,8 @@ def test_backward_candidate(kernel_name, tile, head_dim, shape, causal):
     do = rand(*q.shape, dtype=DTYPE)
     scale = shape[2] ** -0.5
     with torch.no_grad():
-        o, lse, _ = flash._flash_forward(q, k, v, causal, scale, "ieee")
-        dq, dk, dv = flash._flash_backward(do, q, k, v, o, lse, causal, scale, "ieee", tiles={kernel_name: tile})
+        o, lse, _ = flash.flash_forward(q, k, v, causal, scale, "ieee")
+        dq, dk, dv = pointer_backward(do, q, k, v, o, lse, causal, scale, {kernel_name: tile})
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     kernels.reference_attention(q64, k64, v64, causal=causal).backward(do.double())
     theirs = [None] * 3
@@ -102,10 +110,10 @@ def test_tile_rules_are_enforced(kernel_name, tile):
     with pytest.raises(Exception, match=r"BLOCK_M % BLOCK_N|BLOCK_N % BLOCK_M"):
         with torch.no_grad():
             if kernel_name == "fwd":
-                flash._flash_forward(q, k, v, True, 0.2, "ieee", tile=tile)
+                flash.flash_forward(q, k, v, True, 0.2, "ieee", tile=tile)
             else:
-                o, lse, _ = flash._flash_forward(q, k, v, True, 0.2, "ieee")
-                flash._flash_backward(torch.ones_like(q), q, k, v, o, lse, True, 0.2, "ieee", tiles={kernel_name: tile})
+                o, lse, _ = flash.flash_forward(q, k, v, True, 0.2, "ieee")
+                pointer_backward(torch.ones_like(q), q, k, v, o, lse, True, 0.2, {kernel_name: tile})
 
 
 @pytest.mark.parametrize("kernel_name", ["fwd", "dkdv", "dq"])

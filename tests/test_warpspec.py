@@ -1,4 +1,4 @@
-"""kernels.warpspec: the tensor-descriptor forward kernel (post 4's warp-specialisation
+"""kernels.experiments.warpspec: the tensor-descriptor forward kernel (post 4's warp-specialisation
 experiment) against the float64 reference, on Hopper; clear errors everywhere else."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import kernels
-from kernels.warpspec import warpspec_attention
+from kernels.experiments.warpspec import warpspec_attention
 
-from conftest import INTERPRET, max_err, rand, tolerance, torch_lowp_attention
+from helpers import INTERPRET, max_err, rand, tolerance, torch_lowp_attention
 
 HOPPER = not INTERPRET and torch.cuda.get_device_capability()[0] >= 9
 needs_hopper = pytest.mark.skipif(not HOPPER, reason="tensor descriptors need a Hopper GPU")

@@ -97,18 +97,18 @@ def resolve(source: str, switches: dict) -> str:
 def rung_source(rung) -> list[str]:
     """The forward kernel as one rung compiles it: launch configuration, then the tile loop
     and the kernel body with the rung's switches resolved."""
-    from kernels import flash
+    from kernels import flash, tiles as tile_loops
 
-    params = inspect.signature(flash._flash_fwd_kernel.fn).parameters
+    params = inspect.signature(flash.flash_fwd_kernel.fn).parameters
     switches = {k: params[k].default for k in ("SOFTMAX", "SPLIT_LOOPS", "SKIP_FUTURE")}  # the production kernel
     switches.update(rung.switches)
     if rung.tile is None:
-        launch = ["[launch] tile, warps and stages autotuned over flash._FWD_TILES"]
+        launch = ["[launch] tile, warps and stages autotuned over flash.FWD_TILES"]
     else:
         bm, bn, w, s = rung.tile
         launch = [f"[launch] BLOCK_M={bm}, BLOCK_N={bn}, num_warps={w}, num_stages={s}"]
-    tiles = inspect.getsource(flash._fwd_tiles.fn)
-    body = inspect.getsource(flash._flash_fwd_kernel.fn)
+    tiles = inspect.getsource(tile_loops.fwd_tiles.fn)
+    body = inspect.getsource(flash.flash_fwd_kernel.fn)
     body = body[body.index("    pid_m"):]
     tiles = tiles[tiles.index("    for start_n"):tiles.index("    return acc")]
     return launch + resolve(tiles, switches).splitlines() + resolve(body, switches).splitlines()

@@ -19,7 +19,7 @@ D_VALUES = tuple(range(1, 9))
 
 
 def next_pow2(x: int) -> int:
-    """The kernels' block size for an extent (kernels._runtime.next_pow2)."""
+    """The kernels' block size for an extent (kernels.runtime.next_pow2)."""
     return 1 << max(0, (int(x) - 1).bit_length())
 
 

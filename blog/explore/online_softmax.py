@@ -2,7 +2,7 @@
 
 One program of the forward kernel (its BLOCK_M query rows) is re-executed in float64,
 tile by tile, with the same recurrence and the same loop bounds as
-``kernels.flash._flash_fwd_kernel``: scores in log2 units, a running max ``m_i``, a running
+``kernels.flash.flash_fwd_kernel``: scores in log2 units, a running max ``m_i``, a running
 sum ``l_i``, the rescale factor ``alpha`` and the accumulator ``acc``. The kernel lines
 shown beside each quantity are read from the kernel's source, so an edit to the kernel
 that renames or rewrites one of them fails the build instead of leaving a stale figure.
@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from . import GREY, MONO, buttons, finish, restyle, slider, wrap_code
 from .schedule import forward_key_tiles
 
-LOG2E = 1.4426950408889634  # the kernels' constant (kernels.flash.LOG2E), not imported: no torch here
+LOG2E = 1.4426950408889634  # the kernels' constant (kernels.tiles.LOG2E), not imported: no torch here
 
 # The example: the last query block of a 32 x 32 attention, key tiles of 8, head dim 4.
 N, D, BLOCK_M, BLOCK_N, SEED = 32, 4, 8, 8, 7
@@ -117,14 +117,15 @@ def kernel_check(causal: bool) -> tuple[float, float]:
     import torch
 
     from kernels import flash
+    from kernels.settings import INTERPRET
 
     q, k, v = example()
     steps = run(q, k, v, causal=causal)
     ours = steps[-1].acc / steps[-1].l[:, None]
     t = [torch.tensor(x, dtype=torch.float32).reshape(1, 1, N, D) for x in (q, k, v)]
-    if not flash.INTERPRET:
+    if not INTERPRET:
         t = [x.cuda() for x in t]
-    o4, lse, _ = flash._flash_forward(*t, causal, 1 / math.sqrt(D), "ieee")
+    o4, lse, _ = flash.flash_forward(*t, causal, 1 / math.sqrt(D), "ieee")
     rows = slice(PID_M * BLOCK_M, (PID_M + 1) * BLOCK_M)
     o = o4[0, 0, rows].double().cpu().numpy()
     lse = lse[0, 0, rows].double().cpu().numpy()
@@ -134,11 +135,12 @@ def kernel_check(causal: bool) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- kernel lines
 
 def kernel_lines() -> dict[str, str]:
-    """Quantity -> the line of ``kernels/flash.py`` that computes it, read from the source."""
-    from kernels import flash
+    """Quantity -> the line of the forward kernel that computes it, read from the source (the tile
+    loop in ``kernels/tiles.py``, the kernel body in ``kernels/flash.py``)."""
+    from kernels import flash, tiles as tile_loops
 
-    tiles = inspect.getsource(flash._fwd_tiles.fn)
-    body = inspect.getsource(flash._flash_fwd_kernel.fn)
+    tiles = inspect.getsource(tile_loops.fwd_tiles.fn)
+    body = inspect.getsource(flash.flash_fwd_kernel.fn)
     wanted = {
         "S (unmasked tile)": (tiles, "p = tl.exp2(qk * qk_scale - m_new"),
         "S (masked tile)": (tiles, 's = tl.where(keep, s, float("-inf"))'),
@@ -155,7 +157,7 @@ def kernel_lines() -> dict[str, str]:
         lines = [ln.strip() for ln in src.splitlines() if needle in ln]
         if len(lines) != 1:
             raise LookupError(f"online_softmax: expected one kernel line containing {needle!r}, found {len(lines)}: "
-                              "kernels/flash.py changed, update blog/explore/online_softmax.py")
+                              "kernels/flash.py or kernels/tiles.py changed, update blog/explore/online_softmax.py")
         found[quantity] = lines[0].split("  # ")[0]  # the code, without its comment
     return found
 

@@ -2,8 +2,8 @@
 
 The loop bounds here are those of ``kernels/flash.py`` with the production switches
 (SPLIT_LOOPS and SKIP_FUTURE on): ``forward_key_tiles`` is the forward kernel's two
-``_fwd_tiles`` ranges, ``dkdv_query_tiles`` and ``dq_key_tiles`` the backward kernels'.
-The tile sizes offered are the kernel's own candidates (``flash._FWD_TILES``); the SM
+``fwd_tiles`` ranges, ``dkdv_query_tiles`` and ``dq_key_tiles`` the backward kernels'.
+The tile sizes offered are the kernel's own candidates (``flash.FWD_TILES``); the SM
 count is the benchmarked GPU's, from docs/data. The waves are a model, not a measurement:
 programs start in launch order on the first free slot, each taking time in proportion to
 the key tiles it visits.
@@ -172,7 +172,7 @@ def figure(sms: int, *, head_dim: int = 128, heads: int = 64) -> go.Figure:
     from .tile_budget import budget
 
     _check_sizes(sms=sms, head_dim=head_dim, heads=heads)
-    tiles = flash._tiles(flash._FWD_TILES, head_dim)
+    tiles = flash.candidate_tiles("fwd", head_dim)
     fig = make_subplots(rows=3, cols=2, row_heights=[0.5, 0.32, 0.18], vertical_spacing=0.07,
                         horizontal_spacing=0.08, subplot_titles=("full", "causal", "", "", "", ""))
     per_tile = 8  # per tile: (grid, busy, even split, text) x (full, causal)
@@ -244,8 +244,8 @@ def backward_figure(n: int = 512, head_dim: int = 128) -> go.Figure:
     from kernels import flash
 
     _check_sizes(n=n, head_dim=head_dim)
-    kv_bm, kv_bn = flash._tiles(flash._DKDV_TILES, head_dim)[0][:2]
-    dq_bm, dq_bn = flash._tiles(flash._DQ_TILES, head_dim)[0][:2]
+    kv_bm, kv_bn = flash.candidate_tiles("dkdv", head_dim)[0][:2]
+    dq_bm, dq_bn = flash.candidate_tiles("dq", head_dim)[0][:2]
     rows_q, cols_k = -(-n // kv_bm), -(-n // kv_bn)  # dK/dV grid: query tiles of kv_bm x key tiles of kv_bn
     rows_q2, cols_k2 = -(-n // dq_bm), -(-n // dq_bn)
     programs = min(cols_k, rows_q2)

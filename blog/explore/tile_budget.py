@@ -170,7 +170,7 @@ def disagreements(doc: dict, tiles_by_head_dim: dict[int, list[tuple]]) -> list[
 # ----------------------------------------------------------------------------- figure
 
 def figure(doc: dict, provenance: str) -> go.Figure:
-    """Dropdown over head dim and dtype; per forward candidate of ``flash._FWD_TILES``: the
+    """Dropdown over head dim and dtype; per forward candidate of ``flash.FWD_TILES``: the
     model's registers (stacked) and shared memory (stacked) beside the compiler's measured
     values (diamonds, where the ablation compiled that tile), and programs per SM."""
     from kernels import flash
@@ -182,7 +182,7 @@ def figure(doc: dict, provenance: str) -> go.Figure:
                                         "programs per SM and what limits them"))
     per_variant = 10
     for vi, (head_dim, eb) in enumerate(variants):
-        tiles = flash._tiles(flash._FWD_TILES, head_dim)
+        tiles = flash.candidate_tiles("fwd", head_dim)
         labels = [f"{bm}×{bn}<br>{w}w {s}s" for bm, bn, w, s in tiles]
         bs = [budget(*t, head_dim, eb) for t in tiles]
         reps = [found.get((head_dim, t)) if eb == 2 else None for t in tiles]

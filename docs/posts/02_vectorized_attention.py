@@ -300,7 +300,7 @@ rows = ["| N × D | tile (elements) | warps | K per thread / budget | verdict | 
         "|---|---|---|---|---|---|"]
 unreported = False
 for n, d in sorted(records):
-    tile = kernels._runtime.next_pow2(n) * kernels._runtime.next_pow2(d)
+    tile = kernels.runtime.next_pow2(n) * kernels.runtime.next_pow2(d)
     warps = kernels.vectorized._num_warps(tile)
     budget = min(REGISTERS_PER_THREAD, REGISTERS_PER_BLOCK // (32 * warps))
     need = tile // (32 * warps)

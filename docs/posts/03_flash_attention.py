@@ -122,7 +122,7 @@ md(
 # vector operations.
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._fwd_tiles)
+show_source(kernels.tiles.fwd_tiles)
 
 # %% [markdown]
 # Two choices deserve a word. The scores are kept in **log base 2**: the softmax scale and
@@ -140,7 +140,7 @@ show_source(kernels.flash._fwd_tiles)
 # log-2 units.
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._flash_fwd_kernel, start="    pid_m", end="    out = acc")
+show_source(kernels.flash.flash_fwd_kernel, start="    pid_m", end="    out = acc")
 
 # %% [markdown]
 # ## Causal masking by tiles
@@ -252,13 +252,13 @@ show(schedule.gqa_figure())
 # on chip while every query tile of every query head in its group streams past:
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._flash_bwd_dkdv_kernel, start="    pid_n", end="    mask = ")
+show_source(kernels.flash.flash_bwd_dkdv_kernel, start="    pid_n", end="    mask = ")
 
 # %% [markdown]
 # and its inner loop, which works with $P^\top$ so that $dK$ and $dV$ come out row-major:
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._bwd_dkdv_tiles)
+show_source(kernels.flash.bwd_dkdv_tiles)
 
 # %% [markdown]
 # Checked against the float64 reference's gradients:
@@ -282,7 +282,7 @@ for name, ours, ref in (("dQ", q.grad, q64.grad), ("dK", k.grad, k64.grad), ("dV
 # The dQ kernel's inner loop, with a `Q` tile held while the key tiles stream past:
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._bwd_dq_tiles)
+show_source(kernels.flash.bwd_dq_tiles)
 
 # %% [markdown]
 # Why two kernels? Every gradient tile needs $P$ and $dS$ for one (query tile, key tile)
@@ -303,8 +303,9 @@ show_source(kernels.flash._bwd_dq_tiles)
 # %% tags=["hide-input"]
 import inspect  # noqa: E402
 
-dots = {name: inspect.getsource(getattr(getattr(kernels.flash, fn), "fn", getattr(kernels.flash, fn))).count("tl.dot(")
-        for name, fn in (("forward", "_fwd_tiles"), ("dK/dV", "_bwd_dkdv_tiles"), ("dQ", "_bwd_dq_tiles"))}
+dots = {name: inspect.getsource(fn.fn).count("tl.dot(")
+        for name, fn in (("forward", kernels.tiles.fwd_tiles), ("dK/dV", kernels.flash.bwd_dkdv_tiles),
+                         ("dQ", kernels.flash.bwd_dq_tiles))}
 backward = dots["dK/dV"] + dots["dQ"]
 md(
     f"Counted in the source: the forward loop does {dots['forward']} matrix products per tile pair, the dK/dV "
@@ -597,7 +598,7 @@ md(
     f"about it than about us. Against cuDNN: faster at {beat_cudnn}, within the noise at {tie_cudnn}, "
     f"slower at {len(vs['sdpa-cudnn']) - beat_cudnn - tie_cudnn} of {len(vs['sdpa-cudnn'])}."
     + (" On this Hopper GPU the long sequences ran [post 5](../05_gluon_hopper/)'s Gluon kernels, not this "
-       "post's" + (", in the backward pass too" if "hopper_bwd" in prod["provenance"]["flash_dispatch"] else
+       "post's" + (", in the backward pass too" if "dkdv" in query.gluon_backward_passes(prod) else
                    " (forward only; the backward pass is this post's)")
        + ": the charts' notes say which kernel ran where."
        if query.dispatch_note(prod) else ""))

@@ -33,7 +33,8 @@
 import statistics
 
 import kernels
-from kernels import ablation, warpspec
+from kernels import ablation
+from kernels.experiments import warpspec
 from blog import figures, query, tables
 from blog.notebook import md, show, show_source
 from perfdata import traffic
@@ -79,7 +80,7 @@ md(
 # kernel with the disabled code removed. Nothing is timed through an `if` at run time.
 
 # %% tags=["hide-input"]
-show_source(kernels.flash._flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n")
+show_source(kernels.flash.flash_fwd_kernel, start="    BLOCK_M: tl.constexpr, BLOCK_N", end="):\n")
 
 # %% [markdown]
 # The steps, in the order they are switched on. The predictions are speed-ups over the step
@@ -413,8 +414,8 @@ md(
 
 # %% tags=["hide-input"]
 show(tile_budget.figure(abl, provenance(abl, "Compiler numbers from")))
-budget_tiles = {64: kernels.flash._FWD_TILES[64] + [r.tile for r in ablation.RUNGS if r.tile],
-                128: kernels.flash._FWD_TILES[128] + [r.tile for r in ablation.RUNGS if r.tile]}
+budget_tiles = {64: kernels.flash.FWD_TILES[64] + [r.tile for r in ablation.RUNGS if r.tile],
+                128: kernels.flash.FWD_TILES[128] + [r.tile for r in ablation.RUNGS if r.tile]}
 notes = tile_budget.disagreements(abl, {hd: list(dict.fromkeys(ts)) for hd, ts in budget_tiles.items()})
 md("Where the model and the compiler part ways:\n\n" + "\n".join(f"- {n}" for n in notes) if notes else
           "For every tile the benchmark compiled, the model's shared memory matches the compiler's, and its "
@@ -478,13 +479,13 @@ md(
 # only. Ping-pong between consumer groups exists as an experimental pass in Meta's fork
 # ([facebookexperimental/triton#24](https://github.com/facebookexperimental/triton/pull/24)),
 # not in the Triton we measured. So even when it works, the automatic pass overlaps loads
-# with compute, not the softmax with the matmuls. `kernels/warpspec.py` rewrites the forward
+# with compute, not the softmax with the matmuls. `kernels/experiments/warpspec.py` rewrites the forward
 # kernel around on-device descriptors with that flag as a switch, and
 # `scripts/benchmark.py --suite warpspec` times each tile with the flag off and on, beside
 # `flash_attention` and cuDNN:
 
 # %% tags=["hide-input"]
-show_source(warpspec._ws_tiles, end="        k = k_desc")
+show_source(warpspec.ws_tiles, end="        k = k_desc")
 
 # %% tags=["hide-input"]
 show(tables.warpspec_table(wsp))
@@ -522,7 +523,7 @@ md(
 
 # %% tags=["hide-input"]
 if query.dispatch_note(prod):
-    both = "hopper_bwd" in prod["provenance"]["flash_dispatch"]
+    both = "dkdv" in query.gluon_backward_passes(prod)
     md("On a Hopper GPU, `flash_attention` at long sequences no longer runs this post's kernels but "
        "[post 5](../05_gluon_hopper/)'s warp-specialised ones, "
        + ("in the backward pass too" if both else "in the forward pass (the backward pass is this post's)")

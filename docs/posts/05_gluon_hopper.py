@@ -35,7 +35,7 @@
 import re
 
 import kernels
-from kernels import hopper, hopper_bwd, hopper_dq
+from kernels.gluon import common, dkdv as hopper_bwd, dq as hopper_dq, forward as hopper
 from blog import figures, fmt, query, tables
 from blog.notebook import md, show, show_source
 from blog.theme import label
@@ -111,12 +111,12 @@ md(
 # forks into three partitions:
 
 # %% tags=["hide-input"]
-show_source(hopper._hopper_fwd_kernel, start="    M: gl.constexpr = _M")
+show_source(hopper.hopper_fwd_kernel, start="    M: gl.constexpr = _M")
 
 # %% tags=["hide-input"]
 rows = []
 for d, (block_n, stages) in sorted(hopper.TILES.items()):
-    q_bytes = 2 * hopper.ROWS_PER_WARPGROUP * d * 2
+    q_bytes = 2 * common.ROWS * d * 2
     kv_bytes = stages * 2 * block_n * d * 2
     rec = next(r for r in hop["records"] if r["provider"] == "gluon-serial" and r["shape"]["D"] == d)
     rows.append(f"at D = {d}, two Q tiles ({q_bytes // 1024} KB) and {stages} stages of a {block_n}-key K tile and V "
@@ -136,10 +136,10 @@ md("Shared memory: " + "; ".join(rows) + ". A Hopper SM gives one block at most 
 
 # %% tags=["hide-input"]
 warps = 4 + 4 + 4  # default consumer, worker consumer, producer warp padded to a warpgroup
-md(f"The launch caps every thread at `maxnreg` = {hopper.MAXNREG} registers: {warps} warps × 32 threads × "
-   f"{hopper.MAXNREG} = {warps * 32 * hopper.MAXNREG} of the SM's 65536 (same table of the CUDA guide). "
+md(f"The launch caps every thread at `maxnreg` = {common.MAXNREG} registers: {warps} warps × 32 threads × "
+   f"{common.MAXNREG} = {warps * 32 * common.MAXNREG} of the SM's 65536 (same table of the CUDA guide). "
    "The producer then gives its "
-   f"warpgroup's down to {hopper.PRODUCER_REGS} and the consumers take {hopper.CONSUMER_REGS} each. The compiled "
+   f"warpgroup's down to {common.PRODUCER_REGS} and the consumers take {common.CONSUMER_REGS} each. The compiled "
    f"kernel in this run has {next(r for r in hop['records'] if r['provider'] == 'gluon-serial')['compiler']['spills']}"
    " spilled registers.")
 
@@ -152,7 +152,7 @@ md(f"The launch caps every thread at `maxnreg` = {hopper.MAXNREG} registers: {wa
 # K and V have separate barriers, so a consumer can start $QK^\top$ before V has arrived.
 
 # %% tags=["hide-input"]
-show_source(hopper._producer, start="    M: gl.constexpr = _M")
+show_source(hopper.producer, start="    M: gl.constexpr = _M")
 
 # %% [markdown]
 # The phase arithmetic is the whole protocol. An mbarrier completes *phases*; `wait(bar, p)`
@@ -171,14 +171,14 @@ show_source(hopper._producer, start="    M: gl.constexpr = _M")
 # barrier (it counts to 2), the producer may refill it.
 
 # %% tags=["hide-input"]
-show_source(hopper._consume, start="        M: gl.constexpr = _M")
+show_source(hopper.consume, start="        M: gl.constexpr = _M")
 
 # %% [markdown]
 # The softmax step is post 3's, in log2 units, with masked tiles (the causal diagonal and the
 # ragged end) handled apart so the interior tiles pay for no mask:
 
 # %% tags=["hide-input"]
-show_source(hopper._softmax_tile, start="        if MASKED:")
+show_source(hopper.softmax_tile, start="        if MASKED:")
 
 # %% [markdown]
 # Around that loop, `_consumer` sets up the layouts and the row statistics, splits the key
@@ -187,14 +187,14 @@ show_source(hopper._softmax_tile, start="        if MASKED:")
 # stores its rows:
 
 # %% tags=["hide-input"]
-show_source(hopper._consumer, start="        M: gl.constexpr = _M", end="        q_smem = q_bufs")
+show_source(hopper.consumer, start="        M: gl.constexpr = _M", end="        q_smem = q_bufs")
 
 # %% [markdown]
 # The layouts are where Gluon asks the most of the author. `_acc_layout` is a
 # `constexpr_function`, plain Python run while the kernel compiles:
 
 # %% tags=["hide-input"]
-show_source(hopper._acc_layout)
+show_source(common.acc_layout)
 
 # %% [markdown]
 # Its `NVMMADistributedLayout` is the register layout of a `wgmma` accumulator of 64 rows
@@ -217,7 +217,7 @@ show_source(hopper._acc_layout)
 # through a pair of "turn" mbarriers:
 
 # %% tags=["hide-input"]
-show_source(hopper._pingpong_block, start="        M: gl.constexpr = _M")
+show_source(hopper.pingpong_block, start="        M: gl.constexpr = _M")
 
 # %% [markdown]
 # With a causal mask the two warpgroups see different numbers of key tiles. A warpgroup
@@ -418,8 +418,9 @@ md("One size is not enough to pick a default, so the two schedules were then swe
 
 # %% tags=["hide-input"]
 dispatch = prod["provenance"].get("flash_dispatch", "")
-bwd_kernels = ("the Gluon dK/dV and dQ kernels of the next sections" if "hopper_dq" in dispatch else
-               "the Gluon dK/dV kernel of the next section and the pointer dQ kernel" if "hopper_bwd" in dispatch else
+gluon_bwd = query.gluon_backward_passes(prod)
+bwd_kernels = ("the Gluon dK/dV and dQ kernels of the next sections" if "dq" in gluon_bwd else
+               "the Gluon dK/dV kernel of the next section and the pointer dQ kernel" if "dkdv" in gluon_bwd else
                "post 3's pointer kernels")
 md(f"In this data the backward pass runs {bwd_kernels}, fed by the forward's log-sum-exp.")
 
@@ -502,7 +503,7 @@ if then and int(then.group(1)) < min_n:
 # ## The backward pass: dK and dV in Gluon
 #
 # The same structure carries over to the larger half of the backward pass
-# (`kernels/hopper_bwd.py`). A program owns 128 keys, and their K and V tiles stay in shared
+# (`kernels/gluon/dkdv.py`). A program owns 128 keys, and their K and V tiles stay in shared
 # memory for its whole life. The producer warp streams 64-row tiles of Q and dO past them,
 # through a ring of stages, each with its rows' log-sum-exp (in log2 units, as the forward
 # stores it: $\text{lse}_i = \log_2 \sum_j 2^{S_{ij} \cdot \text{scale} \cdot \log_2 e}$ with
@@ -521,7 +522,7 @@ if then and int(then.group(1)) < min_n:
 # they are register operands of `wgmma`, and no shared-memory store carries them). dQ has a
 # pass of its own, in the next section.
 # `flash_attention`'s backward runs this kernel on every input the Gluon forward would take
-# (`hopper_bwd.auto_applies`), including the shapes whose forward splits the keys instead.
+# (`kernels.gluon.dkdv.auto_applies`), including the shapes whose forward splits the keys instead.
 #
 # One bug on the way is worth knowing. The log-sum-exp and δ rows travel by TMA beside their
 # Q and dO tiles, as flat float32 arrays, and the first version addressed query tile $m$ of
@@ -540,7 +541,7 @@ if then and int(then.group(1)) < min_n:
 # shapes with several heads, caught it on the GPU; with the padding they pass there.
 
 # %% tags=["hide-input"]
-show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end="        return dk, dv, it")
+show_source(hopper_bwd.dkdv_tiles, start="        M: gl.constexpr = _M", end="        return dk, dv, it")
 
 # %% [markdown]
 # ## dQ: a second pass, shaped like the forward
@@ -550,7 +551,7 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # does that: its dK/dV loop adds each query tile's dQ partial into a float32 buffer in
 # global memory with a bulk reduce-add, and a small kernel scales and converts it
 # ([`hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp)).
-# Ours is a second kernel instead (`kernels/hopper_dq.py`), built like the forward: a
+# Ours is a second kernel instead (`kernels/gluon/dq.py`), built like the forward: a
 # program owns 128 query rows, keeps their Q and dO tiles, their log-sum-exp and their δ on
 # chip, and the producer warp streams K and V tiles past them. Per key tile each consumer
 # warpgroup runs three products:
@@ -563,9 +564,9 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # $dP$, which the dK/dV kernel has already computed: seven products where the atomic design
 # needs five.
 #
-# We built the atomic design too, as a switch on the dK/dV kernel (`DQ_ATOMIC`, reached
-# through `flash._flash_backward(..., dq_backend="atomic")`), and it shows why the second
-# pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
+# We built the atomic design too, as a switch on the dK/dV kernel (`DQ_ATOMIC`; it lives in
+# this repository's history at commit f57d95b and was removed once measured), and it shows
+# why the second pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
 # already use registers up to R237 of the 240 they are given, and a whole dQ partial
 # (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
 # would have to live beside dK and dV. So we split the product as FlashAttention-3 does at
@@ -604,12 +605,12 @@ show_source(hopper_bwd._dkdv_tiles, start="        M: gl.constexpr = _M", end=" 
 # not after all of them.
 
 # %% tags=["hide-input"]
-show_source(hopper_dq._dq_tiles, start="        M: gl.constexpr = _M", end="        return dq")
+show_source(hopper_dq.dq_tiles, start="        M: gl.constexpr = _M", end="        return dq")
 
 # %% tags=["hide-input"]
 b128 = summary_where("bwd", "sdpa-cudnn", D=128)
 b64 = summary_where("bwd", "sdpa-cudnn", D=64)
-if "hopper_dq" in dispatch:
+if "dq" in gluon_bwd:
     md(f"With both Gluon kernels on, the backward pass in the production data runs at "
        f"{min(b128):.2f}–{max(b128):.2f}× cuDNN's throughput at D = 128 and {min(b64):.2f}–{max(b64):.2f}× at "
        f"D = 64 (N ≥ {min_n}, fp16 and bf16, causal or not). The chart has every backend.")
@@ -617,7 +618,7 @@ if "hopper_dq" in dispatch:
 
 # %% tags=["hide-input"]
 for other in query.load("production")[1:]:  # a run on another GPU (an H200, when one was lent)
-    if "hopper_dq" not in other["provenance"].get("flash_dispatch", ""):
+    if "dq" not in query.gluon_backward_passes(other):
         continue  # an older run, before these kernels: post 3 shows its tables
     o_f, o_f_med = summary("fwd", "sdpa-cudnn", other)
     o_b, o_b_med = summary("bwd", "sdpa-cudnn", other)
@@ -768,7 +769,7 @@ takeaways.append(
     f"median {f_cud_med:.2f}× cuDNN's throughput: behind it beyond the noise at {behind} of "
     f"{compared} shapes, ahead at {ahead}, within the noise at the rest; against "
     f"FlashAttention-4, a median {f_fa4_med:.2f}×.")
-if "hopper_dq" in dispatch:
+if "dq" in gluon_bwd:
     takeaways.append(
         f"The backward runs in Gluon too, dK/dV with the keys resident and dQ in a second pass: {min(b_cud):.2f}–"
         f"{max(b_cud):.2f}× cuDNN over the same shapes (median {b_cud_med:.2f}×), a median {b_fa2_med:.2f}× "

@@ -6,7 +6,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import PAGES, SITE
+from site_helpers import PAGES, SITE
 
 CHART_STATE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => ({
     svg: !!el.querySelector('svg.main-svg'),

@@ -11,7 +11,7 @@ from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
 
-from conftest import ARTIFACTS, PAGES, SITE, VIEWPORTS, new_page
+from site_helpers import ARTIFACTS, PAGES, SITE, VIEWPORTS, new_page
 
 POSTS = [name for name in PAGES if PAGES[name].startswith("posts/")]
 MAX_POST_BYTES = 3_000_000

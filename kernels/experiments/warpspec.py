@@ -8,7 +8,8 @@ Hopper attention in 2025. This file is the measurement of what it does here: the
 kernel's algorithm (unmasked interior tiles, masked diagonal and ragged tiles, exp2 with the
 scale and max in one FMA) rewritten around descriptors, with the loop's ``warp_specialize``
 flag as a switch. ``scripts/benchmark.py --suite warpspec`` times both settings; post 4
-reports the result. `flash_attention` does not use this kernel.
+reports the result. The router never runs this kernel: it is an experiment, kept because post 4
+shows it and its measurement.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRET, as_batch_heads, check_attention_inputs, new_output, next_pow2
-from .flash import LOG2E
+from ..runtime import as_batch_heads, check_attention_inputs, new_output, next_pow2
+from ..settings import INTERPRET
+from ..tiles import LOG2E
 
 
 @triton.jit
-def _ws_tiles(
+def ws_tiles(
     acc, l_i, m_i, q, k_desc, v_desc, lo, hi, offs_m, offs_n, N_K, qk_scale,
     MASKED: tl.constexpr, IS_CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
 ):
@@ -91,11 +93,11 @@ def _warpspec_fwd_kernel(
     if IS_CAUSAL:
         full_n = tl.minimum(full_n, pid_m * BLOCK_M)
         hi = tl.minimum(N_K, (pid_m + 1) * BLOCK_M)
-    acc, l_i, m_i = _ws_tiles(acc, l_i, m_i, q, k_desc, v_desc, 0, full_n, offs_m, offs_n, N_K, qk_scale,
-                              False, IS_CAUSAL, BLOCK_N, WARP_SPECIALIZE)
+    acc, l_i, m_i = ws_tiles(acc, l_i, m_i, q, k_desc, v_desc, 0, full_n, offs_m, offs_n, N_K, qk_scale,
+                             False, IS_CAUSAL, BLOCK_N, WARP_SPECIALIZE)
     # The diagonal and ragged tiles are few: kept out of the specialised loop.
-    acc, l_i, m_i = _ws_tiles(acc, l_i, m_i, q, k_desc, v_desc, full_n, hi, offs_m, offs_n, N_K, qk_scale,
-                              True, IS_CAUSAL, BLOCK_N, False)
+    acc, l_i, m_i = ws_tiles(acc, l_i, m_i, q, k_desc, v_desc, full_n, hi, offs_m, offs_n, N_K, qk_scale,
+                             True, IS_CAUSAL, BLOCK_N, False)
     o_desc.store([pid_m * BLOCK_M, 0], (acc / l_i[:, None]).to(o_ptr.dtype.element_ty))
     tl.store(lse_ptr + bh * N_Q + offs_m, m_i + tl.log2(l_i), mask=offs_m < N_Q)
 
@@ -110,16 +112,8 @@ def _install_allocator() -> None:
     triton.set_allocator(_global_scratch)  # once per process
 
 
-def warpspec_launch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    tile: tuple = (128, 64, 8, 3),
-    warp_specialize: bool = True,
-) -> tuple:
+def warpspec_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    scale: float | None = None, tile: tuple = (128, 64, 8, 3), warp_specialize: bool = True) -> tuple:
     """Forward attention through tensor descriptors, optionally warp-specialised (no autograd);
     returns (output, compiled kernel), the latter for `kernels.ablation.compiler_report`.
 

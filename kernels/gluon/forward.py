@@ -1,6 +1,6 @@
 """Post 5: a warp-specialised FlashAttention forward for Hopper, in Gluon.
 
-The pointer kernel in ``flash.py`` leaves scheduling to the compiler. Here it is written
+The pointer kernel in ``kernels/flash.py`` leaves scheduling to the compiler. Here it is written
 out (FlashAttention-3's plan, https://arxiv.org/abs/2407.08608, section 3):
 
 - a *producer* warp copies K and V tiles into a ring of shared-memory stages with TMA
@@ -19,68 +19,48 @@ barriers and asynchronous copies directly; see Triton's Gluon tutorials
 
 Scope: sm90 GPUs, fp16/bf16, head dim 64 or 128, contiguous (B, H, N, D) inputs,
 grouped-query attention, causal (top-left, as ``flash.py``) or not, any lengths.
-``hopper_problem(...)`` says why an input is outside it; ``flash_attention`` falls back
-to the pointer kernel there. Gluon kernels do not run in Triton's CPU interpreter.
+``hopper_problem(...)`` says why an input is outside it; ``kernels.flash_attention`` runs
+the pointer kernel there. Gluon kernels do not run in Triton's CPU interpreter.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import triton
 
-from ._runtime import INTERPRET, check_attention_inputs, new_output
+from ..launch import DIRECT
+from ..runtime import check_attention_inputs, new_output
+from ..settings import SETTINGS
+from .common import (
+    CONSUMER_REGS, GLUON_IMPORT_ERROR, HEAD_DIMS, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
+    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_barriers, ring_free, ring_wait, tma_load,
+    warpgroup_mma, warpgroup_mma_wait,
+)
 
-try:  # Gluon's Hopper API (Triton >= 3.5); absent or different elsewhere.
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+if GLUON_IMPORT_ERROR is None:
     import triton.profiler.language as pl  # Proton's in-kernel scopes (scripts/timeline.py)
 
-    GLUON_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the installed Triton
-    GLUON_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
-
-LOG2E = 1.4426950408889634
-ROWS_PER_WARPGROUP = 64  # wgmma's M is 64 per warpgroup: 4 warps x 16 rows
-HEAD_DIMS = (64, 128)
+ROWS_PER_WARPGROUP = ROWS
 # (BLOCK_N, STAGES) per head dim: two K/V stages of 128 keys at D = 128 are 128 KB of the
 # 227 KB of shared memory an SM offers a block, plus 32 KB for the two Q tiles.
 TILES = {64: (128, 3), 128: (128, 2)}
 # How each consumer warpgroup orders its work: "serial" (S, softmax, PV, each waited for),
 # "pipelined" (FA3's intra-warpgroup overlap: S(t) and PV(t-1) in flight together, softmax
-# under PV), "pingpong" (the two warpgroups take turns at the tensor cores).
+# under PV), "pingpong" (the two warpgroups take turns at the tensor cores). Serial and
+# ping-pong are defaults (below); pipelined is post 5's measured alternative and the base of
+# the FA4 schedule work (issue 23).
 SCHEDULES = ("serial", "pipelined", "pingpong")
 # The schedule run when none is asked for, per (head dim, causal): ping-pong where it beat the
 # serial loop beyond the timing noise at every production length it runs at (N >= 4096), serial
 # elsewhere (PERF_NOTES.md, session 7: `python scripts/hopper_check.py --sweep`).
 DEFAULT_SCHEDULES = {(128, False): "pingpong"}
-# Registers per thread: the producer warp needs a handful, the consumers take the rest.
-PRODUCER_REGS = 24
-CONSUMER_REGS = 240
-MAXNREG = 168  # launch cap: (4 + 4 + 4 padded producer warps) * 32 threads * 168 <= 65536
 
 
 if GLUON_IMPORT_ERROR is None:
-    _M = gl.constexpr(ROWS_PER_WARPGROUP)  # kernels read globals only as constexprs
-
-    @gluon.constexpr_function
-    def _acc_layout(cols):
-        """wgmma's accumulator layout for one warpgroup's (64, cols) fp32 tile: its 4 warps
-        stacked along the rows, 16 rows each (also kernels/hopper_bwd.py's)."""
-        return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, cols, 16])
+    _M = gl.constexpr(ROWS)  # kernels read globals only as constexprs
 
     @gluon.jit
-    def _mark(name: gl.constexpr, start: gl.constexpr, PROFILE: gl.constexpr):
+    def mark(name: gl.constexpr, start: gl.constexpr, PROFILE: gl.constexpr):
         """A Proton timestamp record (scripts/timeline.py). PROFILE is a constexpr, so the kernel
         that flash_attention runs carries no records at all."""
         if PROFILE:
@@ -90,7 +70,7 @@ if GLUON_IMPORT_ERROR is None:
                 pl.exit_scope(name)
 
     @gluon.jit
-    def _query_block(N_Q, IS_CAUSAL: gl.constexpr, LPT: gl.constexpr):
+    def query_block(N_Q, IS_CAUSAL: gl.constexpr, LPT: gl.constexpr):
         """This program's block of 2 * 64 query rows. Causal: the last blocks have the most keys
         to visit, so they are handed out first and the final wave of programs is the short one."""
         pid = gl.program_id(0)
@@ -99,7 +79,7 @@ if GLUON_IMPORT_ERROR is None:
         return pid
 
     @gluon.jit
-    def _consume(
+    def consume(
         q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
         acc, l_i, m_i, rows, t_lo, t_hi, N_K, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr,
@@ -108,38 +88,41 @@ if GLUON_IMPORT_ERROR is None:
     ):
         M: gl.constexpr = _M
         for t in range(t_lo, t_hi):
-            stage = t % STAGES
-            phase = (t // STAGES) & 1  # each stage is refilled every STAGES tiles
-            _mark("wait K", True, PROFILE)
-            mbarrier.wait(k_ready.index(stage), phase)
-            _mark("wait K", False, PROFILE)
-            _mark("QK^T", True, PROFILE)
+            mark("wait K", True, PROFILE)
+            stage = ring_wait(k_ready, t, STAGES)
+            mark("wait K", False, PROFILE)
+            mark("QK^T", True, PROFILE)
             k_tile = k_bufs.index(stage)  # (BLOCK_N, HEAD_DIM) in shared memory
             # S = Q K^T on the tensor cores; K^T is a transposed *view* that wgmma reads directly.
             qk = warpgroup_mma(q_smem, k_tile.permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                                use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))  # (M, BLOCK_N) fp32, unscaled
-            _mark("QK^T", False, PROFILE)
-            _mark("softmax", True, PROFILE)
-            p, alpha, m_new, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
-                                                 BLOCK_N, s_layout)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            # P goes to the second matmul from registers (wgmma's A operand may live there).
-            p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
-            _mark("softmax", False, PROFILE)
-            _mark("wait V", True, PROFILE)
-            mbarrier.wait(v_ready.index(stage), phase)
-            _mark("wait V", False, PROFILE)
-            _mark("PV", True, PROFILE)
+            mark("QK^T", False, PROFILE)
+            mark("softmax", True, PROFILE)
+            p, alpha, m_new, l_i = softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
+                                                BLOCK_N, s_layout)
+            acc, p_op = rescale_and_pack(acc, alpha, p, k_bufs.dtype, o_layout, p_layout)
+            mark("softmax", False, PROFILE)
+            mark("wait V", True, PROFILE)
+            ring_wait(v_ready, t, STAGES)
+            mark("wait V", False, PROFILE)
+            mark("PV", True, PROFILE)
             acc = warpgroup_mma(p_op, v_bufs.index(stage), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-            _mark("PV", False, PROFILE)
+            mark("PV", False, PROFILE)
             mbarrier.arrive(kv_empty.index(stage), count=1)  # this consumer is done with the stage
             m_i = m_new
         return acc, l_i, m_i
 
     @gluon.jit
-    def _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL: gl.constexpr,
+    def rescale_and_pack(acc, alpha, p, dtype: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr):
+        """The running output rescaled by alpha, and P cast to ``dtype`` as wgmma's register A
+        operand (P goes to the second matmul from registers: no trip through shared memory)."""
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
+        return acc, gl.convert_layout(p.to(dtype), p_layout)
+
+    @gluon.jit
+    def softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL: gl.constexpr,
                       BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
         """One tile's online-softmax step: returns (p, alpha, m_new, l_new), p unnormalised fp32."""
         if MASKED:
@@ -161,7 +144,7 @@ if GLUON_IMPORT_ERROR is None:
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit
-    def _consume_pipelined(
+    def consume_pipelined(
         q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
         acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -176,39 +159,35 @@ if GLUON_IMPORT_ERROR is None:
         mbarrier.wait(k_ready.index(0), 0)
         qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), zero_s, use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
-                                           BLOCK_N, s_layout)
+        p, alpha, m_i, l_i = softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
+                                          BLOCK_N, s_layout)
         p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
         for t in range(1, t_hi):
-            stage = t % STAGES
-            prev = (t - 1) % STAGES
-            mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
+            stage = ring_wait(k_ready, t, STAGES)
             qk = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            mbarrier.wait(v_ready.index(prev), ((t - 1) // STAGES) & 1)
+            prev = ring_wait(v_ready, t - 1, STAGES)
             acc = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
             # wgmma groups retire in order: at most one outstanding means S is ready, PV may not be.
             qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))
-            p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, t >= t_full, IS_CAUSAL,
-                                               BLOCK_N, s_layout)
+            p, alpha, m_i, l_i = softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, t >= t_full, IS_CAUSAL,
+                                              BLOCK_N, s_layout)
             acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
             mbarrier.arrive(kv_empty.index(prev), count=1)
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-            p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
-        last = (t_hi - 1) % STAGES
-        mbarrier.wait(v_ready.index(last), ((t_hi - 1) // STAGES) & 1)
+            acc, p_op = rescale_and_pack(acc, alpha, p, k_bufs.dtype, o_layout, p_layout)
+        last = ring_wait(v_ready, t_hi - 1, STAGES)
         acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(kv_empty.index(last), count=1)
         return acc, l_i, m_i
 
     @gluon.jit
-    def _turn(turn_bars, k, WARPGROUP: gl.constexpr):
+    def turn(turn_bars, k, WARPGROUP: gl.constexpr):
         """Wait for this warpgroup's k-th turn at the tensor cores. Warpgroup 0 goes first: its
         turn barrier counts as having completed the phase before phase 0."""
         mbarrier.wait(turn_bars.index(WARPGROUP), (k & 1) ^ (1 - WARPGROUP))
 
     @gluon.jit
-    def _pingpong_block(
+    def pingpong_block(
         q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
         acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -218,16 +197,14 @@ if GLUON_IMPORT_ERROR is None:
         """Turn t: O += P(t-1) V(t-1) and S(t) = Q K(t)^T back to back, then hand the tensor cores
         to the other warpgroup and run tile t's softmax while its matmuls run."""
         M: gl.constexpr = _M
-        stage = t % STAGES
-        prev = (t - 1) % STAGES
-        _mark("wait K/V", True, PROFILE)
-        mbarrier.wait(v_ready.index(prev), ((t - 1) // STAGES) & 1)
-        mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
-        _mark("wait K/V", False, PROFILE)
-        _mark("wait turn", True, PROFILE)
-        _turn(turn_bars, t, WARPGROUP)
-        _mark("wait turn", False, PROFILE)
-        _mark("PV + QK^T", True, PROFILE)
+        mark("wait K/V", True, PROFILE)
+        prev = ring_wait(v_ready, t - 1, STAGES)
+        stage = ring_wait(k_ready, t, STAGES)
+        mark("wait K/V", False, PROFILE)
+        mark("wait turn", True, PROFILE)
+        turn(turn_bars, t, WARPGROUP)
+        mark("wait turn", False, PROFILE)
+        mark("PV + QK^T", True, PROFILE)
         acc = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
         qk = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                            use_acc=False, is_async=True)
@@ -235,17 +212,16 @@ if GLUON_IMPORT_ERROR is None:
         acc, p_op = warpgroup_mma_wait(num_outstanding=1, deps=(acc, p_op))
         mbarrier.arrive(kv_empty.index(prev), count=1)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        _mark("PV + QK^T", False, PROFILE)
-        _mark("softmax", True, PROFILE)
-        p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
-                                           BLOCK_N, s_layout)
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, o_layout)), 1)
-        p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
-        _mark("softmax", False, PROFILE)
+        mark("PV + QK^T", False, PROFILE)
+        mark("softmax", True, PROFILE)
+        p, alpha, m_i, l_i = softmax_tile(qk, m_i, l_i, rows, t, N_K, qk_scale, MASKED, IS_CAUSAL,
+                                          BLOCK_N, s_layout)
+        acc, p_op = rescale_and_pack(acc, alpha, p, k_bufs.dtype, o_layout, p_layout)
+        mark("softmax", False, PROFILE)
         return acc, p_op, m_i, l_i
 
     @gluon.jit
-    def _consume_pingpong(
+    def consume_pingpong(
         q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
         acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WARPGROUP: gl.constexpr,
@@ -257,70 +233,66 @@ if GLUON_IMPORT_ERROR is None:
         so neither waits for a turn the other never hands over."""
         M: gl.constexpr = _M
         # Turn 0: S(0) alone.
-        _mark("wait K/V", True, PROFILE)
+        mark("wait K/V", True, PROFILE)
         mbarrier.wait(k_ready.index(0), 0)
-        _mark("wait K/V", False, PROFILE)
-        _mark("wait turn", True, PROFILE)
-        _turn(turn_bars, 0, WARPGROUP)
-        _mark("wait turn", False, PROFILE)
-        _mark("QK^T", True, PROFILE)
+        mark("wait K/V", False, PROFILE)
+        mark("wait turn", True, PROFILE)
+        turn(turn_bars, 0, WARPGROUP)
+        mark("wait turn", False, PROFILE)
+        mark("QK^T", True, PROFILE)
         qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), gl.zeros([M, BLOCK_N], gl.float32, s_layout),
                            use_acc=False, is_async=True)
         mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        _mark("QK^T", False, PROFILE)
-        _mark("softmax", True, PROFILE)
-        p, alpha, m_i, l_i = _softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
-                                           BLOCK_N, s_layout)
+        mark("QK^T", False, PROFILE)
+        mark("softmax", True, PROFILE)
+        p, alpha, m_i, l_i = softmax_tile(qk, m_i, l_i, rows, 0, N_K, qk_scale, t_full == 0, IS_CAUSAL,
+                                          BLOCK_N, s_layout)
         p_op = gl.convert_layout(p.to(k_bufs.dtype), p_layout)
-        _mark("softmax", False, PROFILE)
+        mark("softmax", False, PROFILE)
         # Turns 1 .. t_hi - 1: unmasked tiles, then the masked ones.
         for t in range(1, gl.maximum(t_full, 1)):
-            acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
-                                                  acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
-                                                  False, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
-                                                  s_layout, p_layout, o_layout, PROFILE)
+            acc, p_op, m_i, l_i = pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+                                                 acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
+                                                 False, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
+                                                 s_layout, p_layout, o_layout, PROFILE)
         for t in range(gl.maximum(t_full, 1), t_hi):
-            acc, p_op, m_i, l_i = _pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
-                                                  acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
-                                                  True, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
-                                                  s_layout, p_layout, o_layout, PROFILE)
+            acc, p_op, m_i, l_i = pingpong_block(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+                                                 acc, p_op, m_i, l_i, rows, t, N_K, qk_scale,
+                                                 True, IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP,
+                                                 s_layout, p_layout, o_layout, PROFILE)
         # Turn t_hi: the last PV.
-        last = (t_hi - 1) % STAGES
-        _mark("wait K/V", True, PROFILE)
-        mbarrier.wait(v_ready.index(last), ((t_hi - 1) // STAGES) & 1)
-        _mark("wait K/V", False, PROFILE)
-        _mark("wait turn", True, PROFILE)
-        _turn(turn_bars, t_hi, WARPGROUP)
-        _mark("wait turn", False, PROFILE)
-        _mark("PV", True, PROFILE)
+        mark("wait K/V", True, PROFILE)
+        last = ring_wait(v_ready, t_hi - 1, STAGES)
+        mark("wait K/V", False, PROFILE)
+        mark("wait turn", True, PROFILE)
+        turn(turn_bars, t_hi, WARPGROUP)
+        mark("wait turn", False, PROFILE)
+        mark("PV", True, PROFILE)
         acc = warpgroup_mma(p_op, v_bufs.index(last), acc, is_async=True)
         mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        _mark("PV", False, PROFILE)
+        mark("PV", False, PROFILE)
         mbarrier.arrive(kv_empty.index(last), count=1)
         # Causal: empty turns, and the stages loaded for the other warpgroup only are released.
         for t in range(t_hi, t_all):
-            stage = t % STAGES
-            mbarrier.wait(k_ready.index(stage), (t // STAGES) & 1)
-            mbarrier.wait(v_ready.index(stage), (t // STAGES) & 1)
-            _turn(turn_bars, t + 1, WARPGROUP)
+            stage = ring_wait(k_ready, t, STAGES)
+            ring_wait(v_ready, t, STAGES)
+            turn(turn_bars, t + 1, WARPGROUP)
             mbarrier.arrive(turn_bars.index(1 - WARPGROUP), count=1)
             mbarrier.arrive(kv_empty.index(stage), count=1)
         return acc, l_i, m_i
 
     @gluon.jit
-    def _release(k_ready, v_ready, kv_empty, t_lo, t_hi, STAGES: gl.constexpr):
+    def release(k_ready, v_ready, kv_empty, t_lo, t_hi, STAGES: gl.constexpr):
         """Causal: the other warpgroup's rows reach further; release the stages it still needs."""
         for t in range(t_lo, t_hi):
-            stage = t % STAGES
-            phase = (t // STAGES) & 1
-            mbarrier.wait(k_ready.index(stage), phase)
-            mbarrier.wait(v_ready.index(stage), phase)
+            stage = ring_wait(k_ready, t, STAGES)
+            ring_wait(v_ready, t, STAGES)
             mbarrier.arrive(kv_empty.index(stage), count=1)
 
     @gluon.jit
-    def _consumer(
+    def consumer(
         q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
         o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -328,11 +300,11 @@ if GLUON_IMPORT_ERROR is None:
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
-        s_layout: gl.constexpr = _acc_layout(BLOCK_N)  # S = Q K^T
-        o_layout: gl.constexpr = _acc_layout(HEAD_DIM)  # the running output
+        s_layout: gl.constexpr = acc_layout(BLOCK_N)  # S = Q K^T
+        o_layout: gl.constexpr = acc_layout(HEAD_DIM)  # the running output
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
-        pid_m = _query_block(N_Q, IS_CAUSAL, LPT)
+        pid_m = query_block(N_Q, IS_CAUSAL, LPT)
         bh = gl.program_id(1).to(gl.int64)  # int64: b * stride_ob passes 2**31 on large tensors
         b = bh // H
         h = bh % H
@@ -358,25 +330,25 @@ if GLUON_IMPORT_ERROR is None:
         q_smem = q_bufs.index(WARPGROUP)
         mbarrier.wait(q_bar, 0)
         if SCHEDULE == "pingpong":
-            acc, l_i, m_i = _consume_pingpong(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
-                                              acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
-                                              IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP, s_layout, p_layout, o_layout,
-                                              PROFILE)
+            acc, l_i, m_i = consume_pingpong(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, turn_bars,
+                                             acc, l_i, m_i, rows, t_full, t_hi, t_all, N_K, qk_scale,
+                                             IS_CAUSAL, BLOCK_N, STAGES, WARPGROUP, s_layout, p_layout, o_layout,
+                                             PROFILE)
         elif SCHEDULE == "pipelined":
-            acc, l_i, m_i = _consume_pipelined(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
-                                               acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
-                                               IS_CAUSAL, BLOCK_N, STAGES, s_layout, p_layout, o_layout)
+            acc, l_i, m_i = consume_pipelined(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
+                                              acc, l_i, m_i, rows, t_full, t_hi, N_K, qk_scale,
+                                              IS_CAUSAL, BLOCK_N, STAGES, s_layout, p_layout, o_layout)
         else:
-            acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
-                                     0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES,
-                                     s_layout, p_layout, o_layout, PROFILE)
-            acc, l_i, m_i = _consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
-                                     t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
-                                     s_layout, p_layout, o_layout, PROFILE)
+            acc, l_i, m_i = consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
+                                    0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES,
+                                    s_layout, p_layout, o_layout, PROFILE)
+            acc, l_i, m_i = consume(q_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, acc, l_i, m_i, rows,
+                                    t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES,
+                                    s_layout, p_layout, o_layout, PROFILE)
         if SCHEDULE != "pingpong":  # (the ping-pong loop releases these itself)
-            _release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
+            release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
 
-        _mark("epilogue", True, PROFILE)
+        mark("epilogue", True, PROFILE)
         out = acc / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o_layout)), 1)
         o_rows = m0 + gl.arange(0, M, layout=gl.SliceLayout(1, o_layout))
         o_cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
@@ -386,17 +358,17 @@ if GLUON_IMPORT_ERROR is None:
         gl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=gl.expand_dims(o_rows < N_Q, 1))
         # log2-sum-exp2 per row, the convention of flash.py's backward.
         gl.store(lse_ptr + bh * N_Q + rows, m_i + gl.log2(l_i), mask=rows < N_Q)
-        _mark("epilogue", False, PROFILE)
+        mark("epilogue", False, PROFILE)
 
     @gluon.jit
-    def _producer(
+    def producer(
         q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         H, GROUP, N_Q, N_K,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, LPT: gl.constexpr,
         PROFILE: gl.constexpr,
     ):
         M: gl.constexpr = _M
-        pid_m = _query_block(N_Q, IS_CAUSAL, LPT)
+        pid_m = query_block(N_Q, IS_CAUSAL, LPT)
         bh = gl.program_id(1)
         b = bh // H
         hk = (bh % H) // GROUP  # grouped-query attention: GROUP query heads share one k/v head
@@ -406,32 +378,26 @@ if GLUON_IMPORT_ERROR is None:
         kv_row = (b * (H // GROUP) + hk) * N_K
 
         mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_bufs.index(0))
-        tma.async_copy_global_to_shared(q_desc, [q_row + M, 0], q_bar, q_bufs.index(1))
+        tma_load(q_desc, [q_row, 0], q_bar, q_bufs.index(0))
+        tma_load(q_desc, [q_row + M, 0], q_bar, q_bufs.index(1))
 
         hi = N_K
         if IS_CAUSAL:
             hi = gl.minimum(N_K, pid_m * (2 * M) + 2 * M)
         for t in range(gl.cdiv(hi, BLOCK_N)):
-            stage = t % STAGES
-            phase = (t // STAGES) & 1
-            # A fresh mbarrier counts as having completed the phase before phase 0, so the
-            # first pass over the ring does not wait.
-            _mark("wait empty", True, PROFILE)
-            mbarrier.wait(kv_empty.index(stage), phase ^ 1)
-            _mark("wait empty", False, PROFILE)
-            _mark("load K/V", True, PROFILE)
+            mark("wait empty", True, PROFILE)
+            stage = ring_free(kv_empty, t, STAGES)
+            mark("wait empty", False, PROFILE)
+            mark("load K/V", True, PROFILE)
             # K and V land on separate barriers: the consumers start S = QK^T before V arrives.
             mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage),
-                                            k_bufs.index(stage))
+            tma_load(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage), k_bufs.index(stage))
             mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage),
-                                            v_bufs.index(stage))
-            _mark("load K/V", False, PROFILE)
+            tma_load(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage), v_bufs.index(stage))
+            mark("load K/V", False, PROFILE)
 
     @gluon.jit
-    def _hopper_fwd_kernel(
+    def hopper_fwd_kernel(
         q_desc, k_desc, v_desc, o_ptr, lse_ptr,
         stride_ob, stride_oh, stride_on,
         H, GROUP, N_Q, N_K, qk_scale,
@@ -450,90 +416,45 @@ if GLUON_IMPORT_ERROR is None:
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         turn_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # ping-pong
         mbarrier.init(q_bar, count=1)
         mbarrier.init(turn_bars.index(0), count=1)
         mbarrier.init(turn_bars.index(1), count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(kv_empty.index(i), count=2)  # both consumers must let go of a stage
+        k_ready, v_ready, kv_empty = ring_barriers(STAGES)  # K and V land apart
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
-            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
+            (consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
                          0, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT, PROFILE)),
-            (_consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
+            (consumer, (q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty, turn_bars,
                          o_ptr, lse_ptr, stride_ob, stride_oh, stride_on, H, N_Q, N_K, qk_scale,
                          1, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, LPT, PROFILE)),
-            (_producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+            (producer, (q_desc, k_desc, v_desc, q_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          H, GROUP, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES, LPT, PROFILE)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
 # ----------------------------------------------------------------------------- launch
 
-TORCH_TO_GL = {}
-if GLUON_IMPORT_ERROR is None:
-    TORCH_TO_GL = {torch.float16: gl.float16, torch.bfloat16: gl.bfloat16}
+
+def hopper_problem(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor) -> str | None:
+    """Why the Gluon forward cannot take these (B, H, N, D) inputs, or None if it can."""
+    return gluon_problem(q4, k4, v4)
 
 
-@functools.cache
-def _device_capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
-
-
-def hopper_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, precision: str = "ieee") -> str | None:
-    """Why the Gluon kernel cannot take these inputs, or None if it can. Inputs are (B, H, N, D)."""
-    if GLUON_IMPORT_ERROR is not None:
-        return f"this Triton has no Gluon Hopper API ({GLUON_IMPORT_ERROR})"
-    if INTERPRET:
-        return "Gluon kernels do not run in Triton's CPU interpreter"
-    if q.device.type != "cuda":
-        return "inputs are not on a CUDA device"
-    if _device_capability(q.device.index or 0) != (9, 0):
-        return f"the GPU is sm{''.join(map(str, _device_capability(q.device.index or 0)))}, not sm90 (Hopper)"
-    if q.dtype not in TORCH_TO_GL:
-        return f"dtype {q.dtype} (the kernel takes float16 or bfloat16)"
-    if q.shape[-1] not in HEAD_DIMS:
-        return f"head dim {q.shape[-1]} (the kernel takes {HEAD_DIMS})"
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() != 4 or not t.is_contiguous():
-            return f"{name} is not a contiguous (B, H, N, D) tensor"
-        if t.data_ptr() % 16:
-            return f"{name} is not 16-byte aligned (TMA needs it)"
-    if q.shape[0] * q.shape[1] * q.shape[2] + 2 * ROWS_PER_WARPGROUP >= 2**31 or k.shape[0] * k.shape[1] * k.shape[2] >= 2**31:
-        return "more than 2**31 rows: TMA coordinates are int32"
-    return None
-
-
-# ``flash_attention`` takes this kernel where it measured faster than the pointer kernel: long
+# The router takes this kernel where it measured faster than the pointer kernel: long
 # sequences. At N = 2048 it was slower at D = 64 and bf16 calls there took about 0.35 ms whatever
 # the shape (docs/data/production.h100.json, PERF_NOTES.md session 6); from N = 4096 on it won.
 AUTO_MIN_LEN = 4096
-DISABLED = os.environ.get("KERNELS_GLUON", "1") == "0"  # KERNELS_GLUON=0: never pick it automatically
 
 
 def auto_applies(q4, k4, v4, scale: float) -> bool:
-    """Whether ``flash_attention`` should run this kernel on (B, H, N, D) inputs by itself."""
-    if DISABLED or scale <= 0 or min(q4.shape[2], k4.shape[2]) < AUTO_MIN_LEN:
+    """Whether the router should run this kernel on (B, H, N, D) inputs by itself: the kernel
+    takes them, they are long enough, and ``KERNELS_GLUON`` is not 0."""
+    if not SETTINGS.gluon or scale <= 0 or min(q4.shape[2], k4.shape[2]) < AUTO_MIN_LEN:
         return False
     return hopper_problem(q4, k4, v4) is None
-
-
-@functools.cache
-def _smem_layout(dtype: torch.dtype, rows: int, cols: int):
-    """The swizzled shared-memory layout of a (rows, cols) tile: computed once per shape."""
-    return gl.NVMMASharedLayout.get_default_for([rows, cols], TORCH_TO_GL[dtype])
-
-
-def _descriptor(t2d: torch.Tensor, rows: int):
-    block = [rows, t2d.shape[1]]
-    return TensorDescriptor(t2d, list(t2d.shape), list(t2d.stride()), block, _smem_layout(t2d.dtype, *block))
 
 
 def default_schedule(head_dim: int, causal: bool) -> str:
@@ -549,8 +470,6 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str | No
     ``lpt=False`` hands causal query blocks out in order instead of longest first,
     ``stages`` overrides the K/V ring's depth. ``profile=True`` compiles in Proton's
     timestamp records (run it inside a Proton instrumentation session: scripts/timeline.py)."""
-    from .flash import _DIRECT  # flash imports this module, so its launcher is imported late
-
     schedule = schedule or default_schedule(q4.shape[-1], causal)
     if schedule not in SCHEDULES:
         raise ValueError(f"hopper_forward: schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -560,22 +479,22 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str | No
     stages = stages or default_stages
     o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
     lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
-    q_desc = _descriptor(q4.view(B * H * NQ, D), ROWS_PER_WARPGROUP)
-    k_desc = _descriptor(k4.view(B * H_KV * NK, D), block_n)
-    v_desc = _descriptor(v4.view(B * H_KV * NK, D), block_n)
-    grid = (triton.cdiv(NQ, 2 * ROWS_PER_WARPGROUP), B * H)
+    q_desc = descriptor(q4.view(B * H * NQ, D), ROWS)
+    k_desc = descriptor(k4.view(B * H_KV * NK, D), block_n)
+    v_desc = descriptor(v4.view(B * H_KV * NK, D), block_n)
+    grid = (triton.cdiv(NQ, 2 * ROWS), B * H)
     descriptors = (q_desc, k_desc, v_desc)
     scalars = (*o4.stride()[:3], H, H // H_KV, NQ, NK, scale * LOG2E)
     constexprs = dict(IS_CAUSAL=causal, BLOCK_N=block_n, STAGES=stages, CONSUMER_REGS=CONSUMER_REGS,
                       PRODUCER_REGS=PRODUCER_REGS, SCHEDULE=schedule, LPT=lpt, PROFILE=profile)
     options = dict(num_warps=4, maxnreg=MAXNREG)
     if profile:  # through Triton's own launch path, where Proton's hooks see the launch
-        compiled = _hopper_fwd_kernel[grid](*descriptors, o4, lse, *scalars, **constexprs, **options)
+        compiled = hopper_fwd_kernel[grid](*descriptors, o4, lse, *scalars, **constexprs, **options)
     else:
         # The compiled kernel's own launch entry after the first call: Triton's binding of
         # descriptor arguments cost 143-222 us of host time per call (PERF_NOTES.md, session 6).
-        compiled = _DIRECT("gluon-fwd", _hopper_fwd_kernel, grid, (o4, lse), scalars, constexprs,
-                           descriptors=descriptors, options=options)
+        compiled = DIRECT("gluon-fwd", hopper_fwd_kernel, grid, (o4, lse), scalars, constexprs,
+                          descriptors=descriptors, options=options)
     return o4, lse, compiled
 
 
@@ -583,7 +502,7 @@ def hopper_attention(q, k, v, *, causal: bool = False, scale: float | None = Non
     """The Gluon forward alone (no autograd): q (B, H, Nq, D), k and v (B, Hkv, Nk, D).
 
     Raises ValueError when the inputs are outside the kernel's scope (``hopper_problem``);
-    ``flash_attention`` picks this kernel itself where it applies.
+    ``flash_attention(..., backend="gluon")`` is the same kernel with a backward.
     """
     scale = check_attention_inputs("hopper_attention", q, k, v, causal, scale, allow_gqa=True)
     if scale <= 0:

@@ -1,8 +1,8 @@
-"""The attention backward's dQ pass for Hopper, in Gluon: the separate-pass half of ``hopper_bwd.py``.
+"""The attention backward's dQ pass for Hopper, in Gluon: the separate-pass half of ``dkdv.py``.
 
 Each program owns 128 query rows of one (batch, head) and keeps what they need on chip (their
 Q and dO tiles, their lse and delta values) while every key tile they can see streams past:
-the structure of the forward (``hopper.py``) with the backward's matmuls.
+the structure of the forward (``forward.py``) with the backward's matmuls.
 
 - a *producer* warp copies Q and dO once with TMA, then streams (K, V) tiles of BLOCK_N keys
   of the matching k/v head (grouped-query attention: head h reads k/v head h // (H // H_KV))
@@ -11,18 +11,18 @@ the structure of the forward (``hopper.py``) with the backward's matmuls.
   cores (``warpgroup_mma``, wgmma):
 
       S  = Q K^T                      (both operands in shared memory; K^T a permuted view)
-      P  = exp2(S * qk_scale - lse)   (lse in log2 units, as flash.py's forward stores it)
+      P  = exp2(S * qk_scale - lse)   (lse in log2 units, as every forward here stores it)
       dP = dO V^T
-      dS = P * (dP - delta)           (delta = rowsum(dO * O), flash.py's preprocess kernel)
+      dS = P * (dP - delta)           (delta = rowsum(dO * O), ``flash.flash_preprocess``)
       dQ += dS K                      (dS from registers, K from shared memory as it lies)
 
   (``SCHEDULES``: "overlap" issues dP right after S, so it runs under the exponentials;
   "serial" issues it once P is computed, so dP's accumulator holds no registers during the
   exponentials; the serial order was the faster one in the dK/dV kernel), then store
-  dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as ``flash._flash_bwd_dq_kernel``
+  dQ * scale (S = scale * Q K^T, so dQ picks up the scale, as ``flash.flash_bwd_dq_kernel``
   does), rows past N_Q masked.
 
-Masks, as ``flash.py``'s kernels: keys at or past N_K get P = 0; causal is top-left (query row
+Masks, as ``kernels/flash.py``'s kernels: keys at or past N_K get P = 0; causal is top-left (query row
 i sees keys j <= i, whatever Nq and Nk), so a warpgroup stops at the tile holding its last
 row's diagonal and masks only the tiles from the first one that crosses its first row's.
 Rows past N_Q hold the next head's queries (or TMA's zero fill): their lse is read as +inf, so
@@ -43,11 +43,11 @@ Budget, per program, checked against the compiled kernel (``scripts/compile_hopp
   no local memory. (D = 128 with 128 keys would need 64 + 128 + 32 = 224 before any address:
   ptxas spilled it.)
 
-The other way, built as ``hopper_bwd.hopper_dkdv_dq`` and measured (PERF_NOTES.md, session 9;
-off by default): FlashAttention-3 adds dQ into an
+The other way, built and measured at commit f57d95b (PERF_NOTES.md, session 9) and removed
+since: FlashAttention-3 adds dQ into an
 fp32 buffer from the dK/dV loop (https://github.com/Dao-AILab/flash-attention, hopper/:
 ``mainloop_bwd_sm90_tma_gmma_ws.hpp`` with a bulk reduce-add, ``copy_sm90_bulk_reduce.hpp``,
-and ``flash_bwd_postprocess_kernel.h`` to scale and convert the buffer). In ``hopper_bwd.py``
+and ``flash_bwd_postprocess_kernel.h`` to scale and convert the buffer). In ``dkdv.py``
 dS^T of 64 keys x 64 queries sits in each consumer's registers and K is resident, so per query
 tile: dS^T to shared memory (it becomes a transposed A operand), one wgmma dQ_tile = dS K (64
 queries x D, over the program's 128 keys), the 64 x D fp32 partial to shared memory and a bulk
@@ -62,8 +62,9 @@ live at the dQ step (S^T and dP^T are dead by then), so whether it fits is for p
 FA3 fits half a partial (32 a thread) beside dK and dV at D = 128 with the same 128 keys and
 240 registers, by splitting the dQ product over its two warpgroups along D, which needs dS in
 shared memory (``run_mha_bwd_hdim128`` in ``flash_bwd_launch_template.h``: AtomLayoutMdQ = 1).
+Measured, it spilled at D = 128 and was no faster overall (PERF_NOTES.md, session 9).
 
-Scope: as ``hopper_bwd.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
+Scope: as ``dkdv.py`` (sm90, fp16/bf16, D 64 or 128, contiguous (B, H, N, D), GQA/MQA,
 any Nq and Nk). ``hopper_dq_problem`` says why an input is outside it. Gluon kernels do not
 run in Triton's CPU interpreter.
 """
@@ -73,20 +74,14 @@ from __future__ import annotations
 import torch
 import triton
 
-from . import hopper, hopper_bwd
-from ._runtime import new_output
+from ..runtime import new_output
+from .common import (
+    CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
+    fence_async_shared, gl, gluon, mbarrier, ring_barriers, ring_free, ring_wait, tma_load, warpgroup_mma, warpgroup_mma_wait,
+)
+from .dkdv import auto_applies as dkdv_auto_applies, check_backward_args, hopper_bwd_problem
+from .forward import release
 
-if hopper.GLUON_IMPORT_ERROR is None:
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-
-ROWS = hopper.ROWS_PER_WARPGROUP  # 64: query rows per consumer warpgroup
 BLOCK_ROWS = 2 * ROWS  # query rows per program
 # (BLOCK_N, STAGES) per head dim: keys per streamed tile and the (K, V) ring's depth, the
 # deepest ring that fits (one program per SM either way: registers decide that). Chosen from the
@@ -95,15 +90,10 @@ BLOCK_ROWS = 2 * ROWS  # query rows per program
 # stores) while 64 keys use up to R172; at D = 64 both fit (up to R222 at 128 keys, R130 at 64)
 # and 128 keys halve the barrier waits and the per-tile bookkeeping.
 TILES = {64: (128, 4), 128: (64, 4)}
-PRODUCER_REGS = hopper.PRODUCER_REGS
-CONSUMER_REGS = hopper.CONSUMER_REGS
-MAXNREG = hopper.MAXNREG
-# flash_attention's backward runs this kernel by default where it applies (auto_applies);
-# False sends every dQ to the pointer kernel. Switched on after the H100 tests and timings
-# (PERF_NOTES.md, session 8): 1.01-1.25x the pointer dQ kernel at B4 N8192, and a faster
-# whole backward in the production suite at D = 128.
-ENABLED = True
-# How each consumer warpgroup orders its products per key tile (see _dq_tiles). Measured with
+# The router's backward runs this kernel where it applies (auto_applies), since the H100 tests
+# and timings of PERF_NOTES.md, session 8: 1.01-1.25x the pointer dQ kernel at B4 N8192, and a
+# faster whole backward in the production suite at D = 128.
+# How each consumer warpgroup orders its products per key tile (see dq_tiles). Measured with
 # scripts/hopper_bwd_check.py --dq (H100, B4 N8192, fp16 and bf16): "overlap" took 0.5-7% less
 # time than "serial" at D = 128 and 15-21% less at D = 64; issuing dP with S leaves one round
 # trip to the tensor cores per tile fewer, and the registers fit.
@@ -111,11 +101,11 @@ SCHEDULES = ("overlap", "serial")
 DEFAULT_SCHEDULE = "overlap"
 
 
-if hopper.GLUON_IMPORT_ERROR is None:
+if GLUON_IMPORT_ERROR is None:
     _M = gl.constexpr(ROWS)  # kernels read globals only as constexprs
 
     @gluon.jit
-    def _dq_tiles(
+    def dq_tiles(
         q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty,
         dq, lse, delta, rows, t_lo, t_hi, N_K, qk_scale,
         MASKED: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -128,13 +118,11 @@ if hopper.GLUON_IMPORT_ERROR is None:
         M: gl.constexpr = _M
         zero_s = gl.zeros([M, BLOCK_N], gl.float32, s_layout)
         for t in range(t_lo, t_hi):
-            stage = t % STAGES
-            phase = (t // STAGES) & 1  # each stage is refilled every STAGES tiles
+            stage = ring_wait(k_ready, t, STAGES)
             k_tile = k_bufs.index(stage)  # (BLOCK_N, HEAD_DIM) in shared memory
-            mbarrier.wait(k_ready.index(stage), phase)
             s = warpgroup_mma(q_smem, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             if SCHEDULE == "overlap":
-                mbarrier.wait(v_ready.index(stage), phase)
+                ring_wait(v_ready, t, STAGES)
                 dp = warpgroup_mma(do_smem, v_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False,
                                    is_async=True)
                 # wgmma groups retire in order: one outstanding means S is ready, dP may not be.
@@ -150,7 +138,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
                 # where, not a multiply: a masked score may overflow exp2 to inf, and inf * 0 is NaN.
                 p = gl.where(keep, p, 0.0)
             if SCHEDULE != "overlap":
-                mbarrier.wait(v_ready.index(stage), phase)
+                ring_wait(v_ready, t, STAGES)
                 dp = warpgroup_mma(do_smem, v_bufs.index(stage).permute((1, 0)), zero_s, use_acc=False,
                                    is_async=True)
             dp = warpgroup_mma_wait(num_outstanding=0, deps=(dp,))
@@ -162,7 +150,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
         return dq
 
     @gluon.jit
-    def _consumer(
+    def consumer(
         q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale,
         WARPGROUP: gl.constexpr, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -170,8 +158,8 @@ if hopper.GLUON_IMPORT_ERROR is None:
     ):
         M: gl.constexpr = _M
         HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
-        s_layout: gl.constexpr = hopper._acc_layout(BLOCK_N)  # S, P, dP, dS: rows = this warpgroup's queries
-        dq_layout: gl.constexpr = hopper._acc_layout(HEAD_DIM)
+        s_layout: gl.constexpr = acc_layout(BLOCK_N)  # S, P, dP, dS: rows = this warpgroup's queries
+        dq_layout: gl.constexpr = acc_layout(HEAD_DIM)
         ds_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=dq_layout, k_width=2)
 
         m0 = gl.program_id(0) * (2 * M) + WARPGROUP * M  # this warpgroup's first query row
@@ -199,13 +187,13 @@ if hopper.GLUON_IMPORT_ERROR is None:
         q_smem = q_bufs.index(WARPGROUP)
         do_smem = do_bufs.index(WARPGROUP)
         mbarrier.wait(q_bar, 0)
-        dq = _dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
+        dq = dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
                        0, t_full, N_K, qk_scale, False, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, s_layout, ds_layout)
-        dq = _dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
+        dq = dq_tiles(q_smem, do_smem, k_bufs, v_bufs, k_ready, v_ready, kv_empty, dq, lse, delta, rows,
                        t_full, t_hi, N_K, qk_scale, True, IS_CAUSAL, BLOCK_N, STAGES, SCHEDULE, s_layout, ds_layout)
-        hopper._release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
+        release(k_ready, v_ready, kv_empty, t_hi, t_all, STAGES)
 
-        # Program ids are read again rather than held across the loop (hopper_bwd.py: held, they
+        # Program ids are read again rather than held across the loop (dkdv.py: held, they
         # were spilled there).
         out_rows = gl.program_id(0) * (2 * M) + WARPGROUP * M + gl.arange(0, M, layout=gl.SliceLayout(1, dq_layout))
         cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, dq_layout))
@@ -218,7 +206,7 @@ if hopper.GLUON_IMPORT_ERROR is None:
                  mask=gl.expand_dims(out_rows < N_Q, 1))
 
     @gluon.jit
-    def _producer(
+    def producer(
         q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
         H, H_KV, N_Q, N_K, IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
     ):
@@ -234,26 +222,22 @@ if hopper.GLUON_IMPORT_ERROR is None:
 
         mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes + 2 * do_desc.block_type.nbytes)
         for half in gl.static_range(2):  # one 64-row tile of each per consumer warpgroup
-            hopper_bwd._tma_load(q_desc, [q_row + half * M, 0], q_bar, q_bufs.index(half))
-            hopper_bwd._tma_load(do_desc, [q_row + half * M, 0], q_bar, do_bufs.index(half))
+            tma_load(q_desc, [q_row + half * M, 0], q_bar, q_bufs.index(half))
+            tma_load(do_desc, [q_row + half * M, 0], q_bar, do_bufs.index(half))
 
         hi = N_K
         if IS_CAUSAL:
             hi = gl.minimum(N_K, pid_m * (2 * M) + 2 * M)  # the program's last row sees no key past it
         for t in range(gl.cdiv(hi, BLOCK_N)):
-            stage = t % STAGES
-            phase = (t // STAGES) & 1
-            # A fresh mbarrier counts as having completed the phase before phase 0, so the
-            # first pass over the ring does not wait.
-            mbarrier.wait(kv_empty.index(stage), phase ^ 1)
+            stage = ring_free(kv_empty, t, STAGES)
             # K and V land on separate barriers: the consumers start S = Q K^T before V arrives.
             mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
-            hopper_bwd._tma_load(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage), k_bufs.index(stage))
+            tma_load(k_desc, [kv_row + t * BLOCK_N, 0], k_ready.index(stage), k_bufs.index(stage))
             mbarrier.expect(v_ready.index(stage), v_desc.block_type.nbytes)
-            hopper_bwd._tma_load(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage), v_bufs.index(stage))
+            tma_load(v_desc, [kv_row + t * BLOCK_N, 0], v_ready.index(stage), v_bufs.index(stage))
 
     @gluon.jit
-    def _hopper_dq_kernel(
+    def hopper_dq_kernel(
         q_desc, do_desc, k_desc, v_desc, dq_ptr, lse_ptr, delta_ptr,
         H, H_KV, N_Q, N_K, qk_scale, scale,
         IS_CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
@@ -272,24 +256,18 @@ if hopper.GLUON_IMPORT_ERROR is None:
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)  # the ring
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
         q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)  # the producer's expect + TMA bytes
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(kv_empty.index(i), count=2)  # both consumers must let go of a stage
+        k_ready, v_ready, kv_empty = ring_barriers(STAGES)  # K and V land apart
         fence_async_shared()  # make the initialised barriers visible to the copy engine
 
         gl.warp_specialize([
-            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+            (consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 0, IS_CAUSAL, BLOCK_N, STAGES,
                          SCHEDULE)),
-            (_consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
+            (consumer, (q_bufs, do_bufs, k_bufs, v_bufs, q_bar, k_ready, v_ready, kv_empty,
                          dq_ptr, lse_ptr, delta_ptr, N_Q, N_K, qk_scale, scale, 1, IS_CAUSAL, BLOCK_N, STAGES,
                          SCHEDULE)),
-            (_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs,
+            (producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_bufs, v_bufs,
                          q_bar, k_ready, v_ready, kv_empty, H, H_KV, N_Q, N_K, IS_CAUSAL, BLOCK_N, STAGES)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
@@ -300,15 +278,15 @@ if hopper.GLUON_IMPORT_ERROR is None:
 def hopper_dq_problem(q4: torch.Tensor, k4: torch.Tensor, v4: torch.Tensor,
                       do4: torch.Tensor | None = None) -> str | None:
     """Why the Gluon dQ kernel cannot take these (B, H, N, D) inputs, or None if it can: the
-    same scope as the dK/dV kernel (``hopper_bwd.hopper_bwd_problem``, dO checked when given)."""
-    return hopper_bwd.hopper_bwd_problem(q4, k4, v4, do4)
+    same scope as the dK/dV kernel (``dkdv.hopper_bwd_problem``, dO checked when given)."""
+    return hopper_bwd_problem(q4, k4, v4, do4)
 
 
 def auto_applies(q4, k4, v4, scale: float) -> bool:
-    """Whether ``flash_attention``'s backward should run this dQ kernel by itself (when
-    ``ENABLED``): where it runs the Gluon dK/dV kernel (``hopper_bwd.auto_applies``) and this
-    kernel takes the inputs too. The caller hands it a contiguous dO."""
-    return hopper_bwd.auto_applies(q4, k4, v4, scale) and hopper_dq_problem(q4, k4, v4) is None
+    """Whether the router's backward should run this dQ kernel by itself: where it runs the Gluon
+    dK/dV kernel (``dkdv.auto_applies``) and this kernel takes the inputs too. The caller hands
+    it a contiguous dO."""
+    return dkdv_auto_applies(q4, k4, v4, scale) and hopper_dq_problem(q4, k4, v4) is None
 
 
 def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_n: int | None = None,
@@ -316,25 +294,14 @@ def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_
     """dQ of attention on (B, H, N, D) inputs that ``hopper_dq_problem`` accepts.
 
     ``lse``: the forward's log2-sum-exp2 per query row (B, H, Nq), fp32 (what
-    ``flash._flash_forward`` returns); ``delta``: rowsum(dO * O) per query row, fp32
-    (``flash._flash_bwd_preprocess_kernel``). ``block_n`` (64 or 128) and ``stages`` override
-    the key tile and the (K, V) ring's depth of ``TILES``; ``schedule`` is one of SCHEDULES.
+    ``flash.flash_forward`` returns); ``delta``: rowsum(dO * O) per query row, fp32
+    (``flash.flash_preprocess``). ``block_n`` (64 or 128) and ``stages`` override the key
+    tile and the (K, V) ring's depth of ``TILES``; ``schedule`` is one of SCHEDULES.
     Returns dq shaped like q.
     """
-    problem = hopper_dq_problem(q4, k4, v4, do4)
-    if problem is not None:
-        raise ValueError(f"hopper_dq: {problem}")
-    if not isinstance(causal, bool):
-        raise TypeError(f"hopper_dq: causal must be a bool, got {type(causal).__name__}")
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
-        raise TypeError(f"hopper_dq: scale must be a number, got {type(scale).__name__}")
-    hopper_bwd.check_statistic("hopper_dq", "lse", lse, q4)
-    hopper_bwd.check_statistic("hopper_dq", "delta", delta, q4)
+    check_backward_args("hopper_dq", q4, k4, v4, do4, lse, delta, causal, scale)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
-    if k4.shape[0] != B or H % H_KV or v4.shape != k4.shape or k4.dtype != q4.dtype or v4.dtype != q4.dtype:
-        raise ValueError(f"hopper_dq: k {tuple(k4.shape)} {k4.dtype} and v {tuple(v4.shape)} {v4.dtype} "
-                         f"do not match q {tuple(q4.shape)} {q4.dtype} (same batch, dtype, H a multiple of H_KV)")
     default_block_n, default_stages = TILES[D]
     block_n = default_block_n if block_n is None else block_n
     stages = default_stages if stages is None else stages
@@ -347,14 +314,14 @@ def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_
     dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
     if NQ == 0 or NK == 0:
         return dq.zero_()  # no key: every score's gradient is empty
-    q_desc = hopper._descriptor(q4.view(B * H * NQ, D), ROWS)
-    do_desc = hopper._descriptor(do4.view(B * H * NQ, D), ROWS)
-    k_desc = hopper._descriptor(k4.view(B * H_KV * NK, D), block_n)
-    v_desc = hopper._descriptor(v4.view(B * H_KV * NK, D), block_n)
+    q_desc = descriptor(q4.view(B * H * NQ, D), ROWS)
+    do_desc = descriptor(do4.view(B * H * NQ, D), ROWS)
+    k_desc = descriptor(k4.view(B * H_KV * NK, D), block_n)
+    v_desc = descriptor(v4.view(B * H_KV * NK, D), block_n)
     grid = (triton.cdiv(NQ, BLOCK_ROWS), B * H)
-    _hopper_dq_kernel[grid](
+    hopper_dq_kernel[grid](
         q_desc, do_desc, k_desc, v_desc, dq, lse, delta,
-        H, H_KV, NQ, NK, scale * hopper.LOG2E, scale,
+        H, H_KV, NQ, NK, scale * LOG2E, scale,
         causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
         num_warps=4, maxnreg=MAXNREG,
     )

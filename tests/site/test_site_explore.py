@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from blog import theme
-from conftest import PAGES, ROOT
+from site_helpers import PAGES, ROOT
 
 SHOTS = ROOT / "test-artifacts"
 

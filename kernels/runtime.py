@@ -1,49 +1,26 @@
-"""Execution mode (GPU or CPU interpreter) and input validation shared by every kernel.
+"""Input validation and small helpers shared by every kernel, and where the kernels run.
 
-Importing this module decides once whether Triton compiles for a CUDA GPU or runs
-kernels through its CPU interpreter. ``@triton.jit`` reads ``TRITON_INTERPRET``
-when each kernel is *decorated*, so the decision must happen before the kernel
-modules are imported; ``kernels/__init__.py`` imports this module first.
+The mode (GPU or Triton's CPU interpreter) is decided once, in ``kernels/settings.py``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import torch
+
+from .settings import INTERPRET, SETTINGS
 
 MAX_HEAD_DIM = 256
 INT32_MAX = 2**31 - 1
 MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y
-
-
-def _decide_mode() -> bool:
-    """Return True when kernels run through Triton's CPU interpreter."""
-    flag = os.environ.get("TRITON_INTERPRET")
-    if flag is None:
-        if torch.cuda.is_available():
-            return False
-        # No GPU: pick the interpreter ourselves so pages and scripts need no setup.
-        os.environ["TRITON_INTERPRET"] = "1"
-        print(
-            "kernels: no CUDA GPU found, running Triton kernels through the CPU "
-            "interpreter (TRITON_INTERPRET=1); expect small sizes only.",
-            file=sys.stderr,
-        )
-        return True
-    return flag.strip().lower() in {"1", "true", "on", "yes"}
-
-
-INTERPRET: bool = _decide_mode()
 
 # bf16 tl.dot returns garbage under the interpreter, so bf16 is GPU-only.
 INTERPRETER_DTYPES = (torch.float32, torch.float16)
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _version(text: str) -> tuple[int, int]:
+def version_tuple(text: str) -> tuple[int, int]:
     parts = (text.split("+")[0].split(".") + ["0", "0"])[:2]
     return tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
 
@@ -58,7 +35,7 @@ def interpreter_problem() -> str | None:
     import numpy
     import triton
 
-    if _version(triton.__version__) < (3, 9) and _version(numpy.__version__) >= (2, 4):
+    if version_tuple(triton.__version__) < (3, 9) and version_tuple(numpy.__version__) >= (2, 4):
         return (f"Triton {triton.__version__}'s CPU interpreter fails with NumPy {numpy.__version__} "
                 "(NumPy 2.4 stopped converting 1-element arrays to scalars); install triton>=3.9 or numpy<2.4")
     return None
@@ -221,8 +198,7 @@ def as_batch_heads(t: torch.Tensor) -> torch.Tensor:
 
 # KERNELS_POISON_OUTPUTS=1 (the tests set it) makes every output buffer start as NaN: an
 # element a kernel forgot to write then fails the comparison instead of passing by luck.
-# Read once at import, so it holds in every thread (autograd runs backward on its own).
-POISON_OUTPUTS = os.environ.get("KERNELS_POISON_OUTPUTS", "0") == "1"
+POISON_OUTPUTS = SETTINGS.poison_outputs
 
 
 def new_output(shape, *, dtype, device) -> torch.Tensor:
