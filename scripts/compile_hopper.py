@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import contextlib
 import io
 import itertools
+import multiprocessing
 import os
 import re
 import subprocess
@@ -220,7 +222,10 @@ def main(argv=None) -> int:
     parser.add_argument("--kernel", choices=("all", "fwd", "dkdv", "bwd", "dq"), default="fwd",
                         help="fwd: kernels/gluon/forward.py; dkdv (or bwd): kernels/gluon/dkdv.py; "
                              "dq: kernels/gluon/dq.py; all: every variant of all three")
+    parser.add_argument("--jobs", type=int, default=1, help="compile this many variants at once (processes)")
     args = parser.parse_args(argv)
+    # Run as a script from anywhere, installed or not: the kernels package sits at the root.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         parser.error("run with TRITON_INTERPRET=0: the interpreter cannot compile Gluon kernels")
     import triton
@@ -230,23 +235,41 @@ def main(argv=None) -> int:
     if common.GLUON_IMPORT_ERROR is not None:
         print(f"FAILED: no Gluon Hopper API: {common.GLUON_IMPORT_ERROR}")
         return 1
+    kernel = "dkdv" if args.kernel == "bwd" else args.kernel
+    jobs = range(len(variants(kernel)))
+    if args.jobs > 1:
+        # Forked workers inherit the imported kernels; each compiles its variant and sends back text.
+        pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork"))
+        reports = pool.map(compile_report, itertools.repeat(kernel), jobs, itertools.repeat(args.sass))
+    else:
+        reports = map(compile_report, itertools.repeat(kernel), jobs, itertools.repeat(args.sass))
     failures = 0
-    for label, build in variants("dkdv" if args.kernel == "bwd" else args.kernel):
-        try:
-            k, warnings = with_ptxas_warnings(build)
-        except Exception as exc:  # noqa: BLE001 - report every failure, then exit non-zero
-            failures += 1
-            print(f"{label}: FAILED {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
-                  flush=True)
-            traceback.print_exc(file=sys.stderr)
-            continue
-        print(f"{label}: shared={k.metadata.shared} B; {resources(k.asm['cubin'])}; "
-              f"highest register R{highest_register(k.asm['cubin'])}", flush=True)
-        print("    ptxas warnings:", "not reported by this Triton" if warnings is None else warnings or "none")
-        if args.sass:
-            print_sass(k.asm["cubin"])
+    for ok, text, tb in reports:
+        failures += not ok
+        print(text, flush=True)
+        if tb:
+            print(tb, file=sys.stderr, end="")
     print(f"{failures} failed" if failures else "all compiled", flush=True)
     return 1 if failures else 0
+
+
+def compile_report(kernel: str, index: int, sass: bool) -> tuple[bool, str, str]:
+    """Compile the ``index``-th variant of ``kernel``; returns (compiled, the report's lines,
+    the traceback where it failed). Plain data, so a worker process can send it back."""
+    label, build = variants(kernel)[index]
+    try:
+        k, warnings = with_ptxas_warnings(build)
+    except Exception as exc:  # noqa: BLE001 - report every failure, then exit non-zero
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        return False, f"{label}: FAILED {type(exc).__name__}: {last}", traceback.format_exc()
+    lines = [f"{label}: shared={k.metadata.shared} B; {resources(k.asm['cubin'])}; "
+             f"highest register R{highest_register(k.asm['cubin'])}",
+             "    ptxas warnings: " + ("not reported by this Triton" if warnings is None else str(warnings or "none"))]
+    if sass:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            print_sass(k.asm["cubin"])
+        lines.append(out.getvalue().rstrip("\n"))
+    return True, "\n".join(lines), ""
 
 
 def max_stages(head_dim: int, block_n: int, limit: int = 227 * 1024, most: int = 4) -> int:

@@ -5,8 +5,12 @@
 Each ``--root`` is a folder holding a ``kernels/`` package (``git archive <sha> kernels | tar -x
 -C DIR`` makes one); it is imported in a fresh process so two versions never share a module or
 Triton's in-process caches. Every shape is timed ``--rounds`` times, the roots interleaved round by
-round so both see the same GPU state; each sample is the median of ``--reps`` CUDA-event timings
-after warm-up. Inputs are fresh random fp16/bf16 tensors; outputs are checked against each other.
+round (the order alternating) so both see the same GPU state. Two times per pass: ``fwd_ms`` /
+``bwd_ms``, ``--reps`` calls back to back between two CUDA events (median of five such means: the
+kernels' time wherever it exceeds the host's), and ``fwd_call_ms`` / ``bwd_call_ms``, the median
+single call from an idle GPU (host launch cost included). Inputs are seeded random fp16/bf16
+tensors, the same for every root; each record carries checksums of the output and dQ, and the
+summary refuses roots whose checksums disagree beyond fp16 rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ SHAPES = [  # (B, H, N, D, dtype, causal): one per router branch at production s
     (4, 16, 8192, 128, "float16", False),  # Gluon forward and backward
     (4, 32, 4096, 64, "bfloat16", True),  # Gluon, causal, D = 64
     (8, 16, 1024, 128, "float16", False),  # the pointer kernel (N below the Gluon threshold)
+    (1, 4, 256, 64, "float16", False),  # host-bound: the per-call cost of the router and launcher
 ]
 
 CHILD = r"""
@@ -38,16 +43,32 @@ def bwd():
     for t in (q, k, v):
         t.grad = None
     out.backward(do, retain_graph=True)
-def median(fn):
+def call_ms(fn):
+    # One call from an idle GPU, CUDA events around it: the latency a caller sees, host launch
+    # cost included.
     for _ in range(3):
         fn()
     times = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
         a.record(); fn(); b.record(); torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     return sorted(times)[len(times) // 2]
-res = {"fwd_ms": median(fwd), "bwd_ms": median(bwd)}
+def stream_ms(fn):
+    # reps calls back to back between two events: the GPU stays busy, so host cost hides behind
+    # the kernels wherever they take longer than it; median of 5 such means.
+    means = []
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        a.record()
+        for _ in range(reps):
+            fn()
+        b.record(); torch.cuda.synchronize()
+        means.append(a.elapsed_time(b) / reps)
+    return sorted(means)[2]
+res = {"fwd_ms": stream_ms(fwd), "bwd_ms": stream_ms(bwd), "fwd_call_ms": call_ms(fwd), "bwd_call_ms": call_ms(bwd)}
 bwd()
 res["checksum"] = [float(out.double().abs().sum()), float(q.grad.double().abs().sum())]
 print(json.dumps(res))
@@ -64,7 +85,7 @@ def main(argv=None) -> int:
     results = []
     for shape in SHAPES:
         for rnd in range(args.rounds):
-            for root in args.root:
+            for root in (args.root if rnd % 2 == 0 else args.root[::-1]):  # alternate who goes first
                 env = {**os.environ, "PYTHONPATH": os.path.abspath(root)}
                 r = subprocess.run([sys.executable, "-c", CHILD, os.path.abspath(root), json.dumps([*shape, args.reps])],
                                    capture_output=True, text=True, env=env, cwd=os.path.abspath(root))
@@ -77,7 +98,27 @@ def main(argv=None) -> int:
                 print(json.dumps(rec), flush=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
-    return 0
+    return summarize(results, args.root)
+
+
+def summarize(results: list[dict], roots: list[str]) -> int:
+    """Print each shape's median over rounds per root, and the ratio to the first root; exit 1
+    where the roots' results disagree."""
+    bad = 0
+    for shape in SHAPES:
+        mine = [r for r in results if tuple(r[k] for k in ("B", "H", "N", "D", "dtype", "causal")) == shape]
+        base = None
+        for root in roots:
+            rs = [r for r in mine if r["root"] == root]
+            med = {key: sorted(r[key] for r in rs)[len(rs) // 2]
+                   for key in ("fwd_ms", "bwd_ms", "fwd_call_ms", "bwd_call_ms")}
+            base = base or (med, rs[0]["checksum"])
+            ratios = " ".join(f"{key}={med[key]:.4f} ({med[key] / base[0][key]:.3f}x)" for key in med)
+            print(f"{shape} {root}: {ratios}")
+            if any(abs(a - b) > 1e-3 * abs(b) for a, b in zip(rs[0]["checksum"], base[1])):
+                print(f"  {root}: checksums {rs[0]['checksum']} differ from {base[1]}")
+                bad += 1
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
