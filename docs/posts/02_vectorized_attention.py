@@ -340,13 +340,16 @@ except ValueError as err:
 # only that the inner dimension be at least 16 for 16-bit inputs (8 for fp32) and lets the
 # row count be 1, padding small operands to the hardware's shape
 # ([`min_dot_size` in Triton's NVIDIA backend](https://github.com/triton-lang/triton/blob/main/third_party/nvidia/backend/compiler.py)).
-# The padding is the catch. The smallest tensor-core instruction multiplies 16 rows at a
-# time (`mma.m16n8k16`), and Hopper's warpgroup instruction `wgmma` 64
+# The padding is the catch. The tensor-core instruction Triton emits for 16-bit inputs on
+# these GPUs, `mma.m16n8k16`, multiplies 16 rows at a time (older shapes such as `m8n8k4`
+# exist, but are not what Triton picks here), and Hopper's warpgroup instruction `wgmma` 64
 # ([PTX ISA: warp-level](https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#warp-level-matrix-instructions) and
 # [warpgroup-level matrix instructions](https://docs.nvidia.com/cuda/parallel-thread-execution/index.html#asynchronous-warpgroup-level-matrix-instructions)).
 # A program that owns one query fills one of those rows and computes the rest for nothing.
-# The tensor cores pay only when a program owns a *block* of at least 16 queries, which is
-# where post 3 starts.
+# The tensor cores pay only when a program owns a *block* of queries, which is where post 3
+# starts. (Decode kernels, which have few queries, can swap the operands and compute
+# $K q^\top$ instead, so the queries sit on the instruction's $n$ side, where the minimum is
+# 8; this series does not need that trick.)
 #
 # ## Key takeaways
 #

@@ -294,10 +294,12 @@ show_source(kernels.flash.bwd_dq_tiles)
 #   global memory with atomic adds. One pass, but the result depends on the order of the
 #   atomics, and every program writes into every query tile's $dQ$.
 # - **One kernel in two phases** ([Triton's fused-attention tutorial](https://triton-lang.org/main/getting-started/tutorials/06-fused-attention.html)):
-#   each program first computes $dK$, $dV$ for one key tile, then $dQ$ for one query tile.
-#   No atomics and one launch; $P$ is recomputed in each phase.
-# - **Two kernels** (this one): the same work as the two phases, split into two launches,
-#   so each kernel gets its own tile shape and autotuning. The cost is a second launch and,
+#   after a small launch that computes $\delta = \mathrm{rowsum}(dO \circ O)$
+#   (`_attn_bwd_preprocess`), each program of the main launch (`_attn_bwd`) first computes
+#   $dK$, $dV$ for one key tile, then $dQ$ for one query tile. No atomics and two launches;
+#   $P$ is recomputed in each phase.
+# - **Two kernels** (this one): the same preprocess, then the two phases as two launches of
+#   their own, so each kernel gets its own tile shape and autotuning. The cost is a third launch and,
 #   as in the two-phase kernel, recomputing $P$ and $dP$ twice.
 
 # %% tags=["hide-input"]
@@ -594,7 +596,7 @@ tie_cudnn = sum(abs(x - 1) <= noise for x in vs["sdpa-cudnn"])
 md(
     f"- Measured, a few hundred lines of Triton are faster than PyTorch's FlashAttention-2 backend, by more "
     f"than this run's median timing noise ({noise:.1%}), at {beat_fa2} of {len(vs['sdpa-flash'])} shapes from "
-    "2k up, forward and backward. That backend predates Hopper's matrix instructions, so this says more "
+    "2k up, forward and backward. That backend targets sm80 and uses neither wgmma nor TMA, so this says more "
     f"about it than about us. Against cuDNN: faster at {beat_cudnn}, within the noise at {tie_cudnn}, "
     f"slower at {len(vs['sdpa-cudnn']) - beat_cudnn - tie_cudnn} of {len(vs['sdpa-cudnn'])}."
     + (" On this Hopper GPU the long sequences ran [post 5](../05_gluon_hopper/)'s Gluon kernels, not this "
