@@ -173,7 +173,8 @@ for n, d in [(512, 128), (4096, 128)]:
     rows.append(f"at {n}×{d} it takes {fmt.ms(b)} where eager PyTorch takes {fmt.ms(e)} "
                 f"(**{b / e:.0f}× slower**)")
 md(f"On the {seed['provenance']['gpu']}, " + "; ".join(rows) + ". The kernel is correct and it is "
-          "slow, for the reason the traffic count suggests: each program does its work one key at a time.")
+          "slow, and not for want of bandwidth (the section above rules that out) but from latency: each "
+          "program does its work one key at a time, each step waiting on the one before.")
 
 # %% [markdown]
 # How the time grows with the sequence length, from a second benchmark run that holds
