@@ -111,7 +111,8 @@ for causal in (False, True):
 # *calls* a program executes, not the bytes. Two counts are worth keeping apart:
 #
 # - **`tl.load` calls in the source, executed per program.** The basic kernel executes one
-#   per key per pass plus one for the query; the vectorized kernel executes three (the
+#   per key in each of its three passes, one more per key for $V$ in the third, and one for
+#   the query ($4N_k + 1$); the vectorized kernel executes three (the
 #   query, the $K$ tile, the $V$ tile).
 # - **Load instructions each GPU thread issues.** Triton spreads a tile over the program's
 #   threads, and each thread loads its share with vector loads of up to 16 bytes (four
@@ -127,7 +128,7 @@ rows = [("basic", traffic.basic(nq, nk, d, elem_bytes=e)),
         ("flash (post 3)", traffic.flash(nq, nk, d, elem_bytes=e))]
 print(f"{'design':15} {'requested':>12} {'compulsory':>12}   tl.load calls executed per program")
 for name, t in rows:
-    loads = {"basic": f"{4 * nk + 1} (one per key per pass, plus q)", "vectorized": "3 (q, K tile, V tile)",
+    loads = {"basic": f"{4 * nk + 1} (K in 3 passes, V, q)", "vectorized": "3 (q, K tile, V tile)",
              "flash (post 3)": "1 + 2 per key tile"}[name]
     print(f"{name:15} {t.bytes_total / 1e6:9.1f} MB {t.compulsory_bytes / 1e6:9.2f} MB   {loads}")
 vec = rows[1][1]

@@ -110,8 +110,8 @@ md(
 # in every fp16 kernel it measured). With fp32 inputs it depends on the precision asked
 # for ([`tl.dot`'s `input_precision`](https://triton-lang.org/main/python-api/generated/triton.language.dot.html)):
 # `"tf32"` uses the tensor cores with a shortened mantissa, while this kernel's default,
-# `"ieee"`, asks for exact fp32 products, which the H100's tensor cores do not compute, so
-# they run on the ordinary FP32 units. The examples on this page are fp32 and exact.
+# `"ieee"`, asks for IEEE fp32 products, which the H100's tensor cores do not compute, so
+# they run on the ordinary FP32 units. The examples on this page are fp32 with IEEE products.
 #
 # ## The forward kernel
 #
@@ -558,14 +558,14 @@ for n_s, d_s in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed["recor
     splits.append(f"{s_count} at {n_s}×{d_s}")
 md(
     "It is not faster everywhere. Comparing GPU time (the CUDA-graph replay where the table shows one, which "
-    "leaves out the host's launch cost; the plain median elsewhere), the tiled kernel with exact fp32 products is "
+    "leaves out the host's launch cost; the plain median elsewhere), the tiled kernel with IEEE fp32 products is "
     "slower than post 2's vectorized kernel " + (", ".join(slower_vec) if slower_vec else "at no size")
     + ", and slower than eager PyTorch " + (", ".join(slower_eager) if slower_eager else "at no size") + ". "
     f"With one head the grid has only N / BLOCK_M programs for the {sms} SMs, so `flash_attention` cuts each "
     "query tile's keys into slices handled by separate programs and merges their partial results (each slice's "
     "output and log-sum-exp) in a second, small kernel: split-K, the scheme FlashAttention's authors call "
     "[Flash-Decoding](https://crfm.stanford.edu/2023/10/12/flashdecoding.html) (`kernels/splitk.py`). Its "
-    "heuristic picks " + ", ".join(splits) + " slices on this GPU. That fills the SMs, but exact fp32 products "
+    "heuristic picks " + ", ".join(splits) + " slices on this GPU. Where it splits, more SMs get work, but IEEE fp32 products "
     "still run on the FP32 units, not the tensor cores (the TF32 column shows what those give), and eager "
     "PyTorch's cuBLAS matrix products are better tuned for them.")
 

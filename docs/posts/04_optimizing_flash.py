@@ -456,8 +456,8 @@ md(
 # %% [markdown]
 # ## Automatic warp specialisation, measured
 #
-# [FlashAttention-3](https://arxiv.org/abs/2407.08608) (section 3.1) overlaps work on Hopper
-# in three separate ways, worth keeping apart:
+# [FlashAttention-3](https://arxiv.org/abs/2407.08608) overlaps work on Hopper in three
+# separate ways, worth keeping apart (the first two are its section 3.1, the third 3.2):
 #
 # - **Producer/consumer warp specialisation**: a producer warp group only issues the TMA
 #   loads of $K$ and $V$, consumer warp groups only compute, and registers move to the
