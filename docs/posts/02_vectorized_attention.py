@@ -297,7 +297,7 @@ REGISTERS_PER_BLOCK, REGISTERS_PER_THREAD = 65536, 255  # compute capability 9.0
 records = {(r["shape"]["Nq"], r["shape"]["D"]): r for r in seed["records"] if r["provider"] == "vectorized"}
 # Six columns at most: Material gives every header cell 5rem, so a seventh would push the
 # table past the 688 px prose column. Need and budget share a cell, read as a fraction.
-rows = ["| N × D | tile (elements) | warps | K per thread / budget | verdict | compiler: registers, spills |",
+rows = ["| N × D | tile (elements) | warps | K per thread / budget | verdict | compiler: registers, spilled words |",
         "|---|---|---|---|---|---|"]
 unreported = False
 for n, d in sorted(records):
@@ -320,7 +320,11 @@ md("\n".join(rows) + ("\n\n— in the last column: the benchmark kept no compile
 # %% [markdown]
 # Past the budget the compiler must spill: it parks values in local memory, which lives
 # off-chip and is reached through the caches, and reloads them when needed. The last column
-# is what the compiler reported for the kernel the benchmark ran. `vectorized_attention`
+# is what the compiler reported for the kernel the benchmark ran: registers per thread, and
+# Triton's `n_spills`, which is the local memory each thread uses, in 4-byte words: the
+# driver's `CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES` divided by 4
+# ([Triton's NVIDIA driver](https://github.com/triton-lang/triton/blob/main/third_party/nvidia/backend/driver.c)),
+# a size, not a count of spilled registers or of spill instructions. `vectorized_attention`
 # stops at `MAX_TILE_ELEMENTS`, the largest tile the benchmark compiled and ran; by then
 # each thread would need several times its budget for $K$ alone, and the timings above
 # show what that costs. Larger tiles are refused with an error that points to the fix:
