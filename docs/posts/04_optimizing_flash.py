@@ -563,7 +563,9 @@ md(
 # ## What did not pay, and what is next
 #
 # - **TMA loads.** The descriptor kernel above loads Q, K and V through Hopper's bulk copy
-#   engine and did not beat the pointer loads, so `flash_attention` keeps pointers. That
+#   engine and did not beat the pointer loads, so the pointer kernel (`backend="pointer"`)
+#   keeps pointers; on Hopper at long sequences `flash_attention` routes to post 5's Gluon
+#   kernels, which load through TMA inside a warp-specialised pipeline. The TMA result
 #   suggests the loads are not what holds the kernel back; which unit does is for a
 #   profiler to say (not measured here).
 # - **Automatic warp specialisation** did not specialise anything on this Triton (above).
