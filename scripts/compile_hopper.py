@@ -237,18 +237,16 @@ def main(argv=None) -> int:
         return 1
     kernel = "dkdv" if args.kernel == "bwd" else args.kernel
     jobs = range(len(variants(kernel)))
-    if args.jobs > 1:
-        # Forked workers inherit the imported kernels; each compiles its variant and sends back text.
-        pool = concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork"))
-        reports = pool.map(compile_report, itertools.repeat(kernel), jobs, itertools.repeat(args.sass))
-    else:
-        reports = map(compile_report, itertools.repeat(kernel), jobs, itertools.repeat(args.sass))
     failures = 0
-    for ok, text, tb in reports:
-        failures += not ok
-        print(text, flush=True)
-        if tb:
-            print(tb, file=sys.stderr, end="")
+    # Forked workers inherit the imported kernels; each compiles its variant and sends back text.
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork")) \
+            if args.jobs > 1 else contextlib.nullcontext() as pool:
+        run = pool.map if pool is not None else map
+        for ok, text, tb in run(compile_report, itertools.repeat(kernel), jobs, itertools.repeat(args.sass)):
+            failures += not ok
+            print(text, flush=True)
+            if tb:
+                print(tb, file=sys.stderr, end="")
     print(f"{failures} failed" if failures else "all compiled", flush=True)
     return 1 if failures else 0
 

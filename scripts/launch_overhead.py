@@ -38,11 +38,10 @@ def _kernels(root: Path, alias: str = "kernels"):
 
 def _set_direct(switch, on: bool):
     """Turn direct launch on or off in the module ``_kernels`` returned."""
-    if hasattr(switch, "DIRECT"):  # kernels/launch.py's DirectLauncher
-        switch.DIRECT.enabled = on
-    elif hasattr(switch, "DirectLauncher"):  # flash.py's own launcher, before kernels/launch.py
-        raise SystemExit(f"launch_overhead: {switch.__file__} keeps its direct launcher private "
-                         "(before kernels/launch.py), so it cannot be switched from here")
+    # kernels/launch.py's DIRECT, or flash.py's _DIRECT before kernels/launch.py (f57d95b)
+    launcher = getattr(switch, "DIRECT", getattr(switch, "_DIRECT", None))  # (not `or`: an empty one is falsy)
+    if launcher is not None:
+        launcher.enabled = on
     else:  # the package before the DirectLauncher
         switch.DIRECT_LAUNCH = on
 

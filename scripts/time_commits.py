@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -29,7 +30,7 @@ SHAPES = [  # (B, H, N, D, dtype, causal): one per router branch at production s
 ]
 
 CHILD = r"""
-import json, sys, torch
+import json, statistics, sys, torch
 sys.path.insert(0, sys.argv[1])
 import kernels
 B, H, N, D, dtype, causal, reps = json.loads(sys.argv[2])
@@ -54,7 +55,7 @@ def call_ms(fn):
         torch.cuda.synchronize()
         a.record(); fn(); b.record(); torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return statistics.median(times)
 def stream_ms(fn):
     # reps calls back to back between two events: the GPU stays busy, so host cost hides behind
     # the kernels wherever they take longer than it; median of 5 such means.
@@ -67,7 +68,7 @@ def stream_ms(fn):
             fn()
         b.record(); torch.cuda.synchronize()
         means.append(a.elapsed_time(b) / reps)
-    return sorted(means)[2]
+    return statistics.median(means)
 res = {"fwd_ms": stream_ms(fwd), "bwd_ms": stream_ms(bwd), "fwd_call_ms": call_ms(fwd), "bwd_call_ms": call_ms(bwd)}
 bwd()
 res["checksum"] = [float(out.double().abs().sum()), float(q.grad.double().abs().sum())]
@@ -110,8 +111,7 @@ def summarize(results: list[dict], roots: list[str]) -> int:
         base = None
         for root in roots:
             rs = [r for r in mine if r["root"] == root]
-            med = {key: sorted(r[key] for r in rs)[len(rs) // 2]
-                   for key in ("fwd_ms", "bwd_ms", "fwd_call_ms", "bwd_call_ms")}
+            med = {key: statistics.median(r[key] for r in rs) for key in ("fwd_ms", "bwd_ms", "fwd_call_ms", "bwd_call_ms")}
             base = base or (med, rs[0]["checksum"])
             ratios = " ".join(f"{key}={med[key]:.4f} ({med[key] / base[0][key]:.3f}x)" for key in med)
             print(f"{shape} {root}: {ratios}")
