@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 SCHEMA_VERSION = 1
-SUITES = ("seed", "ladder", "production", "ablation", "warpspec", "hopper")
+SUITES = ("seed", "ladder", "production", "ablation", "warpspec", "hopper", "noise")
 STATUSES = ("ok", "wrong", "oom", "unsupported", "compile-error", "error")
 
 PROVENANCE_KEYS = {

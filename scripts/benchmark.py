@@ -419,8 +419,24 @@ def hopper_cases(quick, interp):
                        bwd=False)
 
 
+# The providers the noise repeat times again: ours and the peers the posts compare them with.
+NOISE_PROVIDERS = ("flash", "flash-pointer", "sdpa-cudnn", "fa4", "sdpa-flash")
+NOISE_SHARE = 4  # the repeat takes every NOISE_SHARE-th production case (short and long, both directions)
+
+
+def noise_cases(quick, interp):
+    """The run-to-run band: a subset of the production cases timed again, on the same GPU after the
+    production suite, by the providers the posts compare. ``blog.noise`` pairs its records with
+    the production run's by case name after the suite ("noise/float16/..." with "production/float16/...")."""
+    subset = shards.select([c for c in production_cases(quick, interp) if c["Nq"] == c["Nk"]], 1, NOISE_SHARE)
+    for c in subset:
+        provs = [p for p in c["providers"] if p in NOISE_PROVIDERS]
+        yield {**c, "providers": provs or c["providers"]}
+
+
 SUITE_CASES = {"seed": seed_cases, "ladder": ladder_cases, "production": production_cases,
-               "ablation": ablation_cases, "warpspec": warpspec_cases, "hopper": hopper_cases}
+               "ablation": ablation_cases, "warpspec": warpspec_cases, "hopper": hopper_cases,
+               "noise": noise_cases}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -673,17 +689,20 @@ def measure_ceilings(interpret: bool):
 
 def provenance(settings: Settings):
     if settings.interpret:
-        gpu, sms, driver, cuda = "CPU (Triton interpreter)", 0, "none", "none"
+        gpu, sms, driver, cuda, uuid = "CPU (Triton interpreter)", 0, "none", "none", "none"
     else:
         props = torch.cuda.get_device_properties(0)
         gpu, sms, cuda = props.name, props.multi_processor_count, torch.version.cuda or "unknown"
+        uuid = str(getattr(props, "uuid", "") or "unknown")
         try:
             driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                     capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError, IndexError):
             driver = "unknown"
     return {
-        "gpu": gpu, "sm_count": sms, "driver": driver, "cuda": cuda, "torch": torch.__version__,
+        # The card itself: shards merge only when they ran on one card (perfdata.shards), so one
+        # chart's data comes from one GPU.
+        "gpu": gpu, "gpu_uuid": uuid, "sm_count": sms, "driver": driver, "cuda": cuda, "torch": torch.__version__,
         "triton": triton.__version__, "git_commit": git_commit(settings.commit),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": _kernels().mode_description(),
