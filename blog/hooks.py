@@ -137,9 +137,25 @@ def on_page_content(html, page, config, files):
     _use_material_permalinks(soup)
     _resolve_source_links(soup, page, files)
     _scroll_wide_tables(soup)
+    _captions_outside_scroll_boxes(soup)
     _exclude_from_search(soup)
+    _space_table_cells(soup)
     page.meta["has_charts"] = CHART_MARKER in html  # the template loads Plotly only then
+    page.meta["has_math"] = has_math(soup)  # ... and KaTeX only then
     return str(soup)
+
+
+# What KaTeX's auto-render (javascripts/site.js) takes for math: $$…$$, \[…\], \(…\), $…$.
+MATH = re.compile(r"\$\$.+?\$\$|\\\[|\\\(|\$[^$\n]+\$", re.S)
+NOT_PROSE = ("pre", "code", "script", "style", "textarea")
+
+
+def has_math(soup) -> bool:
+    """Whether any text outside code and scripts holds a math delimiter KaTeX would render."""
+    for text in soup.find_all(string=True):
+        if text.find_parent(NOT_PROSE) is None and MATH.search(text):
+            return True
+    return False
 
 
 def _drop_notebook_styles(soup):
@@ -212,6 +228,35 @@ def _scroll_wide_tables(soup):
             table.wrap(soup.new_tag("div", attrs={"class": "table-scroll"}))
 
 
+def _space_table_cells(soup):
+    """The search index is the page's text with the tags taken out; cells written without
+    whitespace between them (nbconvert's and blog/tables.py's) would run together there
+    ("N1024D64" instead of "N 1024 D 64"). Whitespace between cells changes nothing on the page."""
+    from bs4 import NavigableString
+
+    for cell in soup.find_all(["td", "th"]):
+        following = cell.next_sibling
+        if not (isinstance(following, NavigableString) and following.isspace()):
+            cell.insert_after(NavigableString(" "))
+
+
+def _captions_outside_scroll_boxes(soup):
+    """A caption inside a box that scrolls sideways is as wide as the table and is cut on a
+    phone. It moves just above the box, still the table's accessible name (aria-labelledby)."""
+    for number, caption in enumerate(soup.select(".table-scroll table > caption, .md-typeset__table table > caption")):
+        table = caption.find_parent("table")
+        box = table.find_parent(class_=["table-scroll", "md-typeset__scrollwrap", "md-typeset__table"])
+        while box.parent is not None and "md-typeset__scrollwrap" in (box.parent.get("class") or []):
+            box = box.parent
+        ident = table.get("id", f"table-{number}") + "-caption"
+        label = soup.new_tag("div", attrs={"class": "table-caption", "id": ident})
+        for child in list(caption.contents):
+            label.append(child.extract())
+        caption.decompose()
+        table["aria-labelledby"] = ident
+        box.insert_before(label)
+
+
 def _exclude_from_search(soup):
     """Material's search skips elements marked `data-search-exclude` (and strips the mark
     from the page): code, printed output and charts stay out of the index, prose stays in."""
@@ -228,14 +273,47 @@ def _exclude_from_search(soup):
 SEARCH_NOISE = ("In [", "In\u00a0[", "Copied!", "¶")  # prompts (nbconvert writes a no-break space), copy text, permalinks
 
 
+# Math in the index reads as text: a search snippet shows "softmax(QKᵀ)·V", not
+# "$\\mathrm{softmax}(QK^\\top) V$". Commands with a plain-text twin become it; others lose the
+# backslash; braces and the dollar signs go.
+TEX_SYMBOLS = {
+    "cdot": "·", "times": "×", "le": "≤", "leq": "≤", "ge": "≥", "geq": "≥", "ne": "≠", "neq": "≠",
+    "approx": "≈", "infty": "∞", "top": "ᵀ", "to": "→", "rightarrow": "→", "leftarrow": "←", "in": "∈",
+    "sum": "Σ", "prod": "Π", "sqrt": "√", "ldots": "…", "dots": "…", "cdots": "…", "log": "log", "exp": "exp",
+    "max": "max", "min": "min", "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε",
+    "lambda": "λ", "mu": "μ", "pi": "π", "sigma": "σ", "tau": "τ", "Delta": "Δ", "odot": "⊙", "circ": "∘",
+    "lceil": "⌈", "rceil": "⌉", "lfloor": "⌊", "rfloor": "⌋", "quad": " ", "qquad": " ", ",": " ", ";": " ",
+    "!": "", "left": "", "right": "", "big": "", "Big": "", "bigl": "", "bigr": "", "displaystyle": "",
+}
+TEX_SPANS = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$\n]+?)\$", re.S)
+
+
+def detex(tex: str) -> str:
+    """A readable plain-text rendering of a TeX formula, for search snippets."""
+    tex = re.sub(r"\\(?:mathrm|text|textrm|mathit|mathbf|operatorname|texttt)\s*\{([^{}]*)\}", r"\1", tex)
+    tex = re.sub(r"\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"(\1)/(\2)", tex)
+    tex = re.sub(r"\\([A-Za-z]+|[,;!])", lambda m: TEX_SYMBOLS.get(m.group(1), m.group(1)), tex)
+    tex = tex.replace("{", "").replace("}", "").replace("\\", "").replace("^ᵀ", "ᵀ")
+    return re.sub(r"\s+", " ", tex).strip()
+
+
+def detex_text(text: str) -> str:
+    return TEX_SPANS.sub(lambda m: detex(next(g for g in m.groups() if g is not None)), text)
+
+
 @event_priority(-100)  # after the search plugin has written its index
 def on_post_build(config):
-    """Whatever the HTML filters missed, the index must not hold: prompts, copy-button
-    text or "¶" (checked here so that a regression fails the strict build)."""
+    """Math in the index becomes plain text (`detex`). Whatever the HTML filters missed, the
+    index must not hold: prompts, copy-button text or "¶" (checked here so that a regression
+    fails the strict build)."""
     index = Path(config["site_dir"]) / "search" / "search_index.json"
     if not index.exists():
         return
-    for doc in json.loads(index.read_text(encoding="utf-8"))["docs"]:
+    data = json.loads(index.read_text(encoding="utf-8"))
+    for doc in data["docs"]:
+        doc["title"] = detex_text(doc["title"])
+        doc["text"] = detex_text(doc["text"])
         for noise in SEARCH_NOISE:
             if noise in doc["title"] or noise in doc["text"]:
                 log.warning("search index entry %s holds %r", doc["location"], noise)
+    index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")

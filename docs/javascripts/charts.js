@@ -6,6 +6,10 @@
   "use strict";
 
   var NARROW = 500; // px of the chart's own column: below this it takes its phone layout
+  // A finger that lands on a chart must scroll the page, not zoom the chart: on a phone-width
+  // column, or where the main pointer is a finger, charts take no drag (no zoom box, no pan).
+  // With a mouse on a wide column, drag-zoom stays, and a double click resets it.
+  var COARSE = window.matchMedia ? window.matchMedia("(pointer: coarse)") : { matches: false };
   var charts = []; // {container, target, text, dark, config, drawn, state}
 
   function scheme() {
@@ -53,7 +57,88 @@
     layout.height += (rows - facets.rows) * facets.panel_height;
   }
 
-  function narrowLayout(layout, width) {
+  // Below PICK_ROWS rows of panels a phone shows them stacked; above, one panel at a time
+  // with a picker, so a chart stays about one screen tall.
+  var PICK_ROWS = 2;
+
+  // The panel count of a phone layout that shows one panel at a time, or 0 if it stacks them.
+  function pickerPanels(layout, width) {
+    var facets = (layout.meta || {}).facets;
+    if (!facets || width >= NARROW) return 0;
+    var cols = width < 360 ? 1 : Math.min(facets.cols, facets.narrow_cols);
+    return cols < facets.cols && Math.ceil(facets.panels / cols) > PICK_ROWS ? facets.panels : 0;
+  }
+
+  // Panel k fills the plot area; the others shrink to nothing at its corner with their axes,
+  // titles and shapes hidden (their traces are clipped away, so the legend and the view
+  // buttons, which set trace visibility, work as before).
+  function pickPanel(layout, facets, k) {
+    var hidden = {};
+    for (var i = 0; i < facets.panels; i++) {
+      var suffix = i ? String(i + 1) : "";
+      var x = layout["xaxis" + suffix] || {}, y = layout["yaxis" + suffix] || {};
+      if (i === k) {
+        x.domain = [0, 1];
+        y.domain = [0, 1];
+        y.showticklabels = true;
+        if (!(y.title && y.title.text) && layout.yaxis && layout.yaxis.title) y.title = layout.yaxis.title;
+      } else {
+        x.domain = [0, 0.001];
+        y.domain = [0, 0.001];
+        x.visible = false;
+        y.visible = false;
+        hidden["x" + suffix] = hidden["y" + suffix] = true;
+      }
+      layout["xaxis" + suffix] = x;
+      layout["yaxis" + suffix] = y;
+    }
+    function onHidden(item) {
+      return [item.xref, item.yref].some(function (ref) { return ref && hidden[String(ref).split(" ")[0]]; });
+    }
+    (layout.annotations || []).forEach(function (a) { if (onHidden(a)) a.visible = false; });
+    (layout.shapes || []).forEach(function (sh) { if (onHidden(sh)) sh.visible = false; });
+    layout.height += (1 - facets.rows) * facets.panel_height;
+  }
+
+  // The picker's labels: the panels' own titles (annotations tied to each panel's domain).
+  function panelTitles(layout, facets) {
+    var titles = [];
+    for (var i = 0; i < facets.panels; i++) {
+      var ref = "x" + (i ? String(i + 1) : "") + " domain";
+      var a = (layout.annotations || []).filter(function (an) { return an.xref === ref; })[0];
+      titles.push(a ? String(a.text).replace(/<[^>]+>/g, "") : "panel " + (i + 1));
+    }
+    return titles;
+  }
+
+  function picker(chart, layout) {
+    var facets = layout.meta.facets;
+    var box = chart.container.querySelector(".panel-picker");
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "panel-picker";
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", "Panel shown");
+      panelTitles(layout, facets).forEach(function (text, k) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.textContent = text;
+        b.addEventListener("click", function () {
+          chart.panel = k;
+          chart.state = null;
+          draw(chart);
+        });
+        box.appendChild(b);
+      });
+      chart.container.insertBefore(box, chart.target);
+    }
+    box.hidden = false;
+    Array.prototype.forEach.call(box.children, function (b, k) {
+      b.setAttribute("aria-pressed", String(k === chart.panel));
+    });
+  }
+
+  function narrowLayout(layout, width, chart) {
     var meta = layout.meta || {};
     layout.title = Object.assign({}, layout.title, { text: meta.short_title || (layout.title || {}).text });
     layout.title.font = Object.assign({}, layout.title.font, { size: 14 });
@@ -61,9 +146,16 @@
     (layout.updatemenus || []).forEach(function (menu) {
       menu.type = "dropdown"; // a row of buttons would not fit
       menu.direction = "down";
+      // The short title stays when a view is picked: the dropdown names the view, and a long
+      // view title would run off a phone's screen.
+      (menu.buttons || []).forEach(function (b) {
+        if (b.args && b.args[1] && "title.text" in b.args[1]) delete b.args[1]["title.text"];
+      });
     });
     var facets = meta.facets;
-    if (facets) {
+    if (facets && pickerPanels(layout, width)) {
+      pickPanel(layout, facets, chart.panel || 0);
+    } else if (facets) {
       // Two columns of panels need about 360 px; below that, one column.
       var cols = width < 360 ? 1 : Math.min(facets.cols, facets.narrow_cols);
       if (cols < facets.cols) reflow(layout, facets, cols);
@@ -84,6 +176,16 @@
     }
   }
 
+  // Fixed axes and no drag mode: Plotly then leaves touch gestures to the page (scroll, pinch).
+  function noDrag(layout) {
+    layout.dragmode = false;
+    Object.keys(layout).forEach(function (key) {
+      if (/^[xy]axis\d*$/.test(key)) layout[key].fixedrange = true;
+    });
+    if (!layout.xaxis) layout.xaxis = { fixedrange: true };
+    if (!layout.yaxis) layout.yaxis = { fixedrange: true };
+  }
+
   function legendEntries(layout) {
     var entries = layout.meta && layout.meta.legend_entries;
     return typeof entries === "number" ? entries : 4;
@@ -92,7 +194,8 @@
   function draw(chart) {
     var width = chart.container.clientWidth;
     var narrow = width < NARROW;
-    var state = scheme() + ":" + (narrow ? (width < 360 ? "one-column" : "narrow") : "wide");
+    var state = scheme() + ":" + (narrow ? (width < 360 ? "one-column" : "narrow") : "wide") +
+      (COARSE.matches ? ":touch" : "") + ":" + (chart.panel || 0);
     if (chart.state === state) return Promise.resolve();
     var fig = JSON.parse(scheme() === "dark" ? recolor(chart.text, chart.dark) : chart.text);
     var old = chart.target.data ? chart.target : null;
@@ -104,16 +207,24 @@
       (fig.layout.updatemenus || []).forEach(function (menu, i) {
         menu.active = old.layout.updatemenus[i].active;
       });
-      var picked = pickedTitle(old.layout);
-      if (picked) fig.layout.title = Object.assign({}, fig.layout.title, { text: picked });
+      var picked = pickedTitle(fig.layout);
+      if (picked && !narrow) fig.layout.title = Object.assign({}, fig.layout.title, { text: picked });
     }
-    if (narrow) narrowLayout(fig.layout, width);
-    var config = Object.assign({}, chart.config, { displayModeBar: narrow ? false : "hover" });
+    if (narrow) narrowLayout(fig.layout, width, chart);
+    var pick = chart.container.querySelector(".panel-picker");
+    if (narrow && pickerPanels(fig.layout, width)) picker(chart, fig.layout);
+    else if (pick) pick.hidden = true;
+    var touch = narrow || COARSE.matches;
+    if (touch) noDrag(fig.layout);
+    var config = Object.assign({}, chart.config, { displayModeBar: touch ? false : "hover" });
     chart.state = state;
     return Plotly.react(chart.target, fig.data, fig.layout, config).then(function () {
       chart.target.setAttribute("data-theme", scheme());
       chart.container.setAttribute("data-drawn", "");
       chart.drawn = true;
+      // For the throttled-phone test: when the first chart was on screen, since navigation.
+      var root = document.documentElement;
+      if (!root.hasAttribute("data-first-chart-ms")) root.setAttribute("data-first-chart-ms", String(Math.round(performance.now())));
       if (charts.every(function (c) { return c.drawn; })) {
         document.documentElement.setAttribute("data-charts", "drawn");
       }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import http.server
 import os
 import threading
@@ -14,8 +15,34 @@ from site_helpers import CHROMIUM, PAGES, REQUIRE_BROWSER, SITE, new_page
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
+    """The built site, gzipped where the browser asks for it, as any real static host serves it
+    (the throttled first-chart test measures what a phone would download)."""
+
+    COMPRESSED = (".html", ".js", ".css", ".json", ".svg", ".xml", ".txt")
+    _cache: dict = {}
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        url_path = self.path.split("?", 1)[0].split("#", 1)[0]
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            if not url_path.endswith("/"):
+                return super().do_GET()  # the redirect to the slashed URL
+            path = path / "index.html"
+        if "gzip" not in self.headers.get("Accept-Encoding", "") or path.suffix not in self.COMPRESSED or not path.is_file():
+            return super().do_GET()
+        key = (path, path.stat().st_mtime_ns)
+        if key not in self._cache:
+            self._cache[key] = gzip.compress(path.read_bytes(), compresslevel=6)
+        body = self._cache[key]
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @pytest.fixture(scope="session")
