@@ -52,15 +52,21 @@ test: $(STAMP) chromium build
 serve: $(STAMP)
 	$(BIN)/mkdocs serve --strict -a 127.0.0.1:8000
 
-# The site ships a partial Plotly bundle (cartesian traces: scatter, bar, heatmap, ...) at
-# the plotly.js version the Python package draws for. Rerun after upgrading plotly; needs npm.
+# The site ships its own partial Plotly bundle (scripts/plotly_bundle.js: scatter, bar, heatmap),
+# built with esbuild from plotly.js at the version the Python package draws for. Rerun after
+# upgrading plotly; needs npm and the npm registry. A figure with another trace type would not
+# draw: tests/site/test_phone.py checks every figure's trace types against the bundle's.
 PLOTLY_DIR := docs/javascripts/plotly
+ESBUILD_FLAGS := --bundle --minify --format=iife --global-name=Plotly --target=es2016 --legal-comments=none \
+	--define:global=window --define:define.amd=false --loader:.css=empty
 plotly-bundle: $(STAMP)
 	@version=$$($(BIN)/python -c "import plotly.offline; print(plotly.offline.get_plotlyjs_version())"); \
 	tmp=$$(mktemp -d); \
-	(cd $$tmp && npm pack --silent plotly.js-cartesian-dist-min@$$version >/dev/null && tar xzf *.tgz) && \
-	cp $$tmp/package/plotly-cartesian.min.js $$tmp/package/LICENSE $(PLOTLY_DIR)/ && \
-	rm -rf $$tmp && echo "$(PLOTLY_DIR): plotly.js-cartesian-dist-min $$version"
+	cp scripts/plotly_bundle.js $$tmp/entry.js && \
+	(cd $$tmp && npm init -y >/dev/null && npm install --silent --no-audit --no-fund plotly.js@$$version esbuild >/dev/null && \
+	 node_modules/.bin/esbuild entry.js $(ESBUILD_FLAGS) --outfile=plotly-site.min.js) && \
+	cp $$tmp/plotly-site.min.js $(PLOTLY_DIR)/ && cp $$tmp/node_modules/plotly.js/LICENSE $(PLOTLY_DIR)/ && \
+	rm -rf $$tmp && echo "$(PLOTLY_DIR)/plotly-site.min.js: plotly.js $$version (scatter, bar, heatmap)"
 
 clean:
 	rm -rf $(VENV) site .cache test-artifacts

@@ -138,6 +138,7 @@ def on_page_content(html, page, config, files):
     _resolve_source_links(soup, page, files)
     _scroll_wide_tables(soup)
     _captions_outside_scroll_boxes(soup)
+    _name_charts(soup)
     _exclude_from_search(soup)
     _space_table_cells(soup)
     page.meta["has_charts"] = CHART_MARKER in html  # the template loads Plotly only then
@@ -238,6 +239,13 @@ def _space_table_cells(soup):
         following = cell.next_sibling
         if not (isinstance(following, NavigableString) and following.isspace()):
             cell.insert_after(NavigableString(" "))
+
+
+def _name_charts(soup):
+    """Each chart gets an id of its own (chart-1, chart-2, … in page order), so a link can point at it."""
+    for number, chart in enumerate(soup.select(".plotly-chart"), start=1):
+        if not chart.get("id"):
+            chart["id"] = f"chart-{number}"
 
 
 def _captions_outside_scroll_boxes(soup):

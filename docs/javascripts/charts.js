@@ -192,6 +192,7 @@
   }
 
   function draw(chart) {
+    load(chart);
     var width = chart.container.clientWidth;
     var narrow = width < NARROW;
     var state = scheme() + ":" + (narrow ? (width < 360 ? "one-column" : "narrow") : "wide") +
@@ -220,6 +221,7 @@
     chart.state = state;
     return Plotly.react(chart.target, fig.data, fig.layout, config).then(function () {
       chart.target.setAttribute("data-theme", scheme());
+      if (!chart.container.hasAttribute("data-drawn")) chart.container.setAttribute("data-drawn-ms", String(Math.round(performance.now())));
       chart.container.setAttribute("data-drawn", "");
       chart.drawn = true;
       // For the throttled-phone test: when the first chart was on screen, since navigation.
@@ -231,15 +233,22 @@
     });
   }
 
+  // A chart's JSON is read when it is first drawn, not all at once up front: a post holds a
+  // few hundred KB of it, which a slow phone would otherwise parse before its first chart.
+  function load(chart) {
+    if (chart.text) return;
+    var payload = JSON.parse(chart.container.querySelector('script[type="application/json"]').textContent);
+    chart.text = JSON.stringify(payload.figure);
+    chart.dark = payload.dark;
+    chart.config = payload.config;
+  }
+
   function collect() {
     charts = Array.prototype.map.call(document.querySelectorAll(".plotly-chart"), function (container) {
-      var payload = JSON.parse(container.querySelector('script[type="application/json"]').textContent);
       return {
         container: container,
         target: container.querySelector(".plotly-graph-div"),
-        text: JSON.stringify(payload.figure),
-        dark: payload.dark,
-        config: payload.config,
+        text: null,
         drawn: false,
         state: null,
       };
@@ -251,6 +260,12 @@
   function drawAll() {
     var idle = window.requestIdleCallback || function (fn) { return setTimeout(fn, 50); };
     var queue = charts.slice();
+    // The charts on screen now are drawn at once, before the page's other start-up work.
+    var reach = window.innerHeight + 300;
+    charts.forEach(function (c) {
+      var box = c.container.getBoundingClientRect();
+      if (box.bottom > -300 && box.top < reach) draw(c);
+    });
     function next() {
       var chart = queue.shift();
       if (!chart) return;
@@ -273,11 +288,14 @@
     charts.forEach(function (c) { if (c.drawn) draw(c); });
   }
 
+  var started = null; // the document whose charts are collected
   function start() {
+    if (started === document.body) return;
     if (!window.Plotly) {
       window.addEventListener("load", start, { once: true }); // plotly.js not executed yet
       return;
     }
+    started = document.body;
     collect();
     drawAll();
   }
@@ -291,8 +309,10 @@
     resizing = setTimeout(redrawDrawn, 150); // only charts that cross the narrow width change
   });
 
-  // Material's instant navigation swaps the page without a reload and announces it on document$.
-  if (window.document$ && typeof window.document$.subscribe === "function") window.document$.subscribe(start);
-  else if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  // A deferred script runs once the page is parsed: the charts start at once, before
+  // DOMContentLoaded's listeners (KaTeX's pass over the page among them) take the main thread.
+  // Material's instant navigation, if turned on, swaps pages and announces each on document$.
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
+  if (window.document$ && typeof window.document$.subscribe === "function") window.document$.subscribe(start);
 })();

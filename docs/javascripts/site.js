@@ -1,7 +1,9 @@
 // Math with the local KaTeX, and Plotly charts that follow the light/dark palette.
 (function () {
+  // Marks the page once its math is typeset ("none": the page has no math), for the tests.
   function renderMath() {
-    if (!window.renderMathInElement) return;
+    var root = document.documentElement;
+    if (!window.renderMathInElement) return root.setAttribute("data-math", "none");
     renderMathInElement(document.querySelector(".md-content") || document.body, {
       delimiters: [
         { left: "$$", right: "$$", display: true },
@@ -12,6 +14,7 @@
       ignoredClasses: ["highlight"],  // code blocks; <pre> and <code> are skipped by default
       throwOnError: false,
     });
+    root.setAttribute("data-math", "typeset");
   }
 
   function isDark() {
@@ -39,8 +42,33 @@
     });
   }
 
+  // KaTeX's scripts, where the page names them instead of loading them (a page with charts):
+  // fetched once the first chart is drawn, or once the page has loaded, whichever comes first.
+  function loadMathLater() {
+    var meta = document.querySelector('meta[name="katex-scripts"]');
+    if (!meta) return renderMath();
+    var root = document.documentElement, done = false;
+    function fetchAll() {
+      if (done) return;
+      done = true;
+      var urls = meta.content.split(" ");
+      (function next(i) {
+        if (i === urls.length) return renderMath();
+        var s = document.createElement("script");
+        s.src = urls[i];
+        s.onload = function () { next(i + 1); };
+        document.head.appendChild(s);
+      })(0);
+    }
+    if (root.hasAttribute("data-first-chart-ms")) return fetchAll();
+    new MutationObserver(function (_, observer) {
+      if (root.hasAttribute("data-first-chart-ms")) { observer.disconnect(); fetchAll(); }
+    }).observe(root, { attributes: true, attributeFilter: ["data-first-chart-ms"] });
+    window.addEventListener("load", fetchAll, { once: true });
+  }
+
   function start() {
-    renderMath();
+    loadMathLater();
     themeCharts();
     new MutationObserver(themeCharts).observe(document.body, {
       attributes: true,

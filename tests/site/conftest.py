@@ -90,6 +90,7 @@ def visited(browser, base_url):
             # charts must see every one of them.
             if pg.locator(".plotly-chart").count():
                 pg.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
+            pg.wait_for_selector("html[data-math]", state="attached", timeout=30_000)  # site.js typesets after the first chart
             pg.mouse.move(0, 0)
             opened[name, viewport] = ctx, pg
         return opened[name, viewport][1]

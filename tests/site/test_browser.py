@@ -24,6 +24,7 @@ def open_page(page, base_url, path):
         # charts.js draws charts near the viewport first and the rest when the browser is idle;
         # it marks the page once every chart is drawn.
         page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
+    page.wait_for_selector("html[data-math]", state="attached", timeout=30_000)  # KaTeX comes after the first chart
     return page
 
 

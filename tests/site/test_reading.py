@@ -22,6 +22,7 @@ def open_page(page, base_url, path):
     page.wait_for_load_state("networkidle")
     if page.locator(".plotly-chart").count():  # charts.js draws far charts when idle; it marks the page when done
         page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
+    page.wait_for_selector("html[data-math]", state="attached", timeout=30_000)  # KaTeX comes after the first chart
     return page
 
 
