@@ -28,6 +28,9 @@
 # - how to read the compiler's report (registers, spills, shared memory, instruction
 #   counts) and connect it to a measured change;
 # - where a few hundred lines of Triton stand against NVIDIA's cuDNN kernel, and why.
+#
+# Where each measurement comes from, and the fine print of the profile, are in the
+# [measurement notes](#measurement-notes) at the end.
 
 # %%
 import statistics
@@ -45,6 +48,7 @@ abl = query.load("ablation")[0]
 prod = query.load("production")[0]
 wsp = query.load("warpspec")[0]
 shape = abl["records"][0]["shape"]
+appendix = {}  # title -> text of the measurement notes, filled where the numbers are computed, shown at the end
 
 # %% [markdown]
 # ## The yardstick
@@ -347,9 +351,10 @@ bench_ratios = [r["measured"]["duration_ns"] / 1e6 / timed[c][name]
                 for c in step_cases for name, r in profiled(c) if name in timed[c]]
 if bench_ratios:
     commits = (pp["git_commit"][:7], abl["provenance"]["git_commit"][:7])
-    lines.append(f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the "
-                 "same step" + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at "
-                                f"{commits[1]})" if commits[0] != commits[1] else "") + ".")
+    appendix["Profiled against timed"] = (
+        f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the same step"
+        + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at {commits[1]})"
+           if commits[0] != commits[1] else "") + ".")
 elif not same_gpu:
     lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
                  "the chart therefore shows no benchmark times beside the profiled ones.")
@@ -527,7 +532,7 @@ if query.dispatch_note(prod):
     md("On a Hopper GPU, `flash_attention` at long sequences no longer runs this post's kernels but "
        "[post 5](../05_gluon_hopper/)'s warp-specialised ones, "
        + ("in the backward pass too" if both else "in the forward pass (the backward pass is this post's)")
-       + "; the chart's note says which kernel ran where. Post 5 times this post's forward kernel beside its own "
+       + "; the [measurement notes](#measurement-notes) give the rule it followed. Post 5 times this post's forward kernel beside its own "
        "in one run.")
 show(figures.production_tflops([prod], "fwd"))
 
@@ -605,3 +610,15 @@ md(
 # - Against cuDNN the gap is real and stated plainly above. Closing it most likely needs
 #   the softmax to overlap the matmuls. Triton's automatic warp specialisation did not do
 #   that here, so the next thing to try is hand-written warp specialisation.
+
+# %% [markdown]
+# ## Measurement notes
+#
+# Where the data on this page comes from, and which kernel `flash_attention` ran.
+
+# %% tags=["hide-input"]
+md(f"**Data.** The switches: {query.provenance_line(abl)}. The production suite: {query.provenance_line(prod)}. "
+   f"Automatic warp specialisation: {query.provenance_line(wsp)}. The profile: {query.provenance_line(prof)}."
+   + (" " + query.dispatch_note([prod]) if query.dispatch_note([prod]) else ""))
+if appendix:
+    md("\n\n".join(f"**{title}.** {text}" for title, text in appendix.items()))
