@@ -480,18 +480,12 @@ notes["The references"] = (
     "The Hopper references are cuDNN, timed in the same run, and FlashAttention-4 and "
     "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper), not timed in it.")
 
-# %% [markdown]
-# Every production shape, with our throughput and its ratio to the two fastest backends
-# measured in the same run:
-
 # %% tags=["hide-input"]
+md(f"Every fp16 production shape on the {query.gpu_label(prod)}, with our throughput and its ratio to the two "
+   "fastest backends measured in the same run (the bf16 tables"
+   + (", and the other GPUs'," if prod_docs[1:] else "") + " are in the [measurement notes](#measurement-notes)):")
 show(tables.production_ratio_table(prod, "float16", "fwd"))
 show(tables.production_ratio_table(prod, "float16", "bwd"))
-show(tables.production_ratio_table(prod, "bfloat16", "fwd", details=True))
-show(tables.production_ratio_table(prod, "bfloat16", "bwd", details=True))
-for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, when one was lent)
-    show(tables.production_ratio_table(other, "float16", "fwd", details=True))
-    show(tables.production_ratio_table(other, "float16", "bwd", details=True))
 
 # %% [markdown]
 # **Grouped-query attention.** The production run also timed a grouped-query shape: 32
@@ -644,3 +638,10 @@ md("**Data.** " + " ".join(f"{query.gpu_label(doc)} production run: {query.prove
    + f" Post 2's sizes: {query.provenance_line(seed)}. Profile: {query.provenance_line(prof)}."
    + (" " + query.dispatch_note(prod_docs) if query.dispatch_note(prod_docs) else ""))
 md("\n\n".join(f"**{title}.** {text}" for title, text in notes.items()))
+md(f"**The {query.gpu_label(prod)}'s production run in bf16**, shape by shape:")
+show(tables.production_ratio_table(prod, "bfloat16", "fwd", details=True))
+show(tables.production_ratio_table(prod, "bfloat16", "bwd", details=True))
+for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, when one was lent)
+    md(f"**The {query.gpu_label(other)}'s production run**, shape by shape:")
+    show(tables.production_ratio_table(other, "float16", "fwd", details=True))
+    show(tables.production_ratio_table(other, "float16", "bwd", details=True))

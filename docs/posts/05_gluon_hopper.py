@@ -128,11 +128,10 @@ for d, (block_n, stages) in sorted(hopper.TILES.items()):
                 f"tile ({kv_bytes // 1024} KB) make {smem_kb[d]:.0f} KB; the compiled kernel "
                 f"reports {rec['compiler']['shared_bytes'] / 1024:.1f} KB (barriers and alignment)")
 md(f"Shared memory holds the two Q tiles and a ring of K/V stages: {smem_kb[128]:.0f} KB at D = 128, against the "
-   "227 KB a Hopper SM gives one block, so a third stage fits there only just; the measurements below try it "
-   "([sizes per head dim](#measurement-notes)).")
-notes["Shared memory"] = ("A" + "; ".join(rows)[1:] + ". The limit of 227 KB per block is the "
-                          "[CUDA programming guide's, compute capability 9.0](https://docs.nvidia.com/cuda/"
-                          "cuda-c-programming-guide/#features-and-technical-specifications).")
+   "227 KB a Hopper SM gives one block ([CUDA programming guide, compute capability 9.0](https://docs.nvidia.com/"
+   "cuda/cuda-c-programming-guide/#features-and-technical-specifications)), so a third stage fits there only "
+   "just; the measurements below try it ([sizes per head dim](#measurement-notes)).")
+notes["Shared memory"] = "A" + "; ".join(rows)[1:] + "."
 
 # %% [markdown]
 # `warp_specialize` takes the *default* partition first (it runs in the program's own
@@ -144,7 +143,7 @@ notes["Shared memory"] = ("A" + "; ".join(rows)[1:] + ". The limit of 227 KB per
 # %% tags=["hide-input"]
 warps = 4 + 4 + 4  # default consumer, worker consumer, producer warp padded to a warpgroup
 md(f"The launch caps every thread at `maxnreg` = {common.MAXNREG} registers: {warps} warps × 32 threads × "
-   f"{common.MAXNREG} = {warps * 32 * common.MAXNREG} of the SM's 65536 (same table of the CUDA guide). "
+   f"{common.MAXNREG} = {warps * 32 * common.MAXNREG} of the SM's 65536 registers (the same table of the CUDA guide). "
    "The producer then gives its "
    f"warpgroup's down to {common.PRODUCER_REGS} and the consumers take {common.CONSUMER_REGS} each. The compiled "
    f"kernel in this run has {next(r for r in hop['records'] if r['provider'] == 'gluon-serial')['compiler']['spills']}"
@@ -684,8 +683,8 @@ goal_rows = [
     + " (GPU time by CUDA-graph replay" + (f"; at {', '.join(no_graph)}, not graphed, the plain median" if no_graph else "")
     + f") | {verdict(n_draft_ok == len(draft))} |",
 ]
-md("\n".join(goal_rows) + f"\n\nProduction: {query.provenance_line(prod)}. Post 2's sizes: "
-   f"{query.provenance_line(seed_doc)}.")
+md("\n".join(goal_rows))
+notes["Which cases the goals count"] += f" Post 2's sizes: {query.provenance_line(seed_doc)}."
 
 # %% tags=["hide-input"]
 low_fwd = [name for r, name in fwd_l if r < 1.0]
