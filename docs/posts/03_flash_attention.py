@@ -579,8 +579,8 @@ md(
 notes["Post 2's sizes"] = (
     "GPU time is the CUDA-graph replay where the table shows one, which leaves out the host's launch cost, and the "
     "plain median elsewhere. The tiled kernel with IEEE fp32 products is slower than post 2's vectorized kernel "
-    + (", ".join(slower_vec) if slower_vec else "at no size") + ", and slower than eager PyTorch "
-    + (", ".join(slower_eager) if slower_eager else "at no size") + ". The split-K heuristic picks "
+    + ("by " + ", ".join(slower_vec) if slower_vec else "at no size") + ", and slower than eager PyTorch "
+    + ("by " + ", ".join(slower_eager) if slower_eager else "at no size") + ". The split-K heuristic picks "
     + ", ".join(splits) + " slices on this GPU.")
 
 
