@@ -312,12 +312,15 @@ if sm_ghz:
     clocks += (f": the SM clock read {span(sm_ghz, '.2f', ' GHz')}"
                + (f" and the DRAM clock {span(dram_ghz, '.2f', ' GHz')}" if dram_ghz else "")
                + " across these launches")
-lines = [clocks + "."]
+lines = []
+appendix["The profile's clocks and counters"] = clocks + "."
 if all(r["measured"]["tensor_pct"] is None for r in steps.values()):
-    lines.append(f"The tensor pipe's busy-cycle counter (`{pp['metric_sources']['tensor_pct']}`, the one this "
-                 f"Nsight Compute {pp['ncu']} lists for Hopper) returned no value for these launches, so the chart "
-                 "shows no tensor-pipe bars; the achieved TFLOP/s against the measured matmul rate, above, is this "
-                 "page's measure of tensor-core use.")
+    lines.append("The tensor pipe's busy-cycle counter returned no value for these launches "
+                 "([which counter](#measurement-notes)), so the chart shows no tensor-pipe bars; the achieved "
+                 "TFLOP/s against the measured matmul rate, above, is this page's measure of tensor-core use.")
+    appendix["The profile's clocks and counters"] += (
+        f" The tensor pipe's counter is `{pp['metric_sources']['tensor_pct']}`, the one this Nsight Compute "
+        f"{pp['ncu']} lists for Hopper.")
 tensor = [get("naive", "tensor_pct"), get("autotuned", "tensor_pct")]
 xu = [get("naive", "xu_pct"), get("autotuned", "xu_pct")]
 if None not in tensor:
@@ -515,10 +518,12 @@ md(
     + f"The descriptor kernel itself ran at {min(plain_vs_flash):.2f}–{max(plain_vs_flash):.2f}× `flash_attention`, "
     "whose pointer loads are already software-pipelined. So on this Triton, overlapping the "
     "softmax with the matmuls has to be written by hand, for instance in Gluon, Triton's lower-level "
-    "language with explicit warp partitions: [post 5](../05_gluon_hopper/) does that. Other attempts are recorded in the "
-    "project's `PERF_NOTES.md`: a 4-warp variant (the compiler's pass crashed), 256-row query tiles and a "
-    "register cap (`maxnreg`) to make room for a split (the kernel spilled), and TMA loads without "
-    "specialisation (below).")
+    "language with explicit warp partitions: [post 5](../05_gluon_hopper/) does that (other attempts are listed in "
+    "the [measurement notes](#measurement-notes)).")
+appendix["Other warp-specialisation attempts"] = (
+    "Recorded in the project's `PERF_NOTES.md`, not in this page's data: a 4-warp variant (the compiler's pass "
+    "crashed), 256-row query tiles and a register cap (`maxnreg`) to make room for a split (the kernel spilled), and "
+    "TMA loads without specialisation (in *What did not pay*).")
 
 # %% [markdown]
 # ## Where it stands: every backend, forward and backward
