@@ -340,8 +340,8 @@ else:
         md("From the serial schedule to ping-pong, the share of each consumer's softmax time spent while the other "
            "was inside a matrix-product scope went "
            + " and ".join(f"from {a:.0%} to {b:.0%} for {role}" for role, (a, b) in under.items())
-           + ": the overlap ping-pong is written for, seen from inside the kernel (the other shares and the "
-           "program spans are in the [measurement notes](#measurement-notes)).")
+           + ". The other shares and the program spans are in the "
+           "[measurement notes](#measurement-notes).")
 
 
 # %% [markdown]
