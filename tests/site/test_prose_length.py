@@ -2,12 +2,12 @@
 to at most 4,000 words, every post ends in a "Measurement notes" appendix that its body links
 to, the kernel-choice note is said once per page, and no sentence ends in "..".
 
-Body prose is the text a reader reads as sentences: headings, paragraphs, lists. Left out are
-code blocks (pre; inline code stays, as it is read within its sentence), tables with their captions, notes and footers, math (KaTeX/arithmatex markup,
-MathJax scripts, and $...$ / $$...$$ source that is typeset in the browser), charts with their
-captions (notes, provenance), figure captions, scripts and styles, and the appendix: its
-heading and everything after it. A word is a whitespace-separated token with a letter or digit
-in it.
+Body prose is the text a reader reads as sentences: headings, paragraphs, lists, and the inline
+code inside them (it is read within its sentence). Left out are code blocks (pre), tables with
+their captions, notes and footers, math (KaTeX/arithmatex markup, MathJax scripts, and $...$ /
+$$...$$ source that is typeset in the browser), charts with their captions (notes, provenance),
+figure captions, scripts and styles, and the appendix: its heading and everything after it. A
+word is a whitespace-separated token with a letter or digit in it.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ def test_every_post_has_measurement_notes_the_body_links_to(name):
     assert appendix is not None, f"{PAGES[name]}: no heading with id {APPENDIX!r}"
     heading = article(name).find(id=APPENDIX)
     assert heading.name == "h2" and "Measurement notes" in heading.get_text(), heading
+    later = [h.get_text(" ", strip=True) for h in heading.find_all_next("h2")]
+    assert not later, f"{PAGES[name]}: the Measurement notes must be the last section, but {later} follow"
     assert prose_words(appendix), f"{PAGES[name]}: the Measurement notes are empty"
     links = body.select(f'a[href="#{APPENDIX}"]')
     assert links, f"{PAGES[name]}: nothing in the body links to #{APPENDIX}"
