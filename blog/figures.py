@@ -308,7 +308,7 @@ def production_tflops(docs: list[dict], direction: str = "fwd", providers=None) 
             buttons=[dict(label=name, method="update",
                           args=[{"visible": [v == vi for v in visibility]}, {"title.text": view_titles[vi]}])
                      for vi, (name, _, _, _) in enumerate(views)])])
-    notes = [n for n in (query.dispatch_note(d) for d in docs) if n]
+    notes = []  # the kernel-choice note (query.dispatch_note) is said once per page, by the page
     notes += _failure_notes([(name, records) for name, _, _, records in views], wanted)
     fig = _finish(fig, docs, view_titles[0], short_title=f"{word.split(' ')[0]} TFLOP/s",
                   height=PANEL_HEIGHT * grid["rows"] + 200, facets=grid, notes=notes)

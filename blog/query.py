@@ -63,12 +63,20 @@ def square(records: list[dict]) -> list[dict]:
     return [r for r in records if r["shape"]["Nq"] == r["shape"]["Nk"]]
 
 
-def dispatch_note(doc: dict) -> str | None:
-    """What the "flash" provider ran in this file, when the benchmark recorded it."""
-    rule = doc["provenance"].get("flash_dispatch")
-    if not rule:
+def dispatch_note(docs: dict | list[dict]) -> str | None:
+    """What the "flash" provider ran, as the benchmark recorded it, in one sentence per distinct
+    rule for one document or several (a page says it once, for every GPU it draws); None when
+    no document recorded a rule."""
+    docs = [docs] if isinstance(docs, dict) else list(docs)
+    by_rule: dict[str, list[str]] = {}
+    for doc in docs:
+        rule = (doc["provenance"].get("flash_dispatch") or "").strip().rstrip(".")
+        if rule:
+            by_rule.setdefault(rule, []).append(f"the {gpu_label(doc)} (commit {doc['provenance']['git_commit'][:7]})")
+    if not by_rule:
         return None
-    return f"flash_attention on the {gpu_label(doc)} (commit {doc['provenance']['git_commit'][:7]}) chose its kernel: {rule}"
+    return " ".join(f"flash_attention on {' and '.join(where)} chose its kernel: {rule}."
+                    for rule, where in by_rule.items())
 
 
 def gluon_backward_passes(doc: dict) -> set[str]:

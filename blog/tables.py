@@ -157,8 +157,6 @@ def production_ratio_table(doc: dict, dtype: str = "float16", direction: str = "
                "launch overhead: the ratio of those times. " if with_graphs else ""))
     if fa4 and "fa4" not in peers:
         foot += html.escape(f"FlashAttention-4 did not run: {fa4[0]['reason'] or fa4[0]['status']}. ")
-    if query.dispatch_note(doc):
-        foot += html.escape(query.dispatch_note(doc) + ". ")
     gpu = query.gpu_label(doc)
     names = ["cuDNN", "FlashAttention-2"] + (["FlashAttention-4"] if "fa4" in peers else [])
     against = " and ".join(names) if len(names) == 2 else f"{names[0]}, {names[1]} and {names[2]}"

@@ -158,9 +158,9 @@ md(
 # %% [markdown]
 # ## How fast is it?
 #
-# Measured by `scripts/benchmark.py` on a GPU (one head, fp32, medians of many runs, with
-# warm-up outside the timed region), next to eager PyTorch (`softmax(q @ k.T) @ v`) and
-# PyTorch's fused `scaled_dot_product_attention`:
+# Measured on a GPU next to eager PyTorch (`softmax(q @ k.T) @ v`) and PyTorch's fused
+# `scaled_dot_product_attention` (how it was timed is in the
+# [measurement notes](#measurement-notes)):
 
 # %% tags=["hide-input"]
 seed = query.load("seed")[0]
@@ -202,3 +202,15 @@ show(figures.scaling(query.load("ladder")[0], providers=("basic", "eager", "sdpa
 # [Post 2](../02_vectorized_attention/) removes the walk: each program loads *all* keys at
 # once as a 2-D tile with broadcast offsets. The post measures at which sizes that is
 # faster than this kernel and than PyTorch, where the design stops scaling, and why.
+
+# %% [markdown]
+# ## Measurement notes
+#
+# **Timing.** `scripts/benchmark.py` timed one head in fp32: medians of many runs, with
+# warm-up outside the timed region, each output checked against the float64 reference
+# first.
+
+# %% tags=["hide-input"]
+md(f"**Data.** The sizes of the table: {query.provenance_line(seed)}. The scaling chart: "
+   f"{query.provenance_line(query.load('ladder')[0])}. The copy bandwidth above is the benchmark's own "
+   "measurement on the same GPU.")

@@ -214,14 +214,18 @@ md(
     f"Measured on the {seed['provenance']['gpu']}, the vectorized kernel is, against eager PyTorch, "
     + "; ".join(v for *_, v in vs_eager)
     + ". Against post 1's basic kernel it is " + "; ".join(v for *_, v in vs_basic) + ". "
-    + f"(Ratios of median times; the median spread between timing rounds in this run is {noise:.1%}, and "
-      "a ratio closer to 1 than that would count as no difference.) "
-    + (f"In the {len(graph_checks)} small cases that were also timed as CUDA-graph replays (no launch overhead), "
-       f"the replays order the two kernels the same way in {sum(graph_checks)}. " if graph_checks else "")
+    + "(Ratios of median times; the [measurement notes](#measurement-notes) say what counts as noise.) "
     + "So the earlier draft's verdict, \"competitive with PyTorch\" at every size, is wrong in both directions: "
       "at the smallest sizes this kernel beats eager PyTorch outright, and from the middle size on it loses, "
-      "by a margin that grows with the tile. The draft's own timings name no GPU, so they cannot be compared "
-      "with these.")
+      "by a margin that grows with the tile.")
+appendix = {  # title -> text of the measurement notes, shown at the end
+    "Noise": (f"The median spread between timing rounds in this run is {noise:.1%}: a ratio closer to 1 than that "
+              "counts as no difference."
+              + (f" In the {len(graph_checks)} small cases that were also timed as CUDA-graph replays (no launch "
+                 f"overhead), the replays order the vectorized kernel and eager PyTorch the same way in "
+                 f"{sum(graph_checks)}." if graph_checks else "")),
+    "The earlier draft": "Its own timings name no GPU, so they cannot be compared with these.",
+}
 
 # %% tags=["hide-input"]
 show(figures.seed_comparison(seed, providers=["basic", "vectorized", "eager", "sdpa"]))
@@ -381,3 +385,10 @@ md(
 # [Post 3](../03_flash_attention/) keeps the tile but stops asking one program to hold all
 # of $K$: a block of queries streams the keys past in fixed-size tiles and keeps the
 # softmax *online*. Any length fits, and whole blocks of queries share each key tile.
+
+# %% [markdown]
+# ## Measurement notes
+
+# %% tags=["hide-input"]
+md(f"**Data.** The table and the first charts: {query.provenance_line(seed)}. The scaling chart: "
+   f"{query.provenance_line(ladder)}.\n\n" + "\n\n".join(f"**{k}.** {v}" for k, v in appendix.items()))

@@ -32,6 +32,9 @@
 # - how tiles turn per-query re-reads into per-*block* re-reads, and what that does to traffic;
 # - how causal masking skips whole tiles and masks only the diagonal ones;
 # - how the backward pass rebuilds the attention weights from one saved number per row.
+#
+# Where the data comes from, which kernel ran, and the full lists of measured ratios are in
+# the [measurement notes](#measurement-notes) at the end.
 
 # %%
 import math
@@ -44,6 +47,7 @@ from blog.notebook import md, show, show_source
 from perfdata import traffic
 
 print("Examples on this page ran on:", kernels.mode_description())
+notes = {}  # title -> text of the measurement notes, filled where the numbers are computed, shown at the end
 
 # %% [markdown]
 # ## The online softmax, on real numbers
@@ -185,8 +189,8 @@ from blog.explore import schedule  # noqa: E402
 
 sm_doc = query.load("production")[0]
 show(schedule.figure(sm_doc["provenance"]["sm_count"]))
-md(f"The SM count, {sm_doc['provenance']['sm_count']}, is the {sm_doc['provenance']['gpu']}'s, "
-          "as recorded by the benchmark.")
+notes["The schedule model"] = (f"The SM count, {sm_doc['provenance']['sm_count']}, is the "
+                              f"{sm_doc['provenance']['gpu']}'s, as recorded by the benchmark.")
 
 # %% [markdown]
 # ## Batch, heads and grouped-query attention
@@ -318,6 +322,7 @@ md(
     f"compare times fairly, but our backward kernels perform {backward / 5:.1f}× the arithmetic the convention "
     "credits them with.")
 
+# %% [markdown]
 # The two backward kernels walk the same grid in different directions. Move the slider over
 # the program id: a dK/dV program holds one column of key tiles and walks down the query
 # tiles; a dQ program holds one row and walks along the keys. With the causal mask on, the
@@ -358,12 +363,15 @@ md(
     f"about **{ridge:.0f} FLOPs per byte**. Counted against *requested* bytes the tiled kernel sits at "
     f"{t.intensity:.0f}, below the ridge; against the compulsory traffic it would sit at "
     f"{t.flops / t.compulsory_bytes:.0f}. Where it really sits depends on how many of the re-reads of $K$ and $V$ "
-    f"a cache serves, which a timing cannot show. It can bound it: at B={rec['shape']['B']}, "
-    f"H={rec['shape']['H']} the measured forward pass took {fmt.ms(rec['p50'])}, so its requested bytes "
-    "(assuming the 128×64 tile, the autotuner's pick at D=128 in post 4's measurements) "
-    f"moved at {implied:.0f} GB/s, {implied / ceil['copy_gbps']:.2f}× the measured copy bandwidth"
-    + (f". At least {1 - ceil['copy_gbps'] / implied:.0%} of them therefore came from a cache, not DRAM."
-       if implied > ceil["copy_gbps"] else ", so the timing alone cannot rule out that DRAM is the limit."))
+    "a cache serves" + (f": the timing alone shows at least {1 - ceil['copy_gbps'] / implied:.0%} of them came from "
+                        "a cache ([how](#measurement-notes))." if implied > ceil["copy_gbps"] else
+                        ", which a timing cannot show."))
+notes["What the timing bounds"] = (
+    f"At B={rec['shape']['B']}, H={rec['shape']['H']}, N={n}, D={d} the measured forward pass took "
+    f"{fmt.ms(rec['p50'])}, so its requested bytes (assuming the 128×64 tile, the autotuner's pick at D=128 in "
+    f"post 4's measurements) moved at {implied:.0f} GB/s, {implied / ceil['copy_gbps']:.2f}× the measured copy "
+    "bandwidth" + (f": at least {1 - ceil['copy_gbps'] / implied:.0%} of them therefore came from a cache, not DRAM."
+                   if implied > ceil["copy_gbps"] else ", so the timing alone cannot rule out that DRAM is the limit."))
 
 # %% tags=["hide-input"]
 prof = query.same_gpu_doc(query.load("profile"), prod_gpu)  # the GPU the timings above came from
@@ -377,29 +385,34 @@ if focus is not None:
     m, mod = focus["measured"], focus["model"]
     dram = m["dram_read_bytes"] + m["dram_write_bytes"]
     from_cache = 1 - m["dram_read_bytes"] / mod["requested_read_bytes"]
-    text = (f"Nsight Compute measures what the timing could not. In the case above (N={n}, D={d}, "
+    text = (f"In the profiled case (N={n}, D={d}, "
             f"B={focus['shape']['B']}, H={focus['shape']['H']}) the loads asked for, by the model's count, "
             f"{mod['requested_read_bytes'] / 1e9:.2f} GB and DRAM delivered {m['dram_read_bytes'] / 1e9:.2f} GB of "
-            "it, so " + (f"**{from_cache:.0%} of the requested bytes came from a cache** (L1 or L2), not from "
-                         "DRAM. " if from_cache > 0 else "no cache saved any DRAM reads. ")
-            + f"In all, DRAM moved {dram / 1e9:.2f} GB, {dram / mod['compulsory_bytes']:.2f}× the compulsory "
+            "it. In all, DRAM moved " f"{dram / 1e9:.2f} GB, {dram / mod['compulsory_bytes']:.2f}× the compulsory "
             "bytes" + (f", and the L2 cache handled {m['l2_bytes'] / 1e9:.2f} GB of requests"
                        if m["l2_bytes"] is not None else "") + ".")
+    body = ("Nsight Compute measures it: in the case above, " +
+            (f"**{from_cache:.0%} of the requested bytes came from a cache** (L1 or L2), not from DRAM"
+             if from_cache > 0 else "no cache saved any DRAM reads"))
     if pp["gpu"] == prod_gpu:
         rate = dram / (m["duration_ns"] * 1e-9) / 1e9
         text += (f" Over the profiled launch ({fmt.ms(m['duration_ns'] / 1e6)}; the timed benchmark's "
                  f"median was {fmt.ms(rec['p50'])}) that is {rate:.0f} GB/s, "
-                 f"{rate / ceil['copy_gbps']:.0%} of the copy bandwidth measured on the same GPU. ")
-        text += ("A kernel limited by DRAM would run close to that bandwidth; this one did not."
-                 if rate < 0.5 * ceil["copy_gbps"] else
-                 "That is close enough to the copy bandwidth that DRAM may be one of the limits here.")
+                 f"{rate / ceil['copy_gbps']:.0%} of the copy bandwidth measured on the same GPU.")
+        body += (f", and DRAM ran at {rate / ceil['copy_gbps']:.0%} of its measured copy bandwidth. "
+                 + ("A kernel limited by DRAM would run close to that bandwidth; this one did not."
+                    if rate < 0.5 * ceil["copy_gbps"] else
+                    "That is close enough to the copy bandwidth that DRAM may be one of the limits here."))
+    else:
+        body += "."
     if m["tensor_pct"] is not None:
-        text += (f" Its tensor pipe ran at {m['tensor_pct']:.0f}% of its peak rate over the cycles the SMs were "
+        body += (f" Its tensor pipe ran at {m['tensor_pct']:.0f}% of its peak rate over the cycles the SMs were "
                  "active; post 4 follows that number through each optimization step.")
     if pp["git_commit"] != prod["provenance"]["git_commit"]:
-        text += (f" (The profile ran the kernel at commit {pp['git_commit'][:7]}, the timings above at "
-                 f"{prod['provenance']['git_commit'][:7]}.)")
-    md(text)
+        text += (f" The profile ran the kernel at commit {pp['git_commit'][:7]}, the timings above at "
+                 f"{prod['provenance']['git_commit'][:7]}.")
+    md(body + " The bytes are in the [measurement notes](#measurement-notes).")
+    notes["What Nsight Compute measured"] = text
 
 # %% [markdown]
 # The model above is FlashAttention's I/O argument made concrete. The FlashAttention paper
@@ -407,7 +420,8 @@ if focus is not None:
 # memory of $M$ elements, tiled attention needs $\Theta(N^2 d^2 / M)$ accesses to off-chip
 # memory, against $\Theta(Nd + N^2)$ for the standard algorithm: the query block holds
 # $\Theta(M)$ elements, so it has $\Theta(M/d)$ rows, and $K$ and $V$ ($2Nd$ elements) are
-# streamed once per block, $N / (M/d)$ times. Our model is that count with its constant:
+# streamed once per block, $N / (M/d)$ times. Our model is that count with its constant
+# ([worked out for the measured kernel](#measurement-notes)).
 
 # %% tags=["hide-input"]
 abl = query.load("ablation")[0]
@@ -416,7 +430,7 @@ smem_elems = fixed["compiler"]["shared_bytes"] // 2  # fp16 elements of shared m
 block_m = fixed["config"]["BLOCK_M"]
 kv_model = 2 * n * d * math.ceil(n / block_m)  # elements of K and V read, from traffic.flash's count
 theta = n * n * d * d / smem_elems
-md(
+notes["The I/O bound, with its constant"] = (
     f"With the measured kernel's shared memory as $M$ ({smem_elems} fp16 elements for the 128×64 tile at "
     f"D={d}, from the compiler report in post 4) and BLOCK_M={block_m}, $N^2d^2/M$ is {theta / 1e6:.1f} M elements "
     f"at N={n}, and the model's K/V reads are {kv_model / 1e6:.1f} M: {kv_model / theta:.0f}× the bare "
@@ -454,28 +468,24 @@ md(
     "ratio with care: PyTorch's FlashAttention-2 backend was written for the A100 and does not use Hopper's "
     "`wgmma` matrix instructions or its TMA copy engine (the [FlashAttention-3 paper](https://arxiv.org/abs/2407.08608) "
     "measures it at about a third of the H100's peak), while Triton emits `wgmma` for our `tl.dot` by itself. "
-    "Any Hopper-aware kernel should beat it. "
-    + ("The Hopper references are cuDNN and FlashAttention-4, both timed in the same run; "
-       "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper) is not timed here. "
-       if query.ok(prod["records"], provider="fa4") else
-       "The Hopper references are cuDNN, timed in the same run, and FlashAttention-4 and "
-       "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper), not timed in it. ")
+    "Any Hopper-aware kernel should beat it; cuDNN is the Hopper reference. "
     + ("On this Hopper GPU, at long sequences, `flash_attention` ran [post 5](../05_gluon_hopper/)'s Gluon kernels "
-       "rather than this post's (the charts' notes say which kernel ran where). " if query.dispatch_note(prod) else "")
+       "rather than this post's (the [measurement notes](#measurement-notes) give the rule it followed). "
+       if query.dispatch_note(prod) else "")
     + "The next post measures where the pointer kernel's speed comes from and where the gap remains.")
-
-# %% [markdown]
-# Every production shape, with our throughput and its ratio to the two fastest backends
-# measured in the same run:
+notes["The references"] = (
+    "The Hopper references are cuDNN and FlashAttention-4, both timed in the same run; "
+    "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper) is not timed here."
+    if query.ok(prod["records"], provider="fa4") else
+    "The Hopper references are cuDNN, timed in the same run, and FlashAttention-4 and "
+    "[FlashAttention-3](https://github.com/Dao-AILab/flash-attention/tree/main/hopper), not timed in it.")
 
 # %% tags=["hide-input"]
+md(f"Every fp16 production shape on the {query.gpu_label(prod)}, with our throughput and its ratio to the two "
+   "fastest backends measured in the same run (the bf16 tables"
+   + (", and the other GPUs'," if prod_docs[1:] else "") + " are in the [measurement notes](#measurement-notes)):")
 show(tables.production_ratio_table(prod, "float16", "fwd"))
 show(tables.production_ratio_table(prod, "float16", "bwd"))
-show(tables.production_ratio_table(prod, "bfloat16", "fwd", details=True))
-show(tables.production_ratio_table(prod, "bfloat16", "bwd", details=True))
-for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, when one was lent)
-    show(tables.production_ratio_table(other, "float16", "fwd", details=True))
-    show(tables.production_ratio_table(other, "float16", "bwd", details=True))
 
 # %% [markdown]
 # **Grouped-query attention.** The production run also timed a grouped-query shape: 32
@@ -496,8 +506,7 @@ for case, rs in sorted(by_case.items(), key=lambda kv: (kv[1]["flash"]["causal"]
         rows.append(f"| {'yes' if ours['causal'] else 'no'} | {ours['shape']['Nq']} | {ours['direction']} | "
                     f"{ours['tflops']:.0f} | {sdpa['tflops']:.0f} | {ours['tflops'] / sdpa['tflops']:.2f} |")
 shape = ours["shape"]
-md("\n".join(rows) + f"\n\nB={shape['B']}, H={shape['H']}, H_kv={shape['Hkv']}, D={shape['D']}, "
-          f"{ours['dtype']}; measured on {query.provenance_line(prod)}.")
+md("\n".join(rows) + f"\n\nB={shape['B']}, H={shape['H']}, H_kv={shape['Hkv']}, D={shape['D']}, {ours['dtype']}.")
 
 # %% [markdown]
 # **Rounding $P$.** With fp16 or bf16 inputs the kernel rounds the weights to the input type
@@ -531,11 +540,12 @@ for r in query.ok(prod["records"], direction="fwd"):
 for rs in by_case.values():
     if "flash" in rs and "sdpa-cudnn" in rs:
         errs.setdefault(rs["flash"]["dtype"], []).append(rs["flash"]["max_err"] / rs["sdpa-cudnn"]["max_err"])
-md(
-    "On the GPU, the benchmark checks every output against the float64 reference before timing it. Over the "
-    "production forward cases, our largest error divided by cuDNN's on the same inputs ranges over "
-    + "; ".join(f"{min(v):.2f}–{max(v):.2f}× in {dt}" for dt, v in sorted(errs.items()))
-    + ": the same order, as expected when both round the weights to the input type.")
+md("On the GPU, the benchmark checks every output against the float64 reference before timing it, and our "
+   "largest errors are of the same order as cuDNN's on the same inputs, as expected when both round the weights to "
+   "the input type ([the ratios](#measurement-notes)).")
+notes["Errors against cuDNN's"] = (
+    "Over the production forward cases, our largest error divided by cuDNN's on the same inputs ranges over "
+    + "; ".join(f"{min(v):.2f}–{max(v):.2f}× in {dt}" for dt, v in sorted(errs.items())) + ".")
 
 # %% [markdown]
 # And back at post 2's sizes (one head, fp32), the tiled kernel is no longer refused at any
@@ -557,17 +567,21 @@ for n_s, d_s in sorted({(r["shape"]["Nq"], r["shape"]["D"]) for r in seed["recor
     s_count = kernels.splitk.planned_splits(1, 1, n_s, d_s, n_s, torch.float32, sms)
     splits.append(f"{s_count} at {n_s}×{d_s}")
 md(
-    "It is not faster everywhere. Comparing GPU time (the CUDA-graph replay where the table shows one, which "
-    "leaves out the host's launch cost; the plain median elsewhere), the tiled kernel with IEEE fp32 products is "
-    "slower than post 2's vectorized kernel " + (", ".join(slower_vec) if slower_vec else "at no size")
-    + ", and slower than eager PyTorch " + (", ".join(slower_eager) if slower_eager else "at no size") + ". "
-    f"With one head the grid has only N / BLOCK_M programs for the {sms} SMs, so `flash_attention` cuts each "
-    "query tile's keys into slices handled by separate programs and merges their partial results (each slice's "
-    "output and log-sum-exp) in a second, small kernel: split-K, the scheme FlashAttention's authors call "
-    "[Flash-Decoding](https://crfm.stanford.edu/2023/10/12/flashdecoding.html) (`kernels/splitk.py`). Its "
-    "heuristic picks " + ", ".join(splits) + " slices on this GPU. Where it splits, more SMs get work, but IEEE fp32 products "
-    "still run on the FP32 units, not the tensor cores (the TF32 column shows what those give), and eager "
-    "PyTorch's cuBLAS matrix products are better tuned for them.")
+    "It is not faster everywhere: in GPU time the tiled kernel with IEEE fp32 products is slower than post 2's "
+    f"vectorized kernel at {len(slower_vec)} of {len(splits)} sizes and slower than eager PyTorch at {len(slower_eager)} "
+    f"([which, and by how much](#measurement-notes)). With one head the grid has only N / BLOCK_M programs for the "
+    f"{sms} SMs, so `flash_attention` cuts each query tile's keys into slices handled by separate programs and "
+    "merges their partial results (each slice's output and log-sum-exp) in a second, small kernel: split-K, the "
+    "scheme FlashAttention's authors call [Flash-Decoding](https://crfm.stanford.edu/2023/10/12/flashdecoding.html) "
+    "(`kernels/splitk.py`). Where it splits, more SMs get work, but IEEE fp32 products still run on the FP32 units, "
+    "not the tensor cores (the TF32 column shows what those give), and eager PyTorch's cuBLAS matrix products are "
+    "better tuned for them.")
+notes["Post 2's sizes"] = (
+    "GPU time is the CUDA-graph replay where the table shows one, which leaves out the host's launch cost, and the "
+    "plain median elsewhere. The tiled kernel with IEEE fp32 products is slower than post 2's vectorized kernel "
+    + ("by " + ", ".join(slower_vec) if slower_vec else "at no size") + ", and slower than eager PyTorch "
+    + ("by " + ", ".join(slower_eager) if slower_eager else "at no size") + ". The split-K heuristic picks "
+    + ", ".join(splits) + " slices on this GPU.")
 
 
 # %% [markdown]
@@ -602,7 +616,7 @@ md(
     + (" On this Hopper GPU the long sequences ran [post 5](../05_gluon_hopper/)'s Gluon kernels, not this "
        "post's" + (", in the backward pass too" if "dkdv" in query.gluon_backward_passes(prod) else
                    " (forward only; the backward pass is this post's)")
-       + ": the charts' notes say which kernel ran where."
+       + ": the [measurement notes](#measurement-notes) give the rule."
        if query.dispatch_note(prod) else ""))
 
 # %% [markdown]
@@ -611,3 +625,23 @@ md(
 # [Post 4](../04_optimizing_flash/) takes this kernel apart: each optimization becomes a
 # switch, each step is measured against a prediction written before it ran, and the
 # compiler's report shows what each step changed.
+
+# %% [markdown]
+# ## Measurement notes
+#
+# The fine print of the measurements above: where the data comes from, which kernel ran,
+# and the numbers behind each summary.
+
+# %% tags=["hide-input"]
+md("**Data.** " + " ".join(f"{query.gpu_label(doc)} production run: {query.provenance_line(doc)}."
+                           for doc in prod_docs)
+   + f" Post 2's sizes: {query.provenance_line(seed)}. Profile: {query.provenance_line(prof)}."
+   + (" " + query.dispatch_note(prod_docs) if query.dispatch_note(prod_docs) else ""))
+md("\n\n".join(f"**{title}.** {text}" for title, text in notes.items()))
+md(f"**The {query.gpu_label(prod)}'s production run in bf16**, shape by shape:")
+show(tables.production_ratio_table(prod, "bfloat16", "fwd", details=True))
+show(tables.production_ratio_table(prod, "bfloat16", "bwd", details=True))
+for other in prod_docs[1:]:  # every further GPU the benchmark ran on (an H200, when one was lent)
+    md(f"**The {query.gpu_label(other)}'s production run**, shape by shape:")
+    show(tables.production_ratio_table(other, "float16", "fwd", details=True))
+    show(tables.production_ratio_table(other, "float16", "bwd", details=True))

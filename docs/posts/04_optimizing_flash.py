@@ -28,6 +28,9 @@
 # - how to read the compiler's report (registers, spills, shared memory, instruction
 #   counts) and connect it to a measured change;
 # - where a few hundred lines of Triton stand against NVIDIA's cuDNN kernel, and why.
+#
+# Where each measurement comes from, and the fine print of the profile, are in the
+# [measurement notes](#measurement-notes) at the end.
 
 # %%
 import statistics
@@ -45,6 +48,7 @@ abl = query.load("ablation")[0]
 prod = query.load("production")[0]
 wsp = query.load("warpspec")[0]
 shape = abl["records"][0]["shape"]
+appendix = {}  # title -> text of the measurement notes, filled where the numbers are computed, shown at the end
 
 # %% [markdown]
 # ## The yardstick
@@ -308,12 +312,15 @@ if sm_ghz:
     clocks += (f": the SM clock read {span(sm_ghz, '.2f', ' GHz')}"
                + (f" and the DRAM clock {span(dram_ghz, '.2f', ' GHz')}" if dram_ghz else "")
                + " across these launches")
-lines = [clocks + "."]
+lines = []
+appendix["The profile's clocks and counters"] = clocks + "."
 if all(r["measured"]["tensor_pct"] is None for r in steps.values()):
-    lines.append(f"The tensor pipe's busy-cycle counter (`{pp['metric_sources']['tensor_pct']}`, the one this "
-                 f"Nsight Compute {pp['ncu']} lists for Hopper) returned no value for these launches, so the chart "
-                 "shows no tensor-pipe bars; the achieved TFLOP/s against the measured matmul rate, above, is this "
-                 "page's measure of tensor-core use.")
+    lines.append("The tensor pipe's busy-cycle counter returned no value for these launches "
+                 "([which counter](#measurement-notes)), so the chart shows no tensor-pipe bars; the achieved "
+                 "TFLOP/s against the measured matmul rate, above, is this page's measure of tensor-core use.")
+    appendix["The profile's clocks and counters"] += (
+        f" The tensor pipe's counter is `{pp['metric_sources']['tensor_pct']}`, the one this Nsight Compute "
+        f"{pp['ncu']} lists for Hopper.")
 tensor = [get("naive", "tensor_pct"), get("autotuned", "tensor_pct")]
 xu = [get("naive", "xu_pct"), get("autotuned", "xu_pct")]
 if None not in tensor:
@@ -347,9 +354,10 @@ bench_ratios = [r["measured"]["duration_ns"] / 1e6 / timed[c][name]
                 for c in step_cases for name, r in profiled(c) if name in timed[c]]
 if bench_ratios:
     commits = (pp["git_commit"][:7], abl["provenance"]["git_commit"][:7])
-    lines.append(f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the "
-                 "same step" + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at "
-                                f"{commits[1]})" if commits[0] != commits[1] else "") + ".")
+    appendix["Profiled against timed"] = (
+        f"A profiled launch took {span(bench_ratios, '.2f', '×')} the benchmark's median time for the same step"
+        + (f" (the profile ran the kernel at commit {commits[0]}, the benchmark at {commits[1]})"
+           if commits[0] != commits[1] else "") + ".")
 elif not same_gpu:
     lines.append(f"The profile ran on {pp['gpu']}, the timings above on {abl['provenance']['gpu']}; "
                  "the chart therefore shows no benchmark times beside the profiled ones.")
@@ -510,10 +518,12 @@ md(
     + f"The descriptor kernel itself ran at {min(plain_vs_flash):.2f}–{max(plain_vs_flash):.2f}× `flash_attention`, "
     "whose pointer loads are already software-pipelined. So on this Triton, overlapping the "
     "softmax with the matmuls has to be written by hand, for instance in Gluon, Triton's lower-level "
-    "language with explicit warp partitions: [post 5](../05_gluon_hopper/) does that. Other attempts are recorded in the "
-    "project's `PERF_NOTES.md`: a 4-warp variant (the compiler's pass crashed), 256-row query tiles and a "
-    "register cap (`maxnreg`) to make room for a split (the kernel spilled), and TMA loads without "
-    "specialisation (below).")
+    "language with explicit warp partitions: [post 5](../05_gluon_hopper/) does that (other attempts are listed in "
+    "the [measurement notes](#measurement-notes)).")
+appendix["Other warp-specialisation attempts"] = (
+    "Recorded in the project's `PERF_NOTES.md`, not in this page's data: a 4-warp variant (the compiler's pass "
+    "crashed), 256-row query tiles and a register cap (`maxnreg`) to make room for a split (the kernel spilled), and "
+    "TMA loads without specialisation (in *What did not pay*).")
 
 # %% [markdown]
 # ## Where it stands: every backend, forward and backward
@@ -527,7 +537,7 @@ if query.dispatch_note(prod):
     md("On a Hopper GPU, `flash_attention` at long sequences no longer runs this post's kernels but "
        "[post 5](../05_gluon_hopper/)'s warp-specialised ones, "
        + ("in the backward pass too" if both else "in the forward pass (the backward pass is this post's)")
-       + "; the chart's note says which kernel ran where. Post 5 times this post's forward kernel beside its own "
+       + "; the [measurement notes](#measurement-notes) give the rule it followed. Post 5 times this post's forward kernel beside its own "
        "in one run.")
 show(figures.production_tflops([prod], "fwd"))
 
@@ -605,3 +615,15 @@ md(
 # - Against cuDNN the gap is real and stated plainly above. Closing it most likely needs
 #   the softmax to overlap the matmuls. Triton's automatic warp specialisation did not do
 #   that here, so the next thing to try is hand-written warp specialisation.
+
+# %% [markdown]
+# ## Measurement notes
+#
+# Where the data on this page comes from, and which kernel `flash_attention` ran.
+
+# %% tags=["hide-input"]
+md(f"**Data.** The switches: {query.provenance_line(abl)}. The production suite: {query.provenance_line(prod)}. "
+   f"Automatic warp specialisation: {query.provenance_line(wsp)}. The profile: {query.provenance_line(prof)}."
+   + (" " + query.dispatch_note([prod]) if query.dispatch_note([prod]) else ""))
+if appendix:
+    md("\n\n".join(f"**{title}.** {text}" for title, text in appendix.items()))

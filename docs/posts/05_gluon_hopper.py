@@ -30,6 +30,9 @@
 #   `warpgroup_mma`, `warp_specialize`;
 # - which of FlashAttention-3's scheduling ideas paid on an H100 in our measurements, which
 #   did not, and how far the result stands from cuDNN and FlashAttention-4.
+#
+# Provenance, the full ratio lists and the caveats of each measurement are collected in the
+# [measurement notes](#measurement-notes) at the end.
 
 # %%
 import re
@@ -46,6 +49,7 @@ hop = query.load("hopper")[0]
 prod = query.load("production")[0]
 gpu = hop["provenance"]["gpu"]
 heads = {r["shape"]["D"]: r["shape"]["H"] for r in hop["records"]}  # query heads per head dim
+notes = {}  # title -> text of the measurement notes, filled where the numbers are computed, shown at the end
 
 
 def tflops(provider, d=128, causal=False):
@@ -114,18 +118,20 @@ md(
 show_source(hopper.hopper_fwd_kernel, start="    M: gl.constexpr = _M")
 
 # %% tags=["hide-input"]
-rows = []
+rows, smem_kb = [], {}
 for d, (block_n, stages) in sorted(hopper.TILES.items()):
     q_bytes = 2 * common.ROWS * d * 2
     kv_bytes = stages * 2 * block_n * d * 2
+    smem_kb[d] = (q_bytes + kv_bytes) / 1024
     rec = next(r for r in hop["records"] if r["provider"] == "gluon-serial" and r["shape"]["D"] == d)
     rows.append(f"at D = {d}, two Q tiles ({q_bytes // 1024} KB) and {stages} stages of a {block_n}-key K tile and V "
-                f"tile ({kv_bytes // 1024} KB) make {(q_bytes + kv_bytes) / 1024:.0f} KB; the compiled kernel "
+                f"tile ({kv_bytes // 1024} KB) make {smem_kb[d]:.0f} KB; the compiled kernel "
                 f"reports {rec['compiler']['shared_bytes'] / 1024:.1f} KB (barriers and alignment)")
-md("Shared memory: " + "; ".join(rows) + ". A Hopper SM gives one block at most 227 KB "
-   "([CUDA programming guide, compute capability 9.0](https://docs.nvidia.com/cuda/cuda-c-programming-guide/"
-   "#features-and-technical-specifications)), so a third stage fits at D = 128 only just; the measurements "
-   "below try it.")
+md(f"Shared memory holds the two Q tiles and a ring of K/V stages: {smem_kb[128]:.0f} KB at D = 128, against the "
+   "227 KB a Hopper SM gives one block ([CUDA programming guide, compute capability 9.0](https://docs.nvidia.com/"
+   "cuda/cuda-c-programming-guide/#features-and-technical-specifications)), so a third stage fits there only "
+   "just; the measurements below try it ([sizes per head dim](#measurement-notes)).")
+notes["Shared memory"] = "A" + "; ".join(rows)[1:] + "."
 
 # %% [markdown]
 # `warp_specialize` takes the *default* partition first (it runs in the program's own
@@ -137,7 +143,7 @@ md("Shared memory: " + "; ".join(rows) + ". A Hopper SM gives one block at most 
 # %% tags=["hide-input"]
 warps = 4 + 4 + 4  # default consumer, worker consumer, producer warp padded to a warpgroup
 md(f"The launch caps every thread at `maxnreg` = {common.MAXNREG} registers: {warps} warps × 32 threads × "
-   f"{common.MAXNREG} = {warps * 32 * common.MAXNREG} of the SM's 65536 (same table of the CUDA guide). "
+   f"{common.MAXNREG} = {warps * 32 * common.MAXNREG} of the SM's 65536 registers (the same table of the CUDA guide). "
    "The producer then gives its "
    f"warpgroup's down to {common.PRODUCER_REGS} and the consumers take {common.CONSUMER_REGS} each. The compiled "
    f"kernel in this run has {next(r for r in hop['records'] if r['provider'] == 'gluon-serial')['compiler']['spills']}"
@@ -232,22 +238,13 @@ show_source(hopper.pingpong_block, start="        M: gl.constexpr = _M")
 # Each schedule above is a claim about time: which warp waits, which one multiplies, and
 # what runs under what. Throughput can only hint at it. Triton's profiler,
 # [Proton](https://github.com/triton-lang/triton/tree/main/third_party/proton), can look
-# inside the kernel. Its *instrumentation* backend (the
-# [intra-kernel profiling tutorial](https://github.com/triton-lang/triton/tree/main/third_party/proton/tutorials/intra_kernel)
-# walks through it, with a Gluon kernel for Hopper among its examples) compiles a record
-# into the kernel wherever the source opens or closes a scope, such as
-# `with pl.scope("softmax"):` (`pl` is `triton.profiler.language`). A warp that reaches a
-# record reads a clock and writes an entry (which scope, entering or leaving, when) into a
-# buffer of its program: in shared memory by default, in global memory if asked (this trace
-# asked). The buffer is a ring: if it fills, the oldest entries are dropped. When the kernel
-# ends, Proton reads the entries back (a shared-memory buffer is first copied out to global
-# memory) and turns them into a trace of each warp's scopes.
-#
-# A record is not free. Each one adds instructions to the warp that makes it, in the middle
-# of the loop being measured, so the instrumented kernel is not quite the one timed in the
-# rest of this post: it can run slower, and its steps may shift against each other. The
-# trace shows the order of events and their rough sizes; how fast the kernel runs comes from
-# the timed runs in the next section.
+# inside the kernel: its *instrumentation* backend compiles a record into the kernel
+# wherever the source opens or closes a scope, such as `with pl.scope("softmax"):`, and
+# each warp that reaches one writes the clock and the scope into a buffer. Proton turns the
+# buffer into a trace of each warp's scopes. The records add instructions inside the loop
+# being measured, so the trace shows the order of events and their rough sizes; how fast the
+# kernel runs comes from the timed runs of the next section ([how Proton records, and what
+# that costs](#measurement-notes)).
 
 # %% tags=["hide-input"]
 def trace_reading(doc, case):
@@ -268,6 +265,15 @@ def trace_reading(doc, case):
             + "; ".join(parts) + ".")
 
 
+notes["How the trace was taken"] = (
+    "Proton's instrumentation backend (its [intra-kernel profiling tutorial](https://github.com/triton-lang/triton/"
+    "tree/main/third_party/proton/tutorials/intra_kernel) walks through it, with a Gluon kernel for Hopper among its "
+    "examples) compiles a record into the kernel at each scope (`pl` is `triton.profiler.language`). A warp that "
+    "reaches a record reads a clock and writes an entry (which scope, entering or leaving, when) into a buffer of its "
+    "program: in shared memory by default, in global memory if asked (this trace asked). The buffer is a ring: if it "
+    "fills, the oldest entries are dropped. When the kernel ends, Proton reads the entries back. Each record adds "
+    "instructions to the warp that makes it, in the middle of the loop being measured, so the instrumented kernel is "
+    "not quite the one timed in the rest of this post: it can run slower, and its steps may shift against each other.")
 timeline_docs = query.load("timeline", required=False)
 by_schedule, under = {}, {}  # filled from the trace below; the takeaways read them too
 if not timeline_docs:
@@ -283,28 +289,28 @@ else:
     trace_events = sum(1 for r in trace["records"] if r["status"] == "ok")
     roles = {r["role"] for r in trace["records"]}
     traced_warps = " and ".join(map(str, sorted({r["warp"] for r in trace["records"]})))
-    md(f"The trace below was taken on the {trace['provenance']['gpu']} (Proton's settings are in the chart's "
-       f"notes). It holds {trace_events} scope events: {len(traced)} schedules, "
-       f"{' or '.join(map(str, trace_programs))} programs each, {' or '.join(map(str, trace_warps))} warps per "
-       "program" + (f", though Proton was asked for {proton['warps']}" if proton.get("warps") else "") + ". Each SM "
-       "counts its own clock cycles, so start times line up within one program only; lengths are cycles "
-       "everywhere.\n\n"
-       "How to read it: one row per traced warp, " + ("the producer's on top, then " if "producer" in roles else "")
+    notes["The trace"] = (
+        f"Taken on the {trace['provenance']['gpu']} (Proton's settings are in the chart's notes). It holds "
+        f"{trace_events} scope events: {len(traced)} schedules, {' or '.join(map(str, trace_programs))} programs "
+        f"each, {' or '.join(map(str, trace_warps))} warps per program"
+        + (f", though Proton was asked for {proton['warps']}" if proton.get("warps") else "") + ". Each SM counts "
+        "its own clock cycles, so start times line up within one program only; lengths are cycles everywhere.")
+    md("How to read the trace: one row per traced warp, " + ("the producer's on top, then " if "producer" in roles else "")
        + "the first warp of each consumer warpgroup (the other three run the same code and were not traced); one "
        "bar per scope the warp was inside, coloured by what the scope does (blues for the matrix products, orange "
        "for the softmax, " + ("green for the producer's copies, " if "producer" in roles else "")
-       + "greys for every kind of wait). Each panel is one schedule; the panels share the time axis, which starts "
-       "at each program's first record. Drag across the time axis to zoom; hover a bar for its scope, start and "
-       "length. Where a consumer's orange bar lines up with a blue bar in the other consumer's row, one "
+       + "greys for every kind of wait). Each panel is one schedule, on a shared time axis that starts at each "
+       "program's first record. Where a consumer's orange bar lines up with a blue bar in the other consumer's row, one "
        "warpgroup's softmax ran while the other was inside a matrix-product scope (issuing its products or "
        "waiting for them): the overlap ping-pong is written to force.")
     if "producer" not in roles:
-        md(f"The producer warp's records did not come back in this trace: Proton returned events for warps "
-           f"{traced_warps} only, and why is not yet understood. So the copies are not drawn; a consumer's "
-           "*wait K* and *wait V* bars end when the copy it waited for had landed.")
+        md("The producer warp's records did not come back in this trace ([why](#measurement-notes)), so the copies "
+           "are not drawn; a consumer's *wait K* and *wait V* bars end when the copy it waited for had landed.")
+        notes["The trace"] += (f" The producer warp's records are missing: Proton returned events for warps "
+                               f"{traced_warps} only, and why is not yet understood.")
     if trace["provenance"].get("correction"):
-        md("This file's units were corrected after the run, its values unchanged: `provenance.correction` in "
-           "`docs/data/timeline.h100.json` says what and why.")
+        notes["The trace"] += (" This file's units were corrected after the run, its values unchanged: "
+                               "`provenance.correction` in `docs/data/timeline.h100.json` says what and why.")
     show(figures.timeline(trace))
     show(tables.timeline_table(trace))
     by_schedule = {c["schedule"]: c for c in traced}
@@ -314,9 +320,6 @@ else:
         under = {role: (before[role]["softmax_under_matmul"], after[role]["softmax_under_matmul"])
                  for role in ("consumer 0", "consumer 1") if role in before and role in after
                  and None not in (before[role]["softmax_under_matmul"], after[role]["softmax_under_matmul"])}
-        if under:
-            compared += ("\n\nFrom the serial schedule to ping-pong, that share of softmax time went "
-                         + " and ".join(f"from {a:.0%} to {b:.0%} for {role}" for role, (a, b) in under.items()) + ".")
         spans = {k: sorted(query.program_times(trace, by_schedule[k]["case"]).values()) for k in ("serial", "pingpong")}
         # The uninstrumented launch times of the same run: a field in newer files, the note in older ones.
         plain = proton.get("plain_launch_us", {})
@@ -325,24 +328,28 @@ else:
         # Said only where the trace and the timing disagree: every ping-pong program shorter, its launch not.
         if launch and spans["pingpong"][-1] < spans["serial"][0] and float(launch[2]) >= float(launch[1]):
             unit = query.timeline_unit(trace)
-            compared += (f" The program spans do not rank the schedules: here the ping-pong programs span "
+            compared += (f"\n\nThe program spans do not rank the schedules: here the ping-pong programs span "
                          f"{fmt.duration(spans['pingpong'][-1], unit)} at most and the serial ones "
                          f"{fmt.duration(spans['serial'][0], unit)} at least, yet in the same run, without "
                          f"instrumentation, one whole launch took {launch[1]} µs with the serial schedule and "
                          f"{launch[2]} µs with ping-pong (one timing each).")
-    md("From the events, per schedule:\n\n" + "\n".join(trace_reading(trace, c) for c in traced) + compared
-       + "\n\nThese shares describe the traced programs of an instrumented kernel; which schedule is faster is "
-       "measured without instrumentation, in the next section.")
+    notes["The trace, per schedule"] = ("\n\n" + "\n".join(trace_reading(trace, c) for c in traced) + compared
+                                        + "\n\nThese shares describe the traced programs of an instrumented "
+                                        "kernel; which schedule is faster is measured without instrumentation.")
+    if under:
+        md("From the serial schedule to ping-pong, the share of each consumer's softmax time spent while the other "
+           "was inside a matrix-product scope went "
+           + " and ".join(f"from {a:.0%} to {b:.0%} for {role}" for role, (a, b) in under.items())
+           + ". The other shares and the program spans are in the "
+           "[measurement notes](#measurement-notes).")
 
 
 # %% [markdown]
 # ## Measured: each switch, one at a time
 #
-# Every variant below was checked against a float64 reference before it was timed.
-# `tests/test_hopper.py` runs each schedule over ragged lengths, $N_q \ne N_k$, grouped-query
-# and multi-query heads, fp16 and bf16, and requires the error against float64 to be at
-# most twice PyTorch's own (plus one unit in the last place). One run, forward only; the
-# D = 64 cases have more heads, so both head dims do similar work:
+# One run, forward only, every variant checked against a float64 reference before it was
+# timed ([how](#measurement-notes)); the D = 64 cases have more heads, so both head dims do
+# similar work:
 
 # %% tags=["hide-input"]
 show(figures.hopper_variants(hop))
@@ -372,16 +379,18 @@ ov = {(d, c): says("gluon-pipelined", d, c) for d, c in query.hopper_cases(hop)}
 default_stages = {d: st for d, (_, st) in hopper.TILES.items()}
 stage_cases = [d for d in sorted(heads) if default_stages[d] < 3]
 md(
-    "Each ratio is against the serial schedule in the same run; \"within the noise\" means the two kernels' "
-    "three timing rounds overlap, so the run cannot tell them apart. "
-    f"**Ping-pong** gives {pp[(128, False)]} at D = 128 without a mask and {pp[(128, True)]} with it, and "
-    f"{pp[(64, False)]} and {pp[(64, True)]} at D = 64. "
-    f"The **intra-warpgroup overlap** gives {ov[(128, False)]} and {ov[(128, True)]} at D = 128, "
-    f"{ov[(64, False)]} and {ov[(64, True)]} at D = 64. Its compiled code has the intended order (two commit "
-    "groups in flight, a wait for one before the softmax) and no spills, so the loss is not an obvious "
-    "compilation failure; two likely causes, neither measured here, are that the two warpgroups already overlap "
-    "each other, and that this loop keeps S, P and O live at once and chooses between masked and unmasked tiles "
-    "inside the loop. "
+    "Against the serial schedule in the same run (\"within the noise\": the two kernels' three timing rounds "
+    f"overlap), **ping-pong** gives {pp[(128, False)]} at D = 128 without a mask and {pp[(128, True)]} with it, "
+    f"{pp[(64, False)]} and {pp[(64, True)]} at D = 64. The **intra-warpgroup overlap** gives "
+    f"{ov[(128, False)]} and {ov[(128, True)]} at D = 128, {ov[(64, False)]} and {ov[(64, True)]} at D = 64, "
+    "though its compiled code has the intended order and no spills ([the likely causes, and the smaller "
+    "switches](#measurement-notes)).")
+notes["The overlap schedule"] = (
+    "Its compiled code has the intended order (two commit groups in flight, a wait for one before the softmax) and "
+    "no spills, so the loss is not an obvious compilation failure; two likely causes, neither measured here, are "
+    "that the two warpgroups already overlap each other, and that this loop keeps S, P and O live at once and "
+    "chooses between masked and unmasked tiles inside the loop.")
+notes["The smaller switches"] = (
     f"Handing out **causal blocks in order** instead of longest first (the default) gives "
     f"{says('gluon-in-order', 128, True)} at D = 128 and {says('gluon-in-order', 64, True)} at D = 64. "
     + "".join(f"A **third K/V stage** gives {says('gluon-3-stages', d, False)} at D = {d} without a mask and "
@@ -391,19 +400,24 @@ md(
     + " and ".join(f"three stages and the default at D = {d}, which already has {default_stages[d]} "
                    f"({says('gluon-3-stages', d, False)}, {says('gluon-3-stages', d, True)})"
                    for d in sorted(heads) if default_stages[d] >= 3) + ".")
+notes["Checked before timing"] = (
+    "`tests/test_hopper.py` runs each schedule over ragged lengths, $N_q \\ne N_k$, grouped-query and multi-query "
+    "heads, fp16 and bf16, and requires the error against float64 to be at most twice PyTorch's own (plus one unit "
+    "in the last place).")
 
 
 # %% tags=["hide-input"]
 md("One size is not enough to pick a default, so the two schedules were then swept over the production "
-   "suite's long shapes (B = 4, N from 2048 to 16384, fp16 and bf16, causal or not, three timing rounds each; "
-   "`python scripts/hopper_check.py --sweep`; the numbers are in PERF_NOTES.md, not in this page's data). "
-   "`flash_attention` now runs "
+   "suite's long shapes ([how](#measurement-notes)). `flash_attention` now runs "
    + ", ".join(f"**{sched.replace('pingpong', 'ping-pong')}** at D = {d} "
                f"{'with the causal mask' if c else 'without a mask'}"
                for (d, c), sched in sorted(hopper.DEFAULT_SCHEDULES.items()))
    + " and the serial schedule elsewhere: only there did ping-pong beat the serial loop beyond the noise at every "
-   f"length the Gluon kernel is picked for (N ≥ {hopper.AUTO_MIN_LEN}). "
-   + (f"The production data below was measured with this default (commit {prod['provenance']['git_commit'][:7]})."
+   f"length the Gluon kernel is picked for (N ≥ {hopper.AUTO_MIN_LEN}).")
+notes["The schedule sweep"] = (
+    "B = 4, N from 2048 to 16384, fp16 and bf16, causal or not, three timing rounds each "
+    "(`python scripts/hopper_check.py --sweep`); the numbers are in PERF_NOTES.md, not in this page's data. "
+    + (f"The production data below was measured with this default (commit {prod['provenance']['git_commit'][:7]})."
       if "pingpong" in prod["provenance"].get("flash_dispatch", "") else
       f"The production data below was measured before that change (commit "
       f"{prod['provenance']['git_commit'][:7]}), with the serial schedule everywhere."))
@@ -464,13 +478,16 @@ def against_cudnn(direction):
 ahead, behind, compared = against_cudnn("fwd")
 b_ahead, b_behind, b_compared = against_cudnn("bwd")
 md(
-    f"Over the production cases with N ≥ {min_n} (fp16 and bf16, D = 64 and 128, causal or not; "
-    f"{len(f_cud)} shapes, {prod['provenance']['gpu']}), the forward pass runs at {min(f_cud):.2f}–{max(f_cud):.2f}× "
-    f"cuDNN's throughput (median {f_cud_med:.2f}×; ahead of cuDNN beyond the noise at {ahead} of {compared}, "
-    f"behind it at {behind}) and "
-    f"{min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median {f_fa4_med:.2f}×). The backward pass "
-    f"is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×; ahead beyond the noise at {b_ahead} of "
-    f"{b_compared}, behind at {b_behind}) and "
+    f"Over the {len(f_cud)} production shapes with N ≥ {min_n} on the {prod['provenance']['gpu']}, the forward "
+    f"pass runs at a median {f_cud_med:.2f}× cuDNN's throughput (ahead beyond the noise at {ahead} of {compared}, "
+    f"behind at {behind}) and {f_fa4_med:.2f}× FlashAttention-4's; the backward pass at a median {b_cud_med:.2f}× "
+    f"cuDNN (ahead at {b_ahead} of {b_compared}, behind at {b_behind}). The ranges are in the "
+    "[measurement notes](#measurement-notes).")
+notes["The production ratios"] = (
+    f"Over the production cases with N ≥ {min_n} (fp16 and bf16, D = 64 and 128, causal or not; {len(f_cud)} "
+    f"shapes, {prod['provenance']['gpu']}), the forward pass runs at {min(f_cud):.2f}–{max(f_cud):.2f}× cuDNN's "
+    f"throughput (median {f_cud_med:.2f}×) and {min(f_fa4):.2f}–{max(f_fa4):.2f}× FlashAttention-4's (median "
+    f"{f_fa4_med:.2f}×). The backward pass is {min(b_cud):.2f}–{max(b_cud):.2f}× cuDNN (median {b_cud_med:.2f}×) and "
     f"{min(b_fa2):.2f}–{max(b_fa2):.2f}× PyTorch's FlashAttention-2 backend (median {b_fa2_med:.2f}×)"
     + (f"; against FlashAttention-4's backward it is {min(b_fa4):.2f}–{max(b_fa4):.2f}× (median {b_fa4_med:.2f}×)."
        if b_fa4 else "."))
@@ -524,21 +541,8 @@ if then and int(then.group(1)) < min_n:
 # `flash_attention`'s backward runs this kernel on every input the Gluon forward would take
 # (`kernels.gluon.dkdv.auto_applies`), including the shapes whose forward splits the keys instead.
 #
-# One bug on the way is worth knowing. The log-sum-exp and δ rows travel by TMA beside their
-# Q and dO tiles, as flat float32 arrays, and the first version addressed query tile $m$ of
-# (batch, head) $h$ at element $h \cdot N_q + 64m$. Unless $N_q$ is a multiple of four, that
-# start is off a 16-byte boundary for most $h$, and there the GPU stopped with *an illegal
-# instruction*, not a wrong answer. NVIDIA's tables of TMA alignment
-# ([CUDA programming guide](https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#table-alignment-multi-dim-tma),
-# [`cuTensorMapEncodeTiled`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__TENSOR__MEMORY.html))
-# ask 16-byte alignment of a tensor's base address, of its strides and of the bytes a copy
-# moves, and say nothing of where a copy starts. Triton's documentation does state the rule
-# we hit: its Gluon TMA tutorial says the innermost coordinate of a copy must be 16-byte
-# aligned ([triton#9112](https://github.com/triton-lang/triton/pull/9112)), and
-# [triton#7385](https://github.com/triton-lang/triton/issues/7385) traced the same illegal
-# instruction to it. So the launcher now lays those rows out at a padded stride, a multiple
-# of four floats, and every copy starts on a 16-byte boundary. The tests' odd lengths, in
-# shapes with several heads, caught it on the GPU; with the padding they pass there.
+# One bug on the way, an illegal instruction from a misaligned TMA copy, is told in the
+# [measurement notes](#measurement-notes).
 
 # %% tags=["hide-input"]
 show_source(hopper_bwd.dkdv_tiles, start="        M: gl.constexpr = _M", end="        return dk, dv, it")
@@ -564,37 +568,15 @@ show_source(hopper_bwd.dkdv_tiles, start="        M: gl.constexpr = _M", end="  
 # $dP$, which the dK/dV kernel has already computed: seven products where the atomic design
 # needs five.
 #
-# We built the atomic design too, as a switch on the dK/dV kernel (`DQ_ATOMIC`; it lives in
-# this repository's history at commit f57d95b and was removed once measured), and it shows
-# why the second pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
-# already use registers up to R237 of the 240 they are given, and a whole dQ partial
-# (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
-# would have to live beside dK and dV. So we split the product as FlashAttention-3 does at
-# that size
-# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)):
-# each warpgroup writes its $dS^T$ to shared memory, and each computes half of the tile's dQ
-# columns from both halves. Each of our warpgroups then adds its half into the float32
-# buffer itself, with one TMA reduce-add; FlashAttention-3 instead stages the halves in
-# shared memory for one warp of its producer warpgroup, which issues the bulk reduce-adds
-# ([`flash_bwd_kernel_sm90.h`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_kernel_sm90.h),
-# `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
-# and forty stores in its SASS); the D = 64 variant does not.
-#
-# The second problem showed on
-# the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
-# $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that
-# is harmless, because those rows are never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
-# With that fixed the tests pass.
-#
-# Timed against the two-pass backward on two H200s
-# (PERF_NOTES.md, session 9; development probes, not the production suite), the whole
-# backward with atomic dQ was within a few percent of it with the causal mask, mixed at
-# D = 128 without one, and slower at D = 64 without one, which are the shapes furthest behind
-# cuDNN below. Where the atomic backward was ahead, five products instead of seven bought
-# less than the two dropped products would suggest, and at D = 64 without a mask they cost
-# time; the probes do not say why. The suspects (PERF_NOTES.md) are the spills at D = 128,
-# the barrier at which each warpgroup waits for the other's half of $dS^T$, and each tile's
-# wait for its previous reduce-add to leave the staging buffer. It stays off by default.
+# We built the atomic design too, as a switch on the dK/dV kernel (`DQ_ATOMIC`, removed once
+# measured; it lives in this repository's history at commit f57d95b). At D = 128 the dK/dV
+# consumers have almost no registers left for a dQ partial, so it splits that product across
+# the two warpgroups through shared memory, as FlashAttention-3 does, and still spills. Timed
+# against the two-pass backward on two H200s (development probes, not the production suite),
+# it was within a few percent with the causal mask, mixed at D = 128 without one, and slower
+# at D = 64 without one, which are the shapes furthest behind cuDNN below. It stays off by
+# default; the [measurement notes](#measurement-notes) give the registers, the spills, a bug
+# it hit and the suspects for its time.
 #
 # In the loop below, `dP` is issued right after `S` ("overlap"), so the tensor cores go on to
 # it while the warpgroup waits for `S` and starts the exponentials. A
@@ -626,7 +608,8 @@ for other in query.load("production")[1:]:  # a run on another GPU (an H200, whe
     o_b4, o_b4_med = summary("bwd", "fa4", other)
     if not o_f or not o_b:
         continue  # cuDNN did not run there
-    md(f"The same kernels on an {other['provenance']['gpu']}, in a separate run "
+    notes[f"On the {query.gpu_label(other)}"] = (
+       f"The same kernels on an {other['provenance']['gpu']}, in a separate run "
        f"({query.provenance_line(other)}), measure: forward {min(o_f):.2f}–{max(o_f):.2f}× cuDNN "
        f"(median {o_f_med:.2f}×), backward {min(o_b):.2f}–{max(o_b):.2f}× (median {o_b_med:.2f}×)"
        + (f"; against FlashAttention-4 a median {o_f4_med:.2f}× forward and {o_b4_med:.2f}× backward."
@@ -636,14 +619,18 @@ for other in query.load("production")[1:]:  # a run on another GPU (an H200, whe
 # %% [markdown]
 # ## The goals, against the data
 #
-# The Hopper work in this series set itself the targets below, each to be read off one run
-# of the production suite on the H100 (ratios of median times, N ≥ 4096, fp16 and bf16,
-# D = 64 and 128, causal or not, as many key/value heads as query heads: cuDNN was not run
-# on the grouped-query shapes) and, for the last, post 2's sizes. The table checks each
-# against the data this page is built from.
+# The Hopper work in this series set itself the targets below, each read off one run of
+# the production suite on the H100 and, for the last, post 2's sizes
+# ([which cases count](#measurement-notes)). The table checks each against the data this
+# page is built from.
 
 # %% tags=["hide-input"]
 SHORT = {"float16": "fp16", "bfloat16": "bf16"}
+notes["Which cases the goals count"] = (
+    f"Ratios of median times, N ≥ {min_n}, fp16 and bf16, D = 64 and 128, causal or not, as many key/value heads as "
+    "query heads (cuDNN was not run on the grouped-query shapes). The goals about every shape are decided by one "
+    "run, and two runs of the same code moved single-shape ratios by more than their timing rounds suggest (see "
+    "*What is not here yet, in detail*, below).")
 
 
 def labelled(direction, vs):
@@ -696,54 +683,43 @@ goal_rows = [
     + " (GPU time by CUDA-graph replay" + (f"; at {', '.join(no_graph)}, not graphed, the plain median" if no_graph else "")
     + f") | {verdict(n_draft_ok == len(draft))} |",
 ]
-md("\n".join(goal_rows) + f"\n\nProduction: {query.provenance_line(prod)}. Post 2's sizes: "
-   f"{query.provenance_line(seed_doc)}.")
+md("\n".join(goal_rows))
+notes["Which cases the goals count"] += f" Post 2's sizes: {query.provenance_line(seed_doc)}."
 
 # %% tags=["hide-input"]
 low_fwd = [name for r, name in fwd_l if r < 1.0]
 low_bwd = [name for r, name in bwd_l if r < 0.9]
 md(
     f"Where the misses are. The forward is below 1.0× cuDNN at {len(low_fwd)} shapes (beyond the noise at "
-    f"{behind}), "
-    f"{sum('causal' in n for n in low_fwd)} of them causal; the lowest are "
+    f"{behind}), {sum('causal' in n for n in low_fwd)} of them causal; the lowest are "
     + ", ".join(f"{name} ({r:.2f}×)" for r, name in fwd_l[:3])
-    + ".\n\nPing-pong, the schedule that helps at D = 128 without a mask, did not beat the serial loop beyond the "
-    "noise at D = 64 or with the mask (PERF_NOTES.md, session 7), so those shapes run the simpler loop. Our forward "
-    f"runs at a median {f_fa4_med:.2f}× FlashAttention-4's throughput: a faster kernel exists, and we have not "
-    "found its schedule.\n\nThe backward is below 0.9× cuDNN at "
+    + f". Our forward runs at a median {f_fa4_med:.2f}× FlashAttention-4's throughput: a faster kernel exists, and "
+    "we have not found its schedule. The backward is below 0.9× cuDNN at "
     + (", ".join(low_bwd) if low_bwd else "no shape")
     + ("; all without a mask." if low_bwd and all("no mask" in n for n in low_bwd) else ".")
     + (" Why those shapes fall furthest behind is not measured." if low_bwd else "")
-    + " The second dQ pass recomputes two products per "
-    "tile at every shape; the atomic design that avoids them was, in our probes, slower than the two passes at "
-    "D = 64 without a mask and mixed at D = 128 without one, so as built it does not close this gap.\n\nPost 2's "
-    "sizes are one head in exact fp32: post 3 shows why the tiled kernel loses there (split-K fills the SMs, but "
-    "exact fp32 products run on the FP32 units, not the tensor cores, for eager PyTorch too, and cuBLAS is better "
-    "tuned for them than Triton's code). Finally, one run decides the \"every shape\" goals, and two runs of the same code moved "
-    "single-shape ratios by more than their timing rounds suggest (next section).")
+    + " Post 2's sizes are one head in exact fp32, where post 3 shows why the tiled kernel loses "
+    "([more on each miss](#measurement-notes)).")
+notes["The misses"] = (
+    "Ping-pong, the schedule that helps at D = 128 without a mask, did not beat the serial loop beyond the noise at "
+    "D = 64 or with the mask (PERF_NOTES.md, session 7), so those shapes run the simpler loop. The second dQ pass "
+    "recomputes two products per tile at every shape; the atomic design that avoids them was, in our probes, "
+    "slower than the two passes at D = 64 without a mask and mixed at D = 128 without one, so as built it does not "
+    "close the backward gap. At post 2's sizes split-K fills the SMs, but exact fp32 products run on the FP32 "
+    "units, not the tensor cores, for eager PyTorch too, and cuBLAS is better tuned for them than Triton's code.")
 
 # %% [markdown]
 # ## What is not here yet
 #
-# - **cuDNN's speed at every shape.** The takeaways below count where we are still behind.
-#   Next in line: the 128-key dQ tile at D = 128, which spills yet was faster in a
-#   development probe (PERF_NOTES.md, session 8), and an atomic dQ without the suspects
-#   above: the warpgroups' wait for each other's $dS^T$, the wait for the previous
-#   reduce-add, the spills at D = 128 (it lost most at D = 64, which does not spill; it was
-#   timed in a probe only, not in the production suite).
-# - **Repeated production runs on one GPU.** "Beyond the noise" on this page means that one
-#   run's three timing rounds do not overlap. Two runs of the same forward code, ten minutes
-#   apart on the same GPUs, moved single-shape ratios by more than that (PERF_NOTES.md,
-#   session 8), so a ratio at one shape is less certain than its rounds suggest; the
-#   H200's run above is a second GPU, not a repeat.
-# - **A fast fp32 path for post 2's sizes.** Triton's `input_precision="tf32x3"` splits
-#   each fp32 operand into two TF32 parts and sums three tensor-core products. In a probe
-#   on an H200 (PERF_NOTES.md, session 9) it kept fp32-level error against float64 and beat
-#   eager PyTorch's GPU time at the three smallest sizes; the larger ones were not
-#   measured. `flash_attention` does not offer it: it is not exact fp32, which is what
-#   that goal asks for.
-# - **The producer warp in the timeline:** Proton returned none of its records, for a
-#   reason not yet found.
+# - **cuDNN's speed at every shape.** Next in line: the 128-key dQ tile at D = 128, and an
+#   atomic dQ without the suspects named in the notes.
+# - **Repeated production runs on one GPU**, so that a ratio at one shape can be trusted
+#   beyond its own timing rounds.
+# - **A fast fp32 path for post 2's sizes**, which `flash_attention` does not offer: the
+#   candidate, `tf32x3`, is not exact fp32.
+# - **The producer warp in the timeline.**
+#
+# The [measurement notes](#measurement-notes) say what each of these rests on.
 #
 # ## Key takeaways
 
@@ -792,3 +768,76 @@ md("\n".join(f"- {t}" for t in takeaways))
 #   and [`setmaxnreg`](https://docs.nvidia.com/cuda/parallel-thread-execution/#miscellaneous-instructions-setmaxnreg).
 # - [FlashAttention-4](https://github.com/Dao-AILab/flash-attention) (`flash-attn-4` on PyPI),
 #   the CuTe-DSL kernels measured beside ours.
+
+# %% [markdown]
+# ## Measurement notes
+#
+# The fine print of the measurements above: where the data comes from, which kernel ran,
+# the full ratio lists, and the caveats.
+
+# %% tags=["hide-input"]
+md("**Data.** Switches: " + query.provenance_line(hop) + ". Production: " + query.provenance_line(prod) + "."
+   + (" " + query.dispatch_note([prod]) if query.dispatch_note([prod]) else ""))
+md("\n\n".join(f"**{title}.** {text}" for title, text in notes.items()))
+
+# %% [markdown]
+# **A misaligned TMA copy (dK/dV).** The log-sum-exp and δ rows travel by TMA beside their
+# Q and dO tiles, as flat float32 arrays, and the first version addressed query tile $m$ of
+# (batch, head) $h$ at element $h \cdot N_q + 64m$. Unless $N_q$ is a multiple of four, that
+# start is off a 16-byte boundary for most $h$, and there the GPU stopped with *an illegal
+# instruction*, not a wrong answer. NVIDIA's tables of TMA alignment
+# ([CUDA programming guide](https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#table-alignment-multi-dim-tma),
+# [`cuTensorMapEncodeTiled`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__TENSOR__MEMORY.html))
+# ask 16-byte alignment of a tensor's base address, of its strides and of the bytes a copy
+# moves, and say nothing of where a copy starts. Triton's documentation does state the rule
+# we hit: its Gluon TMA tutorial says the innermost coordinate of a copy must be 16-byte
+# aligned ([triton#9112](https://github.com/triton-lang/triton/pull/9112)), and
+# [triton#7385](https://github.com/triton-lang/triton/issues/7385) traced the same illegal
+# instruction to it. So the launcher now lays those rows out at a padded stride, a multiple
+# of four floats, and every copy starts on a 16-byte boundary. The tests' odd lengths, in
+# shapes with several heads, caught it on the GPU; with the padding they pass there.
+#
+# **The atomic dQ design, in detail.** We built it as a switch on the dK/dV kernel (`DQ_ATOMIC`; it lives in
+# this repository's history at commit f57d95b and was removed once measured), and it shows
+# why the second pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
+# already use registers up to R237 of the 240 they are given, and a whole dQ partial
+# (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
+# would have to live beside dK and dV. So we split the product as FlashAttention-3 does at
+# that size
+# ([`run_mha_bwd_hdim128`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_launch_template.h)):
+# each warpgroup writes its $dS^T$ to shared memory, and each computes half of the tile's dQ
+# columns from both halves. Each of our warpgroups then adds its half into the float32
+# buffer itself, with one TMA reduce-add; FlashAttention-3 instead stages the halves in
+# shared memory for one warp of its producer warpgroup, which issues the bulk reduce-adds
+# ([`flash_bwd_kernel_sm90.h`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_kernel_sm90.h),
+# `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
+# and forty stores in its SASS); the D = 64 variant does not.
+#
+# The second problem showed on
+# the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
+# $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that
+# is harmless, because those rows are never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
+# With that fixed the tests pass.
+#
+# Timed against the two-pass backward on two H200s
+# (PERF_NOTES.md, session 9; development probes, not the production suite), the whole
+# backward with atomic dQ was within a few percent of it with the causal mask, mixed at
+# D = 128 without one, and slower at D = 64 without one, which are the shapes furthest behind
+# cuDNN below. Where the atomic backward was ahead, five products instead of seven bought
+# less than the two dropped products would suggest, and at D = 64 without a mask they cost
+# time; the probes do not say why. The suspects (PERF_NOTES.md) are the spills at D = 128,
+# the barrier at which each warpgroup waits for the other's half of $dS^T$, and each tile's
+# wait for its previous reduce-add to leave the staging buffer. It stays off by default.
+#
+# **What is not here yet, in detail.** The 128-key dQ tile at D = 128 spills yet was faster
+# in a development probe (PERF_NOTES.md, session 8). The suspects in the atomic dQ are the
+# warpgroups' wait for each other's $dS^T$, the wait for the previous reduce-add and the
+# spills at D = 128 (it lost most at D = 64, which does not spill; it was timed in a probe
+# only). "Beyond the noise" on this page means that one run's three timing rounds do not
+# overlap; two runs of the same forward code, ten minutes apart on the same GPUs, moved
+# single-shape ratios by more than that (PERF_NOTES.md, session 8), and the H200's run is a
+# second GPU, not a repeat. Triton's `input_precision="tf32x3"` splits each fp32 operand
+# into two TF32 parts and sums three tensor-core products; in a probe on an H200
+# (PERF_NOTES.md, session 9) it kept fp32-level error against float64 and beat eager
+# PyTorch's GPU time at the three smallest of post 2's sizes, the larger ones unmeasured.
+# Proton returned none of the producer warp's records, for a reason not yet found.
