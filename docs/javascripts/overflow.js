@@ -54,6 +54,8 @@
     window.addEventListener("load", later);
     window.addEventListener("resize", later);
     if (document.fonts && document.fonts.ready) document.fonts.ready.then(later);
+    // Math is typeset late on a page with charts (site.js marks the page when it is done).
+    new MutationObserver(later).observe(document.documentElement, { attributes: true, attributeFilter: ["data-math"] });
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

@@ -800,7 +800,7 @@ md("\n\n".join(f"**{title}.** {text}" for title, text in notes.items()))
 # **The atomic dQ design, in detail.** We built it as a switch on the dK/dV kernel (`DQ_ATOMIC`; it lives in
 # this repository's history at commit f57d95b and was removed once measured), and it shows
 # why the second pass is the default. Registers are the first problem: at D = 128 the dK/dV consumers
-# already use registers up to R237 of the 240 they are given, and a whole dQ partial
+# already use nearly all of the 240 registers they are given (PERF_NOTES.md, session 9), and a whole dQ partial
 # (64 × D float32 values over a warpgroup's 128 threads: 64 registers a thread at D = 128)
 # would have to live beside dK and dV. So we split the product as FlashAttention-3 does at
 # that size
@@ -810,11 +810,11 @@ md("\n\n".join(f"**{title}.** {text}" for title, text in notes.items()))
 # buffer itself, with one TMA reduce-add; FlashAttention-3 instead stages the halves in
 # shared memory for one warp of its producer warpgroup, which issues the bulk reduce-adds
 # ([`flash_bwd_kernel_sm90.h`](https://github.com/Dao-AILab/flash-attention/blob/main/hopper/flash_bwd_kernel_sm90.h),
-# `store_dq`). Even so, the compiled D = 128 variant spills (about fifty local-memory loads
-# and forty stores in its SASS); the D = 64 variant does not.
+# `store_dq`). Even so, the compiled D = 128 variant spilled (its SASS held local-memory loads
+# and stores; PERF_NOTES.md); the D = 64 variant did not.
 #
 # The second problem showed on
-# the GPU: its first run failed 38 of its 76 tests. A program's last key tile reaches past
+# the GPU, where its first run failed about half of its tests. A program's last key tile reaches past
 # $N_k$ into the next head's keys (or TMA's zeros at the tensor's end); for dK and dV that
 # is harmless, because those rows are never stored, but dQ sums over keys, so their $dS$ must be set to zero before the product.
 # With that fixed the tests pass.

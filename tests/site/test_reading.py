@@ -182,7 +182,7 @@ def test_every_box_that_scrolls_says_so(visited, name, viewport):
     the "scroll →" hint: nothing is silently cut."""
     page = visited(name, viewport)
     page.evaluate("() => document.querySelectorAll('[data-scroll-tracked]').forEach(el => el.scrollLeft = 0)")
-    page.wait_for_timeout(100)
+    page.wait_for_timeout(500)  # overflow.js looks again 150 ms after the math is typeset
     silent = [b for b in page.evaluate(SCROLL_BOXES) if b["extra"] > 1 and not b["hint"]]
     assert silent == [], f"{len(silent)} boxes scroll without a hint: {silent[:3]}"
 
