@@ -42,13 +42,14 @@ def figure() -> go.Figure:
     """Slider over N, dropdown over D: offsets in blue where loaded, grey where masked."""
     fig = go.Figure()
     for d in D_VALUES:
+        # The hover names cells by their labels, which already say "n=" and "d=".
         # Opaque mid-tone cells with black offsets, the same in both schemes (theme.CELLS): on a
         # see-through grey, Plotly's automatic label colour went dark on the dark page.
         fig.add_heatmap(z=[[0]], text=[[""]], texttemplate="%{text}", textfont=dict(size=11, color=theme.CELL_TEXT),
                         zmin=0, zmax=1, colorscale=[[0, theme.CELLS["cell-off"]], [1, theme.CELLS["cell-on"]]],
                         showscale=False, xgap=2, ygap=2,
                         customdata=[[""]], visible=d == 5,
-                        hovertemplate="key n=%{y}, feature d=%{x}: offset %{text} (%{customdata})<extra></extra>")
+                        hovertemplate="key %{y}, feature %{x}: offset %{text} (%{customdata})<extra></extra>")
 
     def updates(n: int) -> dict[int, dict]:
         out = {}
