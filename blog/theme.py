@@ -18,8 +18,10 @@ TEMPLATE_NAME = "blog"
 # Page backgrounds behind the (transparent) charts: Material's default scheme is white;
 # its slate scheme is hsla(225deg, 15%, 14%), which is #1e2129 in sRGB.
 BACKGROUNDS = {"light": "#ffffff", "dark": "#1e2129"}
-BUTTON_BG, BUTTON_TEXT = "#d5d9e2", "#1b1f24"  # chart buttons, the same in both schemes (see template)
-BUTTON_ACTIVE = "#f4faff"  # what plotly.js paints the active and the hovered button (fixed in plotly.js)
+# Chart buttons, the same in both schemes (see template): a mid-grey face under near-black text
+# (5:1), which stands 3:1 off the near-white face plotly.js gives the active and the hovered
+# button (fixed in plotly.js), so the selected view shows, and 3:1 off either page.
+BUTTON_BG, BUTTON_TEXT, BUTTON_ACTIVE = "#8790a0", "#1b1f24", "#f4faff"
 
 LABELS = {
     "basic": "basic (post 1)",

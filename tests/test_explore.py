@@ -272,6 +272,7 @@ def test_explorable_controls_read_in_both_schemes(explorables):
             assert menu.font.color == theme.BUTTON_TEXT, name
             for face in (theme.BUTTON_BG, theme.BUTTON_ACTIVE):
                 assert _contrast(menu.font.color, face) >= 4.5, (name, face)
+            assert _contrast(theme.BUTTON_BG, theme.BUTTON_ACTIVE) >= 3, "the picked button must stand out"
         for slider in fig.layout.sliders:
             assert slider.bgcolor == theme.BUTTON_BG and slider.borderwidth >= 1, name
             for scheme in ("light", "dark"):

@@ -19,7 +19,7 @@ from .. import theme
 # docs/javascripts/charts.js when the reader picks the dark scheme.
 PINK, INDIGO, ORANGE, GREY = (theme.mark_color(p) for p in ("flash", "eager", "vectorized", "basic"))
 GREEN = theme.mark_color("sdpa-flash")
-# Controls keep one opaque light face in both schemes (theme.BUTTON_BG, with BUTTON_TEXT on it):
+# Controls keep one opaque face in both schemes (theme.BUTTON_BG, with BUTTON_TEXT on it):
 # plotly.js paints the active and the hovered button a fixed near-white, under which light text
 # could not be read, and an opened dropdown must hide the plot behind it. Their outlines, the
 # slider's ticks and its labels take roles that charts.js swaps with the palette, so each stands

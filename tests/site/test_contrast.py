@@ -99,6 +99,16 @@ CONTROLS = r"""() => {
                 add('menu text', text.textContent.trim().slice(0, 30), fg, fill, 4.5);
             }
         }
+        // A row of buttons shows which one is picked: plotly.js paints it a face of its own,
+        // which must stand 3:1 off the others' (the state of a control, WCAG 1.4.11).
+        for (const row of gd.querySelectorAll('.updatemenu-dropdown-button-group')) {
+            const faces = Array.from(row.querySelectorAll(':scope > .updatemenu-button > rect.updatemenu-item-rect'))
+                .filter(C.visible).map(r => C.paint(r, 'fill', page)[0]);
+            const distinct = [...new Map(faces.map(f => [C.hex(f), f])).values()];
+            if (faces.length < 2) continue;
+            const [a, b] = distinct.length > 1 ? distinct : [faces[0], faces[0]];
+            add('picked button', `${faces.length} buttons`, a, b, 3);
+        }
         for (const group of gd.querySelectorAll('.slider-group')) {
             for (const text of group.querySelectorAll('text.slider-label')) {
                 if (!C.visible(text)) continue;
@@ -148,7 +158,7 @@ OPENED = r"""(id) => {
         const rect = button.querySelector('rect.updatemenu-item-rect'), text = button.querySelector('text');
         const [fill, alpha] = C.paint(rect, 'fill', page);
         const [fg] = C.paint(text, 'fill', fill);
-        return {what: text.textContent.trim().slice(0, 30), alpha: +alpha.toFixed(3),
+        return {what: text.textContent.trim().slice(0, 30), alpha: +alpha.toFixed(3), fill: fill.map(Math.round),
                 ratio: +C.ratio(fg, fill).toFixed(2), colours: C.hex(fg) + ' on ' + C.hex(fill)};
     });
 }"""
@@ -291,6 +301,15 @@ CASES = pytest.mark.parametrize("name,viewport,scheme", [
     (name, viewport, scheme) for name in PAGES for viewport in VIEWPORTS for scheme in SCHEMES])
 
 
+def _ratio(a, b):
+    """WCAG contrast of two sRGB colours given as 0-255 triples."""
+    def lum(rgb):
+        c = [v / 255 / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
 def _failures(items):
     return [f"{i['chart']}: {i.get('kind', 'cell label')} {i['what']!r}: {i['ratio']}:1 < {i['need']}:1 "
             f"({i['colours']})" for i in items if i["ratio"] < i["need"]]
@@ -317,6 +336,9 @@ def test_opened_dropdowns_are_opaque_and_readable(measured, name, viewport, sche
         assert items, f"{chart}: the dropdown did not open"
         bad += [f"{chart}: item {i['what']!r} is see-through (alpha {i['alpha']})" for i in items if i["alpha"] < 0.999]
         bad += [f"{chart}: item {i['what']!r} {i['ratio']}:1 ({i['colours']})" for i in items if i["ratio"] < TEXT]
+        faces = sorted({tuple(i["fill"]) for i in items})
+        if len(faces) != 2 or _ratio(*faces) < MARK:
+            bad.append(f"{chart}: the picked item does not stand 3:1 off the others (faces {faces})")
     assert bad == [], "\n".join(bad)
 
 
