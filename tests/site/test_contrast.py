@@ -256,16 +256,34 @@ def open_in(browser, base_url, name, viewport, scheme):
     return ctx, page
 
 
-def click_header(page, gd):
-    """Open (or close) a figure's dropdown as a reader does: a click on its header."""
-    x, y = page.evaluate("""(id) => {
-        const h = document.getElementById(id).querySelector('.updatemenu-header-group');
-        h.scrollIntoView({block: 'center'});
-        const r = h.getBoundingClientRect();
-        return [r.left + r.width / 2, r.top + r.height / 2];
-    }""", gd)
-    page.mouse.click(x, y)
-    page.wait_for_timeout(250)
+# Plotly fades an opened dropdown in: its items count once they are drawn at full opacity
+# (the element's own opacity, not its fill's, which is what the checks measure).
+SETTLED = """([id, opened]) => {
+    const items = Array.from(document.getElementById(id).querySelectorAll('.updatemenu-dropdown-button'));
+    if (!opened) return items.length === 0;
+    return items.length > 0 && items.every(e => window.__contrast.opacity(e) > 0.999);
+}"""
+
+
+def click_header(page, gd, opened=True):
+    """Open (or close) a figure's dropdown as a reader does, a click on its header, and wait
+    for Plotly to finish drawing it."""
+    for _ in range(3):  # a click can land while the page still scrolls; then click again
+        x, y = page.evaluate("""(id) => {
+            const h = document.getElementById(id).querySelector('.updatemenu-header-group');
+            h.scrollIntoView({block: 'center'});
+            const r = h.getBoundingClientRect();
+            return [r.left + r.width / 2, r.top + r.height / 2];
+        }""", gd)
+        page.wait_for_timeout(100)
+        page.mouse.click(x, y)
+        try:
+            page.wait_for_function(SETTLED, arg=[gd, opened], timeout=3_000)
+            page.wait_for_timeout(100)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: try the click again
+            continue
+    raise AssertionError(f"the dropdown of {gd} did not {'open' if opened else 'close'}")
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +302,7 @@ def measured(browser, base_url):
                 for _ in range(ex["dropdowns"]):
                     click_header(page, ex["id"])
                     found["opened"].append((ex["chart"], page.evaluate(OPENED, ex["id"])))
-                    click_header(page, ex["id"])
+                    click_header(page, ex["id"], opened=False)
             found["errors"] = list(page.errors)
             ctx.close()
             cache[key] = found
