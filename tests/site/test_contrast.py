@@ -101,7 +101,7 @@ CONTROLS = r"""() => {
         }
         // A row of buttons shows which one is picked: plotly.js paints it a face of its own,
         // which must stand 3:1 off the others' (the state of a control, WCAG 1.4.11).
-        for (const row of gd.querySelectorAll('.updatemenu-dropdown-button-group')) {
+        for (const row of gd.querySelectorAll('.updatemenu-header-group, .updatemenu-dropdown-button-group')) {
             const faces = Array.from(row.querySelectorAll(':scope > .updatemenu-button > rect.updatemenu-item-rect'))
                 .filter(C.visible).map(r => C.paint(r, 'fill', page)[0]);
             const distinct = [...new Map(faces.map(f => [C.hex(f), f])).values()];
