@@ -190,9 +190,9 @@ def template(scheme: str = "light") -> go.layout.Template:
         margin=dict(l=60, r=20, t=70, b=60),
         xaxis=axis, yaxis=axis,
         modebar=dict(bgcolor="rgba(0,0,0,0)", color=c("muted"), activecolor=c("text")),
-        # Buttons keep light colours in both schemes: plotly.js paints the active button a fixed
-        # near-white (#F4FAFF), under which the dark scheme's light text could not be read.
-        # Their outline takes the muted role, 4.5:1 off the page, so a button reads as one in both schemes.
+        # Buttons keep one face and dark text in both schemes: plotly.js paints the active button a
+        # fixed near-white (BUTTON_ACTIVE), under which the dark scheme's light text could not be
+        # read. Their outline takes the muted role, 4.5:1 off the page in either scheme.
         updatemenudefaults=dict(bgcolor=BUTTON_BG, bordercolor=c("muted"), font=dict(color=BUTTON_TEXT, size=11)),
         annotationdefaults=dict(font=dict(color=c("muted"), size=11), showarrow=False),
         shapedefaults=dict(line=dict(color=c("reference"))),
