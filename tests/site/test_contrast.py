@@ -3,16 +3,18 @@
 Colours are read from what Plotly drew (the computed fill, stroke and opacities of its SVG
 elements), composited over the page background behind the transparent charts, and held
 to WCAG 2.1: text 4.5:1 against its own fill (1.4.3), slider handles and ticks 3:1
-against the page (1.4.11). Opened dropdowns must be opaque; each explorable must fit one
+against the page (1.4.11), a picked button 3:1 against the others. Heat-map cell labels
+4.5:1 against their cell. Opened dropdowns must be opaque; each explorable must fit one
 phone screen with its controls inside it; a masked cell's mark must fall on masked cells
-only. Every chart with a control counts for contrast, explorable or not.
+only. Every chart with a control counts for contrast, explorable or not. Every measured
+ratio is written to test-artifacts/contrast/<page>-<viewport>-<scheme>.json.
 """
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 from site_helpers import ARTIFACTS, PAGES, VIEWPORTS, new_page
 
