@@ -86,6 +86,29 @@ def _reference_line(fig: go.Figure, y: float, text: str, *, log: bool, axis: str
                        font=dict(color=color("muted"), size=11))
 
 
+def log_ticks(values, label=lambda v: f"{v:g}") -> dict:
+    """Tick values and labels for a log axis over ``values``: decades when the data span 2.5
+    decades or more, else 1, 2 and 5 of each decade, every one labelled in full ("0.5", "1", "2").
+    Left to itself Plotly labels the ticks between decades with their leading digit alone, so
+    an axis read "5 2 10 5 2 1 5"."""
+    positive = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not positive:
+        raise ValueError("log_ticks: no positive value to tick")
+    lo, hi = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    hi = max(hi, lo + 1)
+    steps = (1,) if math.log10(max(positive) / min(positive)) >= 2.5 else (1, 2, 5)
+    vals = [float(f"{m}e{k}") for k in range(lo, hi + 1) for m in steps if float(f"{m}e{k}") <= 10.0 ** hi]
+    return dict(tickmode="array", tickvals=vals, ticktext=[label(v) for v in vals])
+
+
+def byte_label(n: float) -> str:
+    """A byte count as a tick label: "100 kB", "1 GB" (decimal units, as the hovers' SI prefixes)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n:g} B"
+
+
 def _size_label(record: dict) -> str:
     return f"{record['shape']['Nq']}×{record['shape']['D']}"
 
@@ -189,7 +212,9 @@ def memory_traffic(doc: dict, providers=None) -> go.Figure:
     copy = doc["provenance"]["ceilings"].get("copy_gbps")
     if copy:
         _reference_line(fig, copy, f"measured copy bandwidth {copy:.0f} GB/s", log=True, axis="2")
-    fig.update_yaxes(type="log", dtick=1, title="bytes", row=1, col=1)
+    # Bytes in units ("1 GB"): Plotly's own exponent format printed 1e9 as "1B", a billion.
+    requested = [y for trace in fig.data if trace.yaxis in (None, "y") for y in trace.y]
+    fig.update_yaxes(type="log", title="bytes", row=1, col=1, **log_ticks(requested, byte_label))
     fig.update_yaxes(type="log", dtick=1, title="GB/s", row=1, col=2)
     fig.update_xaxes(title="sequence length × head dim")
     fig.update_layout(barmode="group")
@@ -410,7 +435,7 @@ def address_grid(n: int = 6, d: int = 5, stride_n: int | None = None) -> go.Figu
         z=[[1 if x else 0 for x in row] for row in loaded], text=text, texttemplate="%{text}",
         textfont=dict(size=11, color=CELL_TEXT), showscale=False, xgap=2, ygap=2, zmin=0, zmax=1,
         colorscale=[[0, CELLS["cell-off"]], [1, CELLS["cell-on"]]],
-        hovertemplate="key n=%{y}, feature d=%{x}: offset %{text}<extra></extra>",
+        hovertemplate="key %{y}, feature %{x}: offset %{text}<extra></extra>",  # the labels say "n=", "d="
         x=[f"d={i}" for i in range(block_d)], y=[f"n={i}" for i in range(block_n)]))
     fig.update_yaxes(autorange="reversed", title=f"offs_n[:, None]  (keys, padded {n} → {block_n})")
     fig.update_xaxes(title=f"offs_d[None, :]  (features, padded {d} → {block_d})")
@@ -438,8 +463,9 @@ def causal_tiles(n: int = 512, block_m: int = 128, block_n: int = 64) -> go.Figu
         showscale=False, xgap=2, ygap=2, zmin=0, zmax=2,
         colorscale=[[0, CELLS["cell-off"]], [0.5, CELLS["cell-edge"]], [1, CELLS["cell-on"]]],
         hovertemplate="query tile %{y}, key tile %{x}: %{customdata}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title=f"query tile (BLOCK_M={block_m})")
-    fig.update_xaxes(title=f"key tile (BLOCK_N={block_n})")
+    # Whole tiles only: on a phone Plotly ticked the 4 query tiles every 0.5.
+    fig.update_yaxes(autorange="reversed", title=f"query tile (BLOCK_M={block_m})", tickmode="linear", tick0=0, dtick=1)
+    fig.update_xaxes(title=f"key tile (BLOCK_N={block_n})", tickmode="linear", tick0=0, dtick=1)
     return _diagram(fig, f"Causal tiles, N={n}", f"Causal tiles, N={n}", 400,
                     subtitle="blue computed without masks, orange masked, grey skipped")
 
@@ -486,7 +512,10 @@ def ablation_profile(prof: dict, abl: dict) -> go.Figure:
             add("add_scatter", "timed benchmark", [timed[n] for n in x if n in timed], 3, "%{x}: %{y:.2f} ms",
                 x=[n for n in x if n in timed], mode="markers", marker=dict(size=8, color=mark_color("sdpa")))
     fig.update_yaxes(rangemode="tozero", row=1)
-    fig.update_yaxes(type="log", row=2)  # requested and DRAM bytes differ by an order of magnitude
+    # Requested and DRAM bytes differ by an order of magnitude: a log axis, ticked 1-2-5 in full.
+    gigabytes = [y for trace in fig.data if trace.yaxis in {f"y{i}" for i in range(len(cases) + 1, 2 * len(cases) + 1)}
+                 for y in trace.y]
+    fig.update_yaxes(type="log", row=2, **log_ticks(gigabytes))
     fig.update_yaxes(rangemode="tozero", row=3)
     for row, title in ((1, "% of peak"), (2, "GB (log)"), (3, "ms")):
         fig.update_yaxes(title=title, row=row, col=1)

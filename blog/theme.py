@@ -18,7 +18,10 @@ TEMPLATE_NAME = "blog"
 # Page backgrounds behind the (transparent) charts: Material's default scheme is white;
 # its slate scheme is hsla(225deg, 15%, 14%), which is #1e2129 in sRGB.
 BACKGROUNDS = {"light": "#ffffff", "dark": "#1e2129"}
-BUTTON_BG, BUTTON_TEXT = "#d5d9e2", "#1b1f24"  # chart buttons, the same in both schemes (see template)
+# Chart buttons, the same in both schemes (see template): a mid-grey face under near-black text
+# (5:1), which stands 3:1 off the near-white face plotly.js gives the active and the hovered
+# button (fixed in plotly.js), so the selected view shows, and 3:1 off either page.
+BUTTON_BG, BUTTON_TEXT, BUTTON_ACTIVE = "#8790a0", "#1b1f24", "#f4faff"
 
 LABELS = {
     "basic": "basic (post 1)",
@@ -93,6 +96,13 @@ CELLS = {
     "cell-edge": "#d07a00",
 }
 CELL_TEXT = "#000000"
+# Colour scales for heat maps whose cells carry labels: every colour on them leaves black text
+# 4.5:1 (the dark ends stop at mid-tones), and, opaque, they read the same on either page.
+CELL_SCALES = {
+    "diverging": [[0, "#5f95dc"], [0.5, "#f7f7f7"], [1, "#e57368"]],  # signed values, zero white
+    "sequential": [[0, "#f2f0f7"], [1, "#8f8ac4"]],
+    "greys": [[0, "#fcfcfc"], [1, CELLS["cell-off"]]],
+}
 # Decoration that carries no meaning of its own (grid lines, axis lines): no contrast rule.
 DECOR = {
     "grid": ("rgba(0,0,0,0.10)", "rgba(255,255,255,0.12)"),
@@ -146,6 +156,13 @@ def scope_color(kind: str, index: int, scheme: str = "light") -> str:
     return color(family[index % len(family)], scheme)
 
 
+def cell_scale(name: str) -> list[list]:
+    """A Plotly colour scale for labelled heat-map cells (black labels, CELL_TEXT)."""
+    if name not in CELL_SCALES:
+        raise ValueError(f"no cell colour scale {name!r}; known: {sorted(CELL_SCALES)}")
+    return [list(stop) for stop in CELL_SCALES[name]]
+
+
 def dark_recolor() -> dict[str, str]:
     """light value -> dark value for every role that changes between the schemes."""
     return {light: dark for table in (MARKS, TEXT, DECOR) for light, dark in table.values()}
@@ -173,9 +190,10 @@ def template(scheme: str = "light") -> go.layout.Template:
         margin=dict(l=60, r=20, t=70, b=60),
         xaxis=axis, yaxis=axis,
         modebar=dict(bgcolor="rgba(0,0,0,0)", color=c("muted"), activecolor=c("text")),
-        # Buttons keep light colours in both schemes: plotly.js paints the active button a fixed
-        # near-white (#F4FAFF), under which the dark scheme's light text could not be read.
-        updatemenudefaults=dict(bgcolor=BUTTON_BG, bordercolor=c("grid"), font=dict(color=BUTTON_TEXT, size=11)),
+        # Buttons keep one face and dark text in both schemes: plotly.js paints the active button a
+        # fixed near-white (BUTTON_ACTIVE), under which the dark scheme's light text could not be
+        # read. Their outline takes the muted role, 4.5:1 off the page in either scheme.
+        updatemenudefaults=dict(bgcolor=BUTTON_BG, bordercolor=c("muted"), font=dict(color=BUTTON_TEXT, size=11)),
         annotationdefaults=dict(font=dict(color=c("muted"), size=11), showarrow=False),
         shapedefaults=dict(line=dict(color=c("reference"))),
     ))

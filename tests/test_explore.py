@@ -213,3 +213,157 @@ def test_resolve_keeps_undecided_branches():
     assert ablation_steps.resolve(src, {"A": True, "C": False}) == "x = 1"
     with pytest.raises(TypeError):
         ablation_steps.resolve(src, None)
+
+
+# ----------------------------------------------------------------------------- readable in both schemes
+
+def _luminance(colour: str) -> float:
+    colour = colour.lstrip("#")
+    channels = [int(colour[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: str, b: str) -> float:
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.fixture(scope="module")
+def explorables():
+    """Every explorable the posts show, built as the posts build them (CPU, from docs/data)."""
+    from blog import query
+    from blog.explore import provenance
+
+    abl = query.load("ablation")[0]
+    sms = query.load("production")[0]["provenance"]["sm_count"]
+    return {"addressing": addressing.figure(), "online softmax": online_softmax.figure(),
+            "schedule": schedule.figure(sms), "backward": schedule.backward_figure(), "gqa": schedule.gqa_figure(),
+            "tile budget": tile_budget.figure(abl, provenance(abl, "Compiler numbers from")),
+            "ablation": ablation_steps.figure(abl, provenance(abl))}
+
+
+def test_explorables_fit_one_phone_screen(explorables):
+    from blog.explore import PHONE_SCREEN
+
+    for name, fig in explorables.items():
+        assert fig.layout.meta["explorable"] is True, name
+        assert fig.layout.height <= PHONE_SCREEN, f"{name}: {fig.layout.height} px, a phone shows {PHONE_SCREEN}"
+
+
+def test_finish_refuses_a_figure_taller_than_a_phone():
+    import plotly.graph_objects as go
+
+    from blog.explore import PHONE_SCREEN, finish
+
+    with pytest.raises(ValueError, match="phone"):
+        finish(go.Figure(), "A title", PHONE_SCREEN + 1)
+
+
+def test_explorable_controls_read_in_both_schemes(explorables):
+    from blog import theme
+
+    dark = theme.dark_recolor()
+    for name, fig in explorables.items():
+        for menu in fig.layout.updatemenus:
+            # Opaque (an opened dropdown hides the plot), and the same face in both schemes, so
+            # its text reads on it, on plotly.js's fixed active/hover face too.
+            assert menu.bgcolor == theme.BUTTON_BG and menu.bgcolor not in dark, name
+            assert menu.font.color == theme.BUTTON_TEXT, name
+            for face in (theme.BUTTON_BG, theme.BUTTON_ACTIVE):
+                assert _contrast(menu.font.color, face) >= 4.5, (name, face)
+            assert _contrast(theme.BUTTON_BG, theme.BUTTON_ACTIVE) >= 3, "the picked button must stand out"
+        for slider in fig.layout.sliders:
+            assert slider.bgcolor == theme.BUTTON_BG and slider.borderwidth >= 1, name
+            for scheme in ("light", "dark"):
+                page = theme.BACKGROUNDS[scheme]
+                edge = slider.bordercolor if scheme == "light" else dark[slider.bordercolor]
+                ticks = slider.tickcolor if scheme == "light" else dark[slider.tickcolor]
+                assert _contrast(edge, page) >= 3, f"{name}: handle outline {edge} on {page}"
+                assert _contrast(ticks, page) >= 3, f"{name}: ticks {ticks} on {page}"
+
+
+@pytest.mark.parametrize("name", sorted(__import__("blog.theme", fromlist=["x"]).CELL_SCALES))
+def test_cell_scales_leave_black_labels_readable(name):
+    from blog import theme
+
+    stops = theme.cell_scale(name)
+    dark = theme.dark_recolor()
+    for (_, a), (_, b) in zip(stops, stops[1:]):
+        assert a not in dark and b not in dark, "charts.js would swap a cell colour for its dark twin"
+        for t in np.linspace(0, 1, 11):  # Plotly interpolates between stops in RGB
+            mix = "#" + "".join(f"{round(int(a[i:i + 2], 16) * (1 - t) + int(b[i:i + 2], 16) * t):02x}"
+                                for i in (1, 3, 5))
+            assert _contrast(theme.CELL_TEXT, mix) >= 4.5, (name, mix)
+
+
+def test_labelled_heatmaps_use_black_text_on_opaque_cells(explorables):
+    from blog import theme
+
+    for name, fig in explorables.items():
+        for trace in fig.data:
+            if trace.type != "heatmap" or not trace.texttemplate:
+                continue
+            assert trace.textfont.color == theme.CELL_TEXT, f"{name}: {trace.hovertemplate}"
+            stops = [(float(p), c) for p, c in trace.colorscale]
+            labels = trace.text if trace.text is not None else trace.z
+            for zrow, trow in zip(trace.z, labels):
+                for z, label in zip(zrow, trow):
+                    if z is None or label in (None, ""):
+                        continue
+                    if trace.zmin is None or trace.zmax is None:
+                        under = stops  # a scale centred by zmid: any stop may lie under a label
+                    else:
+                        t = (z - trace.zmin) / (trace.zmax - trace.zmin)
+                        under = [s for s in stops if abs(s[0] - t) < 1e-9] or \
+                            [max((s for s in stops if s[0] <= t), default=stops[0]),
+                             min((s for s in stops if s[0] >= t), default=stops[-1])]
+                    # A labelled cell is opaque: a see-through one takes the page's colour, and
+                    # Plotly's automatic label colour went dark on the dark page.
+                    assert all(c.startswith("#") for _, c in under), (name, trace.hovertemplate, z, label)
+
+
+def test_online_softmax_marks_only_masked_scores(explorables):
+    fig = explorables["online softmax"]
+    per_variant = 7
+    for causal in (False, True):
+        s, mask = fig.data[per_variant * causal], fig.data[per_variant * causal + 1]
+        marks = {(r, c) for r, row in enumerate(mask.text) for c, t in enumerate(row) if t == "−∞"}
+        nulls = {(r, c) for r, row in enumerate(s.z) for c, v in enumerate(row) if v is None}
+        assert marks == nulls, causal
+        # The figure opens on the last, diagonal tile: under the mask, keys past each query.
+        rows = [int(y[1:]) for y in s.y]
+        cols = [int(x[1:]) for x in s.x]
+        expected = {(r, c) for r, q in enumerate(rows) for c, k in enumerate(cols) if causal and k > q}
+        assert marks == expected
+        assert mask.texttemplate == "%{text}"  # a fixed texttemplate would print on every cell
+    assert online_softmax.mask_text(np.array([[0.5, -np.inf]])) == [["", "−∞"]]
+
+
+def test_addressing_hover_names_each_cell_once(explorables):
+    from blog import figures
+
+    for fig in (explorables["addressing"], figures.address_grid()):
+        for trace in fig.data:
+            assert "n=%{y}" not in trace.hovertemplate and "d=%{x}" not in trace.hovertemplate
+
+
+def test_log_ticks_label_values_in_full():
+    from blog import figures
+
+    few = figures.log_ticks([0.43, 17.0])
+    assert few["ticktext"][:5] == ["0.1", "0.2", "0.5", "1", "2"]  # 1-2-5 over less than 2.5 decades
+    assert all(float(t) == v for t, v in zip(few["ticktext"], few["tickvals"]))
+    many = figures.log_ticks([1.2e5, 3e10], figures.byte_label)
+    assert many["ticktext"] == ["100 kB", "1 MB", "10 MB", "100 MB", "1 GB", "10 GB", "100 GB"]
+    assert figures.byte_label(512) == "512 B" and figures.byte_label(2.5e9) == "2.5 GB"
+    with pytest.raises(ValueError):
+        figures.log_ticks([0, None])
+
+
+def test_tile_axes_tick_whole_tiles():
+    from blog import figures
+
+    fig = figures.causal_tiles(n=512, block_m=128, block_n=64)
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        assert axis.tickmode == "linear" and axis.dtick == 1 and axis.tick0 == 0

@@ -19,9 +19,18 @@ from .. import theme
 # docs/javascripts/charts.js when the reader picks the dark scheme.
 PINK, INDIGO, ORANGE, GREY = (theme.mark_color(p) for p in ("flash", "eager", "vectorized", "basic"))
 GREEN = theme.mark_color("sdpa-flash")
-# Controls drawn on a tinted, translucent face so that they read on both palettes; their
-# text takes the layout's font colour, which the site's script switches with the palette.
-CONTROL = dict(bgcolor="rgba(127,127,127,0.16)", bordercolor="rgba(127,127,127,0.55)")
+# Controls keep one opaque face in both schemes (theme.BUTTON_BG, with BUTTON_TEXT on it):
+# plotly.js paints the active and the hovered button a fixed near-white, under which light text
+# could not be read, and an opened dropdown must hide the plot behind it. Their outlines, the
+# slider's ticks and its labels take roles that charts.js swaps with the palette, so each stands
+# 3:1 (outline, ticks) or 4.5:1 (labels) off the page in either scheme.
+EDGE = theme.color("muted")
+MENU = dict(bgcolor=theme.BUTTON_BG, bordercolor=EDGE, borderwidth=1)
+SLIDER = dict(bgcolor=theme.BUTTON_BG, activebgcolor=theme.BUTTON_ACTIVE, bordercolor=EDGE, borderwidth=1,
+              tickcolor=EDGE)
+# A phone's screen less Material's header: an explorable taller than this cannot show its
+# control and what the control changes at once (tests/site/test_contrast.py measures it).
+PHONE_SCREEN = 844 - 56
 MONO = "SFMono-Regular, Menlo, Consolas, 'Liberation Mono', monospace"
 
 
@@ -35,10 +44,13 @@ def finish(fig: go.Figure, title: str, height: int, *, subtitle: str | None = No
     """
     if "<br" in title:
         raise ValueError(f"finish: the title must be one line (put the rest in subtitle): {title!r}")
+    if not isinstance(height, int) or not 0 < height <= PHONE_SCREEN:
+        raise ValueError(f"finish: an explorable is at most {PHONE_SCREEN} px tall (one phone screen, its control "
+                         f"visible), got {height!r}: make it shorter or split it into two figures")
     fig.update_layout(title=dict(text=title, font=dict(size=14)), template=theme.TEMPLATE_NAME, height=height,
                       margin=dict(l=48, r=12, t=top, b=bottom), showlegend=False, font=dict(size=11),
                       modebar=dict(orientation="v"),  # down the right edge, clear of the controls
-                      meta={"short_title": short_title or title})
+                      meta={"short_title": short_title or title, "explorable": True})
     if subtitle:
         fig.update_layout(title_subtitle=dict(text=subtitle, font=dict(size=11)))
     return fig
@@ -84,7 +96,7 @@ def slider(steps: list[dict], *, prefix: str, active: int = 0, y: float = 1.0, p
     # width past the rail's end; the padding keeps it inside the chart on a phone.
     return dict(active=active, steps=steps, x=0, len=1, y=y, yanchor="top", xanchor="left",
                 pad=dict(t=pad_t, b=0, r=24), currentvalue=dict(prefix=prefix, font=dict(size=12)),
-                font=dict(size=10), ticklen=3, **CONTROL)
+                font=dict(size=10), ticklen=4, minorticklen=2, **SLIDER)
 
 
 def buttons(items: list[dict], *, x: float = 0, y: float = 1.0, active: int = 0, dropdown: bool = False) -> dict:
@@ -93,7 +105,7 @@ def buttons(items: list[dict], *, x: float = 0, y: float = 1.0, active: int = 0,
         raise ValueError("buttons: no items")
     return dict(type="dropdown" if dropdown else "buttons", direction="down" if dropdown else "right",
                 active=active, buttons=items, x=x, y=y, xanchor="left", yanchor="bottom",
-                pad=dict(t=0, r=4, b=2, l=0), showactive=True, font=dict(size=11), **CONTROL)
+                pad=dict(t=0, r=4, b=2, l=0), showactive=True, font=dict(size=11, color=theme.BUTTON_TEXT), **MENU)
 
 
 def wrap_code(line: str, width: int = 56) -> str:

@@ -18,9 +18,11 @@ import textwrap
 
 import plotly.graph_objects as go
 
+from .. import theme
 from . import GREEN, GREY, MONO, PINK, buttons, finish, restyle, slider
 
 NBSP = "\u00a0"
+REFERENCE = theme.color("reference")
 UNKNOWN = object()  # a condition the switches do not decide (MASKED, IS_CAUSAL, ...)
 
 
@@ -185,16 +187,18 @@ def figure(doc: dict, provenance: str) -> go.Figure:
         fig.add_bar(x=names, y=[round(r["tflops"], 1) if r["status"] == "ok" else None for r in rs],
                     marker_color=[GREY] * len(rs), visible=ci == 0, customdata=[r["label"] for r in rs],
                     hovertemplate="%{customdata}: %{y:.0f} TFLOP/s<extra>measured</extra>")
+        # The prediction in the reference colour: in pink it vanished into the highlighted pink bar.
         fig.add_scatter(x=names, y=[None] * len(rs), mode="markers", visible=ci == 0,
-                        marker=dict(symbol="diamond", size=12, color=PINK, line=dict(width=1, color="#fff")),
+                        marker=dict(symbol="diamond", size=12, color=REFERENCE, line=dict(width=1, color="#fff")),
                         hovertemplate="predicted %{y:.0f} TFLOP/s<extra></extra>")
         fig.add_scatter(x=[0], y=[0], mode="text", text=[""], textposition="bottom right", textfont=dict(size=11),
                         visible=ci == 0, hoverinfo="skip", xaxis="x2", yaxis="y2")
     # Bars on top, the step's verdict below the slider, the source change below that.
-    # Top to bottom: bars (their slanted labels reach about 0.6), the slider (about 0.09 of the
-    # height tall, labels included), the verdict from 0.45 down, the diff from 0.31 down.
-    fig.update_layout(yaxis=dict(domain=[0.67, 1]), xaxis2=dict(domain=[0, 1], anchor="y2", visible=False, range=[0, 1]),
-                      yaxis2=dict(domain=[0.36, 0.45], anchor="x2", visible=False, range=[-1, 0]))
+    # Top to bottom, in a plot area of about 640 px (one phone screen in all): bars (their slanted
+    # labels reach about 0.46), the slider (about 0.1 of the height tall, labels included), the
+    # verdict from 0.315 down, the diff (at most 10 lines of 13 px) from 0.215 down.
+    fig.update_layout(yaxis=dict(domain=[0.55, 1]), xaxis2=dict(domain=[0, 1], anchor="y2", visible=False, range=[0, 1]),
+                      yaxis2=dict(domain=[0.235, 0.315], anchor="x2", visible=False, range=[-1, 0]))
 
     def updates(k: int) -> dict[int, dict]:
         out = {}
@@ -224,16 +228,16 @@ def figure(doc: dict, provenance: str) -> go.Figure:
                                                                  indices]))
     for i, attrs in updates(1).items():
         fig.data[i].update(attrs)
-    fig.add_annotation(text=_diff_html(diffs[0]), xref="paper", yref="paper", x=0, y=0.31, xanchor="left",
+    fig.add_annotation(text=_diff_html(diffs[0]), xref="paper", yref="paper", x=0, y=0.215, xanchor="left",
                        yanchor="top", align="left", showarrow=False, font=dict(family=MONO, size=10))
     fig.add_annotation(text=provenance, xref="paper", yref="paper", x=0, y=0, yshift=-20, showarrow=False,
                        xanchor="left", yanchor="top", align="left", font=dict(size=9, color=GREY))
     menu = [dict(label=f"D={d} {'causal' if c else 'full'}", method="restyle",
                  args=[{"visible": [i // 3 == ci for i in range(len(fig.data))]}]) for ci, (d, c) in enumerate(cases)]
-    fig.update_layout(sliders=[slider(steps, prefix="step ", y=0.585, pad_t=0)],
+    fig.update_layout(sliders=[slider(steps, prefix="step ", y=0.45, pad_t=0)],
                       updatemenus=[buttons(menu, x=0, y=1.03, dropdown=True)])
     fig.update_layout(yaxis=dict(title=dict(text="TFLOP/s", font=dict(size=10)), rangemode="tozero"),
                       xaxis=dict(tickangle=-35, tickfont=dict(size=9)))
     shape = doc["records"][0]["shape"]
     return finish(fig, f"The ablation, one switch at a time ({doc['records'][0]['dtype']}, B={shape['B']}, "
-                       f"N={shape['Nq']})", 900, short_title="The ablation, one switch at a time", top=90, bottom=70)
+                       f"N={shape['Nq']})", 784, short_title="The ablation, one switch at a time", top=84, bottom=60)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from . import GREY, INDIGO, buttons, finish, restyle, slider
+from .. import theme
+from . import GREY, buttons, finish, restyle, slider
 
 N_VALUES = tuple(range(1, 13))
 D_VALUES = tuple(range(1, 9))
@@ -41,10 +42,14 @@ def figure() -> go.Figure:
     """Slider over N, dropdown over D: offsets in blue where loaded, grey where masked."""
     fig = go.Figure()
     for d in D_VALUES:
-        fig.add_heatmap(z=[[0]], text=[[""]], texttemplate="%{text}", textfont=dict(size=11), zmin=0, zmax=1,
-                        colorscale=[[0, "rgba(158,158,158,0.35)"], [1, INDIGO]], showscale=False, xgap=2, ygap=2,
+        # The hover names cells by their labels, which already say "n=" and "d=".
+        # Opaque mid-tone cells with black offsets, the same in both schemes (theme.CELLS): on a
+        # see-through grey, Plotly's automatic label colour went dark on the dark page.
+        fig.add_heatmap(z=[[0]], text=[[""]], texttemplate="%{text}", textfont=dict(size=11, color=theme.CELL_TEXT),
+                        zmin=0, zmax=1, colorscale=[[0, theme.CELLS["cell-off"]], [1, theme.CELLS["cell-on"]]],
+                        showscale=False, xgap=2, ygap=2,
                         customdata=[[""]], visible=d == 5,
-                        hovertemplate="key n=%{y}, feature d=%{x}: offset %{text} (%{customdata})<extra></extra>")
+                        hovertemplate="key %{y}, feature %{x}: offset %{text} (%{customdata})<extra></extra>")
 
     def updates(n: int) -> dict[int, dict]:
         out = {}

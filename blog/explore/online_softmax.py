@@ -18,7 +18,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import GREY, MONO, buttons, finish, restyle, slider, wrap_code
+from .. import theme
+from . import MONO, buttons, finish, restyle, slider, wrap_code
 from .schedule import forward_key_tiles
 
 LOG2E = 1.4426950408889634  # the kernels' constant (kernels.tiles.LOG2E), not imported: no torch here
@@ -168,6 +169,14 @@ def _round(a: np.ndarray, digits: int = 3):
     return [[None if not math.isfinite(x) else round(float(x), digits) for x in row] for row in np.atleast_2d(a)]
 
 
+MASKED = theme.CELLS["cell-off"]  # the masked cells' grey, opaque and the same in both schemes
+
+
+def mask_text(s: np.ndarray) -> list[list[str]]:
+    """The mask's cell labels: "−∞" on each masked score (-inf), nothing on the others."""
+    return [["−∞" if np.isneginf(x) else "" for x in row] for row in np.atleast_2d(s)]
+
+
 def _code_text(step: Step, lines: dict[str, str], last: bool) -> str:
     kind = "masked" if step.masked else "unmasked"
     picks = [f"S ({kind} tile)" if step.masked else "S (unmasked tile)", f"m ({kind} tile)", "alpha", "l", "acc"]
@@ -191,7 +200,7 @@ def figure() -> go.Figure:
         raise AssertionError("online_softmax: the example must visit as many tiles with and without the mask")
 
     fig = make_subplots(rows=4, cols=2, specs=[[{"colspan": 2}, None], [{}, {}], [{}, {}], [{"colspan": 2}, None]],
-                        row_heights=[0.3, 0.26, 0.26, 0.18], vertical_spacing=0.075, horizontal_spacing=0.14,
+                        row_heights=[0.3, 0.24, 0.24, 0.22], vertical_spacing=0.06, horizontal_spacing=0.14,
                         subplot_titles=("S tile (log2 units; grey: masked, −∞)", "m · α · ℓ · lse per row",
                                         "acc (unnormalised output)", "acc / ℓ − softmax(S) @ V", "O = acc / ℓ",
                                         "the kernel lines at work"))
@@ -200,24 +209,24 @@ def figure() -> go.Figure:
     per_variant = 7
     for causal in (False, True):
         vis = not causal
-        fig.add_heatmap(z=[[0]], x=[0], y=row_labels, colorscale="RdBu", reversescale=True, zmid=0,
-                        showscale=False, texttemplate="%{z:.2f}", textfont=dict(size=9), xgap=1, ygap=1,
-                        hovertemplate="row %{y}, key %{x}: s = %{z:.4f}<extra></extra>", visible=vis, row=1, col=1)
-        fig.add_heatmap(z=[[None]], x=[0], y=row_labels, colorscale=[[0, GREY], [1, GREY]], showscale=False,
-                        texttemplate="−∞", textfont=dict(size=9), xgap=1, ygap=1, hoverinfo="skip",
-                        visible=vis, row=1, col=1)
-        fig.add_heatmap(z=[[0]], x=["m", "α", "ℓ", "lse"], y=row_labels, colorscale="Purples", showscale=False,
-                        text=[[""]], texttemplate="%{text}", textfont=dict(size=9), xgap=1, ygap=1, zmin=0, zmax=1,
-                        hovertemplate="row %{y}: %{x} = %{text}<extra></extra>", visible=vis, row=2, col=1)
-        fig.add_heatmap(z=[[0]], x=[f"d{j}" for j in range(D)], y=row_labels, colorscale="RdBu", reversescale=True,
-                        zmid=0, showscale=False, texttemplate="%{z:.2f}", textfont=dict(size=9), xgap=1, ygap=1,
-                        hovertemplate="row %{y}, %{x}: acc = %{z:.4f}<extra></extra>", visible=vis, row=2, col=2)
-        fig.add_heatmap(z=[[0]], x=[f"d{j}" for j in range(D)], y=row_labels, colorscale="Greys", showscale=False,
-                        text=[[""]], texttemplate="%{text}", textfont=dict(size=9), xgap=1, ygap=1, zmin=0, zmax=worst,
-                        hovertemplate="row %{y}, %{x}: difference %{text}<extra></extra>", visible=vis, row=3, col=1)
-        fig.add_heatmap(z=[[0]], x=[f"d{j}" for j in range(D)], y=row_labels, colorscale="RdBu", reversescale=True,
-                        zmid=0, showscale=False, texttemplate="%{z:.2f}", textfont=dict(size=9), xgap=1, ygap=1,
-                        hovertemplate="row %{y}, %{x}: O = %{z:.4f}<extra></extra>", visible=vis, row=3, col=2)
+        cells = dict(textfont=dict(size=9, color=theme.CELL_TEXT), xgap=1, ygap=1, showscale=False, visible=vis)
+        signed = dict(colorscale=theme.cell_scale("diverging"), zmid=0, texttemplate="%{z:.2f}", **cells)
+        fig.add_heatmap(z=[[0]], x=[0], y=row_labels, **signed,
+                        hovertemplate="row %{y}, key %{x}: s = %{z:.4f}<extra></extra>", row=1, col=1)
+        # The mask: a grey cell under each masked score, labelled "−∞" there and nowhere else
+        # (a texttemplate would print on the empty cells too, over the live scores).
+        fig.add_heatmap(z=[[None]], x=[0], y=row_labels, colorscale=[[0, MASKED], [1, MASKED]], zmin=0, zmax=1,
+                        text=[[""]], texttemplate="%{text}", hoverinfo="skip", **cells, row=1, col=1)
+        fig.add_heatmap(z=[[0]], x=["m", "α", "ℓ", "lse"], y=row_labels, colorscale=theme.cell_scale("sequential"),
+                        text=[[""]], texttemplate="%{text}", zmin=0, zmax=1,
+                        hovertemplate="row %{y}: %{x} = %{text}<extra></extra>", **cells, row=2, col=1)
+        fig.add_heatmap(z=[[0]], x=[f"d{j}" for j in range(D)], y=row_labels, **signed,
+                        hovertemplate="row %{y}, %{x}: acc = %{z:.4f}<extra></extra>", row=2, col=2)
+        fig.add_heatmap(z=[[0]], x=[f"d{j}" for j in range(D)], y=row_labels, colorscale=theme.cell_scale("greys"),
+                        text=[[""]], texttemplate="%{text}", zmin=0, zmax=worst,
+                        hovertemplate="row %{y}, %{x}: difference %{text}<extra></extra>", **cells, row=3, col=1)
+        fig.add_heatmap(z=[[0]], x=[f"d{j}" for j in range(D)], y=row_labels, **signed,
+                        hovertemplate="row %{y}, %{x}: O = %{z:.4f}<extra></extra>", row=3, col=2)
         fig.add_scatter(x=[0], y=[0], mode="text", text=[""], textposition="bottom right",
                         textfont=dict(family=MONO, size=9.5), hoverinfo="skip", visible=vis, row=4, col=1)
 
@@ -234,7 +243,7 @@ def figure() -> go.Figure:
         base = (1 if causal else 0) * per_variant
         return {
             base: dict(z=_round(st.s), x=cols),
-            base + 1: dict(z=_round(mask, 0), x=cols),
+            base + 1: dict(z=_round(mask, 0), x=cols, text=mask_text(st.s)),
             base + 2: dict(z=_round(shade, 2), text=[[f"{x:.3g}" for x in row] for row in stats]),
             base + 3: dict(z=_round(st.acc)),
             base + 4: dict(z=_round(np.abs(diff), 12), text=[[f"{x:.0e}" for x in row] for row in diff]),
@@ -257,8 +266,8 @@ def figure() -> go.Figure:
     switch = [dict(label=label, method="restyle",
                    args=[{"visible": [(i >= per_variant) == causal for i in range(n_traces)]}])
               for label, causal in (("full", False), ("causal", True))]
-    fig.update_layout(sliders=[slider(steps, prefix="after the tile of ", active=n_steps - 1, y=-0.005, pad_t=10)],
-                      updatemenus=[buttons(switch, x=0, y=1.035)])
+    fig.update_layout(sliders=[slider(steps, prefix="after the tile of ", active=n_steps - 1, y=-0.005, pad_t=6)],
+                      updatemenus=[buttons(switch, x=0, y=1.045)])
     for r, c in ((1, 1), (2, 1), (2, 2), (3, 1), (3, 2)):
         fig.update_yaxes(autorange="reversed", tickfont=dict(size=9), row=r, col=c)
         fig.update_xaxes(tickfont=dict(size=9), row=r, col=c)
@@ -266,6 +275,6 @@ def figure() -> go.Figure:
     fig.update_yaxes(visible=False, range=[-1, 0], row=4, col=1)
     for ann in fig.layout.annotations:
         ann.font = dict(size=11)
-    return finish(fig, "The online softmax of one program", 1180,
+    return finish(fig, "The online softmax of one program", 784,
                   subtitle=f"rows {PID_M * BLOCK_M}–{(PID_M + 1) * BLOCK_M - 1} of a {N}×{N} attention, "
-                           f"key tiles of {BLOCK_N}", top=128, bottom=110)
+                           f"key tiles of {BLOCK_N}", top=112, bottom=80)

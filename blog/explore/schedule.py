@@ -19,6 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import theme
 from . import GREY, INDIGO, ORANGE, PINK, buttons, finish, restyle, slider
 
 SKIPPED, MASKED, UNMASKED = 0, 1, 2
@@ -173,7 +174,7 @@ def figure(sms: int, *, head_dim: int = 128, heads: int = 64) -> go.Figure:
 
     _check_sizes(sms=sms, head_dim=head_dim, heads=heads)
     tiles = flash.candidate_tiles("fwd", head_dim)
-    fig = make_subplots(rows=3, cols=2, row_heights=[0.5, 0.32, 0.18], vertical_spacing=0.07,
+    fig = make_subplots(rows=3, cols=2, row_heights=[0.48, 0.32, 0.2], vertical_spacing=0.07,
                         horizontal_spacing=0.08, subplot_titles=("full", "causal", "", "", "", ""))
     per_tile = 8  # per tile: (grid, busy, even split, text) x (full, causal)
     for t, (bm, bn, warps, stages) in enumerate(tiles):
@@ -227,9 +228,9 @@ def figure(sms: int, *, head_dim: int = 128, heads: int = 64) -> go.Figure:
         fig.update_xaxes(visible=False, range=[0, 1], row=3, col=col)
         fig.update_yaxes(visible=False, range=[-1, 0], row=3, col=col)
     fig.update_yaxes(matches="y3", row=2, col=2)
-    return finish(fig, f"Forward tiles and waves, D={head_dim}, {heads} (batch × head)s", 940,
+    return finish(fig, f"Forward tiles and waves, D={head_dim}, {heads} (batch × head)s", 784,
                   subtitle="blue unmasked, orange masked, grey skipped",
-                  short_title=f"Forward tiles and waves, D={head_dim}", top=124, bottom=95)
+                  short_title=f"Forward tiles and waves, D={head_dim}", top=108, bottom=84)
 
 
 def _tick_step(tiles: int) -> int:
@@ -271,10 +272,13 @@ def backward_figure(n: int = 512, head_dim: int = 128) -> go.Figure:
                     z[fixed][c] = 0
         return z, text
 
-    colours = [[0, "rgba(158,158,158,0.25)"], [0.5, INDIGO], [1, ORANGE]]
+    # Visited cells carry their visit number in black on opaque mid-tones (theme.CELLS), which
+    # read the same in both schemes; skipped cells carry no number and stay a faint grey.
+    colours = [[0, "rgba(158,158,158,0.25)"], [0.5, theme.CELLS["cell-on"]], [1, theme.CELLS["cell-edge"]]]
     for causal in (False, True):
         for col in (1, 2):
-            fig.add_heatmap(z=[[0]], text=[[""]], texttemplate="%{text}", textfont=dict(size=10), zmin=0, zmax=2,
+            fig.add_heatmap(z=[[0]], text=[[""]], texttemplate="%{text}", textfont=dict(size=10, color=theme.CELL_TEXT),
+                            zmin=0, zmax=2,
                             colorscale=colours, showscale=False, xgap=1, ygap=1, visible=not causal,
                             hovertemplate="query tile %{y}, key tile %{x}: visit %{text}<extra></extra>",
                             row=col, col=1)

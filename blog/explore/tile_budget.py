@@ -177,7 +177,7 @@ def figure(doc: dict, provenance: str) -> go.Figure:
 
     found = measured(doc)
     variants = [(hd, eb) for hd in (64, 128, 256) for eb in (2, 4)]
-    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.09, row_heights=[0.38, 0.38, 0.24],
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.1, row_heights=[0.37, 0.37, 0.26],
                         subplot_titles=("registers per thread", "shared memory per program (KB)",
                                         "programs per SM and what limits them"))
     per_variant = 10
@@ -229,20 +229,20 @@ def figure(doc: dict, provenance: str) -> go.Figure:
     menu = [dict(label=f"D={hd}, {'fp16' if eb == 2 else 'fp32'}", method="restyle",
                  args=[{"visible": [i // per_variant == vi for i in range(len(fig.data))]}])
             for vi, (hd, eb) in enumerate(variants)]
-    fig.update_layout(barmode="stack", updatemenus=[buttons(menu, x=0, y=1.095, active=2, dropdown=True)], bargap=0.3)
+    fig.update_layout(barmode="stack", updatemenus=[buttons(menu, x=0, y=1.115, active=2, dropdown=True)], bargap=0.3)
     fig.update_xaxes(tickfont=dict(size=9))
     fig.update_yaxes(rangemode="tozero")
     fig.update_yaxes(range=[0, 300], row=1, col=1)
     fig.update_yaxes(range=[0, 400], row=2, col=1)
-    fig.add_annotation(text=provenance, xref="paper", yref="paper", x=0, y=0, yshift=-50, showarrow=False,
+    fig.add_annotation(text=provenance, xref="paper", yref="paper", x=0, y=0, yshift=-30, showarrow=False,
                        xanchor="left", yanchor="top", align="left", font=dict(size=9, color=GREY))
     for ann in fig.layout.annotations:
         if ann.text in ("registers per thread", "shared memory per program (KB)", "programs per SM and what limits them"):
             ann.font = dict(size=11)
-    fig = finish(fig, "The forward candidates' budget", 1020, subtitle="model (bars), compiler (diamonds)",
-                 top=180, bottom=90)
+    fig = finish(fig, "The forward candidates' budget", 784, subtitle="model (bars), compiler (diamonds)",
+                 top=172, bottom=60)
     # Above the plot, under the dropdown: the template's legend sits at the container's bottom,
     # where this figure keeps its provenance lines.
-    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=1.025, yanchor="bottom", yref="paper",
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom", yref="paper",
                                                    font=dict(size=10)))
     return fig

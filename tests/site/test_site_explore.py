@@ -275,3 +275,60 @@ def test_inline_text_colours_follow_the_dark_palette(browser, base_url):
         assert f"color:{theme.mark_color(role, 'dark')}" in text
         assert f"color:{theme.mark_color(role, 'light')}" not in text
     ctx.close()
+
+
+# Tick labels as drawn, per axis of every chart: a log axis must read as values in order
+# (Plotly's own minor labels read "5 2 10 5 2 1 5"), bytes in units ("1 GB", never Plotly's
+# "1B" for a billion) and tile indices whole.
+AXIS_LABELS = """() => {
+    const out = [];
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        const layout = gd._fullLayout;
+        for (const key of Object.keys(layout).filter(k => /^[xy]axis\\d*$/.test(k))) {
+            const ax = layout[key];
+            if (!ax.visible || !ax.showticklabels) continue;
+            const ticks = Array.from(gd.querySelectorAll(`.${ax._id}tick text`))
+                .filter(t => t.getBoundingClientRect().width > 0)  // Plotly hides a label that would overflow
+                .map(t => { const r = t.getBoundingClientRect();
+                    return [t.textContent, ax._id[0] === 'x' ? r.left + r.width / 2 : -(r.top + r.height / 2)]; });
+            ticks.sort((a, b) => a[1] - b[1]);  // in reading order: left to right, bottom to top
+            out.push({chart: gd.closest('.plotly-chart').getAttribute('aria-label').slice(0, 40), axis: key,
+                      type: ax.type, reversed: ax.range[0] > ax.range[1], title: (ax.title || {}).text || '',
+                      ticks: ticks.map(t => t[0])});
+        }
+    }
+    return out;
+}"""
+SCALE = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def _value(text):
+    """A tick label's value: "0.5", "16k", "100 kB", "1 GB" ("−" is Plotly's minus)."""
+    import re
+
+    m = re.fullmatch(r"([−-]?[\d.]+)\s*([kMGT]?)(B?)", text.strip())
+    assert m, f"tick label {text!r} does not read as a value"
+    return float(m.group(1).replace("−", "-")) * SCALE[m.group(2)]
+
+
+@pytest.mark.parametrize("viewport", [(1400, 900), (390, 844)], ids=["wide", "phone"])
+@pytest.mark.parametrize("post", ["basic", "vectorized", "flash", "optimizing", "gluon"])
+def test_axis_labels_read_as_values(browser, base_url, post, viewport):
+    ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = ctx.new_page()
+    page.goto(base_url + PAGES[post], wait_until="load")
+    page.wait_for_selector("html[data-charts='drawn']", state="attached", timeout=30_000)
+    bad = []
+    for ax in page.evaluate(AXIS_LABELS):
+        where = f"{ax['chart']} {ax['axis']}: {' | '.join(ax['ticks'])}"
+        if ax["type"] == "log" and ax["ticks"]:
+            values = [_value(t) for t in ax["ticks"]]
+            if values != sorted(values, reverse=ax["reversed"]) or len(set(values)) != len(values):
+                bad.append(f"log ticks out of order: {where}")
+        if any(t.strip()[-1:] == "B" and not t.strip()[-2:-1].isspace() and t.strip()[-2:-1] not in "kMGT"
+               for t in ax["ticks"]):
+            bad.append(f"'B' for a billion: {where}")
+        if "tile" in ax["title"] and any(not t.replace("−", "-").lstrip("-").isdigit() for t in ax["ticks"]):
+            bad.append(f"fractional tile index: {where}")
+    ctx.close()
+    assert bad == [], "\n".join(bad)
