@@ -48,8 +48,10 @@
   var pending = null;
   function later() { clearTimeout(pending); pending = setTimeout(scan, 150); }
 
+  // The first look waits for the browser to be idle: reading every block's width forces a
+  // layout of the whole page, which must not delay a phone's first chart.
   function start() {
-    scan();
+    (window.requestIdleCallback || function (fn) { return setTimeout(fn, 200); })(scan, { timeout: 3000 });
     // KaTeX renders after DOMContentLoaded and fonts change widths: look again once it is all in.
     window.addEventListener("load", later);
     window.addEventListener("resize", later);
