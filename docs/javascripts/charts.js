@@ -260,12 +260,13 @@
   function drawAll() {
     var idle = window.requestIdleCallback || function (fn) { return setTimeout(fn, 50); };
     var queue = charts.slice();
-    // The charts on screen now are drawn at once, before the page's other start-up work.
-    var reach = window.innerHeight + 300;
-    charts.forEach(function (c) {
+    // The first chart on screen now is drawn at once, before the page's other start-up work;
+    // the rest follow in tasks of their own, so the browser can paint it first.
+    var onScreen = charts.filter(function (c) {
       var box = c.container.getBoundingClientRect();
-      if (box.bottom > -300 && box.top < reach) draw(c);
+      return box.bottom > 0 && box.top < window.innerHeight;
     });
+    if (onScreen.length) draw(onScreen[0]);
     function next() {
       var chart = queue.shift();
       if (!chart) return;

@@ -27,7 +27,9 @@
     var fg = dark ? "#e3e5ea" : "#2b2b2b";
     var grid = dark ? "rgba(255,255,255,0.12)" : "rgba(0,0,0,0.10)";
     document.querySelectorAll(".js-plotly-plot").forEach(function (el) {
-      if (!el.layout) return;
+      // charts.js draws the site's own charts in each scheme's colours (and redraws them on a
+      // switch): relaying them out here too would draw every chart twice.
+      if (!el.layout || el.closest(".plotly-chart")) return;
       var update = { "font.color": fg, "title.font.color": fg, "legend.font.color": fg };
       Object.keys(el.layout).forEach(function (key) {
         if (/^[xy]axis\d*$/.test(key)) {
