@@ -195,16 +195,18 @@ def rebind(tmpl, base: torch.Tensor):
     if not _REBIND_FIELDS:  # pragma: no cover - depends on the installed Triton
         return dataclasses.replace(tmpl, base=base)
     desc = object.__new__(type(tmpl))
-    desc.__dict__.update(tmpl.__dict__, base=base)
+    desc.__dict__ = tmpl.__dict__.copy()
+    desc.base = base
     return desc
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LaunchPlan:
     """One Gluon kernel's launch for one key, all but the pointers: descriptor templates (in the
-    kernel's argument order), grid, runtime scalars, constexprs and launch options. ``key`` is
-    the plan cache's key; with the output tensors' alignment it is the direct launcher's key too,
-    since grid, scalars, constexprs and descriptor types are functions of it."""
+    kernel's argument order), grid, runtime scalars, constexprs and launch options, all functions
+    of ``key`` (the plan cache's). So the plan itself, with the pointer arguments' alignment, is
+    the direct launcher's key: it hashes by identity (``eq=False``), in constant time, and an
+    entry keeps its plan alive, so no other plan can take its place under the same identity."""
 
     key: tuple
     grid: tuple
@@ -219,7 +221,7 @@ class LaunchPlan:
         ``tensors``: the pointer arguments (outputs, flat statistics); Triton specialises them on
         16-byte alignment, so the key carries each one's low four address bits."""
         descriptors = tuple(rebind(t, b) for t, b in zip(self.templates, bases))
-        key = (self.key, *[t.data_ptr() & 15 for t in tensors])
+        key = (self, *[t.data_ptr() & 15 for t in tensors])
         return direct(name, kernel, self.grid, tensors, self.scalars, self.constexprs,
                       descriptors=descriptors, options=self.options, key=key)
 
