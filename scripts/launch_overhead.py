@@ -138,6 +138,7 @@ BATCH = 4
 PROVIDERS = ("gluon", "pointer", "auto", "cudnn")
 PASSES = ("fwd", "fwd+bwd")
 GRAPH_CALLS = 10  # calls per captured graph: one replay's own launch cost spread over ten calls
+DEVICE = "cuda"
 
 
 class SweepError(RuntimeError):
@@ -253,11 +254,10 @@ def sweep_cases(quick: bool, ns=None, dtypes=None, head_dims=None) -> list[dict]
 def sweep_case(kernels, case: dict, rounds: int, calls: int, replays: int) -> list[dict]:
     """Every provider and pass of one case, measured in interleaved rounds; returns the records."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     dtype = getattr(torch, case["dtype"])
     B, H, N, D, causal = case["B"], case["H"], case["N"], case["D"], case["causal"]
-    q, k, v, do = (torch.randn(B, H, N, D, device="cuda", dtype=dtype) for _ in range(4))
+    q, k, v, do = (torch.randn(B, H, N, D, device=DEVICE, dtype=dtype) for _ in range(4))
     qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
     runs = []  # (provider, pass, call, graph)
     for name in PROVIDERS:
@@ -266,8 +266,7 @@ def sweep_case(kernels, case: dict, rounds: int, calls: int, replays: int) -> li
             backward = pas == "fwd+bwd"
             args = (qg, kg, vg) if backward else (q, k, v)
             call = (lambda fn=fn, args=args, backward=backward: _call(fn, *args, do, backward))
-            ctx = sdpa_kernel(SDPBackend.CUDNN_ATTENTION) if name == "cudnn" else _nothing()
-            with ctx:
+            with _context(name):
                 first = call()
                 _check(f"{name} {pas} {case}", first if backward else (first,), *args, do, causal, dtype)
                 del first
@@ -276,8 +275,7 @@ def sweep_case(kernels, case: dict, rounds: int, calls: int, replays: int) -> li
     samples = {(name, pas): {"host_us": [], "wall_us": [], "gpu_us": []} for name, pas, _, _ in runs}
     for r in range(rounds):
         for name, pas, call, graph in runs[r % len(runs):] + runs[:r % len(runs)]:
-            ctx = sdpa_kernel(SDPBackend.CUDNN_ATTENTION) if name == "cudnn" else _nothing()
-            with ctx:
+            with _context(name):
                 for _ in range(3):
                     call()
                 host_us, wall_us = _time_loop(call, calls)
@@ -300,12 +298,14 @@ def sweep_case(kernels, case: dict, rounds: int, calls: int, replays: int) -> li
     return records
 
 
-class _nothing:
-    def __enter__(self):
-        return self
+def _context(name: str):
+    """What a provider's calls run inside: SDPA restricted to cuDNN (an error, not another
+    backend, where cuDNN cannot run the case), nothing for ours."""
+    import contextlib
 
-    def __exit__(self, *exc):
-        return False
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.CUDNN_ATTENTION) if name == "cudnn" else contextlib.nullcontext()
 
 
 def _summary(records: list[dict]) -> list[dict]:

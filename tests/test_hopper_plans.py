@@ -275,25 +275,41 @@ def fwd_bwd(q, k, v, do, causal):
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", [(2, 4, 2, 1000, 1024), (1, 2, 2, 130, 257)], ids=lambda s: "x".join(map(str, s)))
-def test_second_call_on_fresh_tensors_matches_float64(shape, dtype, causal):
+def test_second_call_on_fresh_tensors_matches_float64(shape, dtype, causal, monkeypatch):
     """Two calls of one shape on different tensors: the second runs the cached plans through the
     compiled kernels' own entries (asserted) and must match float64 as the first does. Outputs
-    start as NaN (the suite sets KERNELS_POISON_OUTPUTS), so an unwritten element fails."""
+    start as NaN (the suite sets KERNELS_POISON_OUTPUTS), so an unwritten element fails. The
+    Gluon launchers get caches of their own here, so the counts are this test's alone."""
     B, H, H_KV, NQ, NK = shape
     assert launch.DIRECT.enabled, "the direct launch is off (KERNELS_DIRECT_LAUNCH=0?)"
-    results = []
-    for call in range(2):
+    direct = launch.DirectLauncher(enabled=True, current_device=torch.cuda.current_device)
+    modules = (gluon_forward, gluon_dkdv, gluon_dq)
+    for module in modules:
+        monkeypatch.setattr(module, "DIRECT", direct)
+        monkeypatch.setattr(module, "PLANS", gluon_common.PlanCache())
+    results, hits = [], {}
+    for _ in range(2):
         q, k, v = rand(B, H, NQ, 64, dtype=dtype), rand(B, H_KV, NK, 64, dtype=dtype), rand(B, H_KV, NK, 64, dtype=dtype)
         do = rand(B, H, NQ, 64, dtype=dtype)
-        sizes = (len(gluon_forward.PLANS), len(gluon_dkdv.PLANS), len(gluon_dq.PLANS), len(launch.DIRECT))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a direct-launch fallback warning fails the test
             got = fwd_bwd(q, k, v, do, causal)
         check_against_float64(got, q, k, v, do, causal)
-        if call == 1:  # nothing new was planned or compiled: the second call took the cached path
-            assert sizes == (len(gluon_forward.PLANS), len(gluon_dkdv.PLANS), len(gluon_dq.PLANS), len(launch.DIRECT))
+        # One plan per kernel and one compiled entry each, after the first call and the second.
+        assert [len(m.PLANS) for m in modules] == [1, 1, 1] and len(direct) == 3 and direct.enabled
+        if not results:  # count the launches through each stored entry from here on
+            for key, (compiled, runner, consts) in list(direct._compiled.items()):
+                direct._compiled[key] = (compiled, counted(runner, hits, key[0]), consts)
         results.append(got)
+    assert hits == {"gluon-fwd": 1, "gluon-dkdv": 1, "gluon-dq": 1}, "the second call did not take every entry"
     assert not torch.equal(results[0][0], results[1][0])
+
+
+def counted(runner, hits: dict, name: str):
+    def run(*args):
+        hits[name] = hits.get(name, 0) + 1
+        return runner(*args)
+    return run
 
 
 @pytest.mark.hopper
