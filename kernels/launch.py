@@ -81,8 +81,9 @@ class DirectLauncher:
 
         ``key``: a caller's own key for everything but the device, at least as fine as the one
         computed here (grid, constexprs, options and ``specialization``); the Gluon launchers
-        pass their cached launch plan's key (``gluon.common.PlanCache``), which saves hashing
-        descriptor layouts on every call. None: computed here, as for the pointer kernels."""
+        pass their cached launch plan with their pointers' alignment (``gluon.common.LaunchPlan``),
+        which saves hashing descriptor layouts on every call. None: computed here, as for the
+        pointer kernels."""
         options = options or {}
         if not self.enabled:
             return kernel[grid](*descriptors, *tensors, *scalars, **constexprs, **options)

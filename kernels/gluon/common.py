@@ -157,7 +157,8 @@ def row_descriptor(t1d: torch.Tensor, rows: int = ROWS):
 # plan's template by swapping the base, which skips the constructor's checks; that is safe
 # because every check it makes reads the shape, strides, dtype, block and layout (equal by the
 # key, and checked when the template was built) except the base's 16-byte alignment, which
-# ``rebind`` checks itself.
+# ``rebind`` checks itself (and the 32-byte alignment of fp4-padded layouts, which these
+# kernels never use).
 
 
 def tensor_key(t: torch.Tensor) -> tuple:
