@@ -12,7 +12,11 @@ float64, twice per shape on fresh tensors with NaN-filled outputs.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -350,3 +354,31 @@ def test_gluon_direct_path_equals_tritons_path(causal, monkeypatch):
         for g, w in zip(got, want):
             assert torch.equal(g, w)
     assert launch.DIRECT.enabled
+
+
+# ----------------------------------------------------------------------------- the measurement script
+
+
+def test_sweep_grid_and_refusal_without_a_gpu(tmp_path):
+    """scripts/launch_overhead.py sweep: the full grid is N 1k/2k/4k x fp16/bf16 x D 64/128 x causal
+    or not, --quick its fp16 N 1k/2k part; without a GPU it exits 1 and writes nothing."""
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import launch_overhead as lo
+    finally:
+        sys.path.pop(0)
+    full, quick = lo.sweep_cases(False), lo.sweep_cases(True)
+    assert {(c["N"], c["dtype"], c["D"], c["causal"]) for c in full} == {
+        (n, dt, d, c) for n in (1024, 2048, 4096) for dt in ("float16", "bfloat16") for d in (64, 128)
+        for c in (False, True)}
+    assert len(full) == 24 and len(quick) == 8 and all(c in full for c in quick)
+    assert {c["N"] for c in quick} == {1024, 2048} and {c["dtype"] for c in quick} == {"float16"}
+    if torch.cuda.is_available():
+        return
+    out = tmp_path / "sweep.json"
+    res = subprocess.run([sys.executable, str(root / "scripts" / "launch_overhead.py"), "sweep", "--quick",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 1 and "nothing written" in res.stderr and not out.exists()
+    assert not list(tmp_path.iterdir())
