@@ -74,15 +74,24 @@ class DirectLauncher:
         return len(self._compiled)
 
     def __call__(self, name: str, kernel, grid: tuple, tensors: tuple, scalars: tuple, constexprs: dict,
-                 descriptors: tuple = (), options: dict | None = None):
+                 descriptors: tuple = (), options: dict | None = None, key: tuple | None = None):
         """Launch ``kernel[grid](*descriptors, *tensors, *scalars, **constexprs, **options)``; returns
         the compiled kernel. ``descriptors`` are Gluon TensorDescriptors, the kernel's first
-        arguments; ``options`` are launch options such as ``num_warps`` (part of the key)."""
+        arguments; ``options`` are launch options such as ``num_warps`` (part of the key).
+
+        ``key``: a caller's own key for everything but the device, at least as fine as the one
+        computed here (grid, constexprs, options and ``specialization``); the Gluon launchers
+        pass their cached launch plan with their pointers' alignment (``gluon.common.LaunchPlan``),
+        which saves hashing descriptor layouts on every call. None: computed here, as for the
+        pointer kernels."""
         options = options or {}
         if not self.enabled:
             return kernel[grid](*descriptors, *tensors, *scalars, **constexprs, **options)
-        key = (name, self._current_device(), *grid, *constexprs.values(), *options.items(),
-               *specialization(tensors, scalars, descriptors))
+        if key is None:
+            key = (name, self._current_device(), *grid, *constexprs.values(), *options.items(),
+                   *specialization(tensors, scalars, descriptors))
+        else:
+            key = (name, self._current_device(), key)
         hit = self._compiled.get(key)
         if hit is not None:
             compiled, runner, consts = hit

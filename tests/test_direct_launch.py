@@ -212,3 +212,17 @@ def test_kernel_with_a_constexpr_among_runtime_params_is_never_cached():
     for _ in range(2):
         launcher("k", kernel, (1,), (x,), (7,), {"BLOCK": 16})
     assert [e[0] for e in kernel.log] == ["triton", "triton"]
+
+
+def test_a_callers_key_replaces_the_computed_one_but_not_the_device():
+    """``key=``: the Gluon launch plans pass their own key (kernels/gluon/common.py). Equal keys
+    share an entry whatever the arguments; the device still separates them."""
+    device = [0]
+    kernel, launcher = FakeKernel(), launch.DirectLauncher(enabled=True, current_device=lambda: device[0])
+    x = torch.zeros(8)
+    for key in (("plan", 1), ("plan", 1), ("plan", 2)):
+        launcher("k", kernel, (1,), (x,), (3,), {"BLOCK": 16}, key=key)
+    device[0] = 1
+    launcher("k", kernel, (1,), (x,), (3,), {"BLOCK": 16}, key=("plan", 1))
+    assert [e[0] for e in kernel.log if e[0] != "entry"] == ["triton", "direct", "triton", "triton"]
+    assert len(launcher) == 3

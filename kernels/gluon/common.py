@@ -7,6 +7,9 @@
   has no wrapper for it (its builder has the op), so ``tma_reduce_add`` is that wrapper there.
   ``scripts/compile_hopper.py --kernel all`` compiles every kernel, and these two, on both ends.
 - **Layouts and descriptors**, computed once per shape.
+- **Launch plans**: what a launch needs besides the data pointers (descriptor templates, grid,
+  scalars, constexprs), built once per shape, dtype, strides, device and switch
+  (``PlanCache``, ``LaunchPlan``); each call rebinds the templates to its tensors.
 - **The ring.** Every kernel streams tiles through ``STAGES`` shared-memory stages guarded by
   "ready" and "empty" mbarriers. Tile ``t`` lives in stage ``t % STAGES`` and each stage is
   refilled every ``STAGES`` tiles, so the barrier's phase flips then: ``ring_slot`` is that rule,
@@ -18,6 +21,7 @@ Nothing here runs in Triton's CPU interpreter; ``gluon_problem`` says why a call
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -42,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed Triton
 
 __all__ = [
     "GLUON_IMPORT_ERROR", "HEAD_DIMS", "LOG2E", "MAXNREG", "PRODUCER_REGS", "CONSUMER_REGS", "ROWS",
-    "TensorDescriptor", "acc_layout", "descriptor", "fence_async_shared", "gl", "gluon", "gluon_problem",
+    "LaunchPlan", "PlanCache", "TensorDescriptor", "acc_layout", "descriptor", "rebind", "tensor_key", "fence_async_shared", "gl", "gluon", "gluon_problem",
     "mbarrier", "ring_barriers", "ring_free", "ring_slot", "ring_wait", "row_descriptor", "smem_layout", "tma", "tma_load",
     "tma_reduce_add", "warpgroup_mma", "warpgroup_mma_wait",
 ]
@@ -139,6 +143,113 @@ def descriptor(t2d: torch.Tensor, rows: int, cols: int | None = None):
 def row_descriptor(t1d: torch.Tensor, rows: int = ROWS):
     """A TMA descriptor over a flat per-row fp32 statistic, one ``rows``-row tile per copy."""
     return TensorDescriptor(t1d, [t1d.shape[0]], [1], [rows], smem_layout(t1d.dtype, rows))
+
+
+# ----------------------------------------------------------------------------- launch plans
+#
+# A call's host time went mostly to Python that gives the same answer every call of one shape:
+# three to six TensorDescriptors built and validated, their layouts hashed into the direct
+# launcher's key, the grid and the argument lists (PERF_NOTES.md, session 6/7: 64 us per forward
+# call with the direct launch, 131 us without). A ``LaunchPlan`` holds all of that for one key.
+# What it may not hold is a data pointer: a descriptor carries its tensor (``base``), and a
+# TMA descriptor encodes the address, so Triton's launcher encodes it again on every launch
+# from the descriptor's base, shape and strides. ``rebind`` makes a call's descriptor from the
+# plan's template by swapping the base, which skips the constructor's checks; that is safe
+# because every check it makes reads the shape, strides, dtype, block and layout (equal by the
+# key, and checked when the template was built) except the base's 16-byte alignment, which
+# ``rebind`` checks itself (and the 32-byte alignment of fp4-padded layouts, which these
+# kernels never use).
+
+
+def tensor_key(t: torch.Tensor) -> tuple:
+    """What a launch plan may depend on in one tensor: everything but where its data is (the type
+    too, so an object that only looks like a tensor never shares a plan with one). Raises
+    AttributeError or TypeError on something that is not tensor-like at all."""
+    return (type(t), t.dtype, t.device, t.shape, t.stride())
+
+
+# Rebinding copies the template's fields; a TensorDescriptor without a __dict__ (a Triton that
+# made it a slotted dataclass) is rebuilt through its constructor instead, checks and all.
+_REBIND_FIELDS = TensorDescriptor is not None and "__dict__" in dir(TensorDescriptor) \
+    and not hasattr(TensorDescriptor, "__slots__")
+
+
+def template(desc):
+    """A validated descriptor as a plan keeps it: the base replaced by an empty tensor of its
+    dtype on the meta device, so a cached plan holds on to no caller's memory."""
+    base = torch.empty(0, dtype=desc.base.dtype, device="meta")
+    if _REBIND_FIELDS:
+        kept = object.__new__(type(desc))
+        kept.__dict__.update(desc.__dict__, base=base)
+        return kept
+    return dataclasses.replace(desc, base=base)  # pragma: no cover - (a meta tensor's address is 0: aligned)
+
+
+def rebind(tmpl, base: torch.Tensor):
+    """The descriptor ``tmpl`` (from ``template``) over ``base``'s memory. ``base`` must have the
+    template's dtype and a 16-byte aligned address (TMA's rule; raises ValueError otherwise);
+    its shape and strides are the caller's to match (the plan's key holds them)."""
+    if base.dtype != tmpl.base.dtype:
+        raise ValueError(f"rebind: a {tmpl.base.dtype} descriptor cannot take a {base.dtype} tensor")
+    if base.data_ptr() % 16:
+        raise ValueError("rebind: the tensor is not 16-byte aligned (TMA needs it)")
+    if not _REBIND_FIELDS:  # pragma: no cover - depends on the installed Triton
+        return dataclasses.replace(tmpl, base=base)
+    desc = object.__new__(type(tmpl))
+    desc.__dict__ = tmpl.__dict__.copy()
+    desc.base = base
+    return desc
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LaunchPlan:
+    """One Gluon kernel's launch for one key, all but the pointers: descriptor templates (in the
+    kernel's argument order), grid, runtime scalars, constexprs and launch options, all functions
+    of ``key`` (the plan cache's). So the plan itself, with the pointer arguments' alignment, is
+    the direct launcher's key: it hashes by identity (``eq=False``), in constant time, and an
+    entry keeps its plan alive, so no other plan can take its place under the same identity."""
+
+    key: tuple
+    grid: tuple
+    templates: tuple
+    scalars: tuple
+    constexprs: dict
+    options: dict
+
+    def launch(self, direct, name: str, kernel, bases: tuple, tensors: tuple):
+        """``kernel[grid](*descriptors over bases, *tensors, *scalars, **constexprs, **options)``
+        through ``direct`` (a ``launch.DirectLauncher``); returns the compiled kernel.
+        ``tensors``: the pointer arguments (outputs, flat statistics); Triton specialises them on
+        16-byte alignment, so the key carries each one's low four address bits."""
+        descriptors = tuple(rebind(t, b) for t, b in zip(self.templates, bases))
+        key = (self, *[t.data_ptr() & 15 for t in tensors])
+        return direct(name, kernel, self.grid, tensors, self.scalars, self.constexprs,
+                      descriptors=descriptors, options=self.options, key=key)
+
+
+class PlanCache:
+    """Launch plans by key. ``get(key)`` is the plan or None; ``put(key, plan)`` stores it. Past
+    ``max_entries`` distinct keys the cache starts over (a workload cycling through more shapes
+    than that rebuilds plans, which is what every call did before)."""
+
+    def __init__(self, max_entries: int = 1024):
+        self._plans: dict[tuple, LaunchPlan] = {}
+        self._max_entries = max_entries
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def get(self, key: tuple) -> LaunchPlan | None:
+        return self._plans.get(key)
+
+    def put(self, key: tuple, plan: LaunchPlan) -> LaunchPlan:
+        if len(self._plans) >= self._max_entries:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
 
 
 @functools.cache

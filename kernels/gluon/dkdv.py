@@ -57,10 +57,11 @@ import triton
 
 from ..runtime import new_output
 from .common import (
-    CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
-    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_barriers, ring_free, ring_wait, row_descriptor,
-    tma_load, warpgroup_mma, warpgroup_mma_wait,
+    CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, LaunchPlan, PlanCache, acc_layout,
+    descriptor, fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_barriers, ring_free, ring_wait,
+    row_descriptor, template, tensor_key, tma_load, warpgroup_mma, warpgroup_mma_wait,
 )
+from ..launch import DIRECT
 from .forward import auto_applies as forward_auto_applies
 
 BLOCK_KEYS = 2 * ROWS  # keys per program: one 64-key slice per consumer warpgroup
@@ -328,6 +329,30 @@ def check_backward_args(who: str, q4, k4, v4, do4, lse, delta, causal, scale) ->
                          f"do not match q {tuple(q4.shape)} {q4.dtype} (same batch, dtype, H a multiple of H_KV)")
 
 
+def backward_plan_key(tag: str, q4, k4, v4, do4, lse, delta, causal, scale, *switches) -> tuple | None:
+    """The launch-plan key of one backward launcher call: every property of the arguments that
+    ``check_backward_args`` reads except the data pointers (``rebind`` checks the alignment of
+    every descriptor's base on each call), and the launcher's switches, each with its type (True
+    == 1 in a dict key, but ``stages=True`` must still be refused). A launcher runs the full
+    checks when the key is not cached, so a cached key stands for inputs that passed them. None
+    when an argument is not tensor-like: the checks then raise the error."""
+    try:
+        tensors = tuple(tensor_key(t) for t in (q4, k4, v4, do4, lse, delta))
+    except (AttributeError, TypeError):
+        return None
+    return (tag, *tensors, *((type(x), x) for x in (causal, scale, *switches)))
+
+
+def checked_plan_key(who: str, tag: str, q4, k4, v4, do4, lse, delta, causal, scale, *switches) -> tuple:
+    """``check_backward_args``, then the call's ``backward_plan_key``: what a launcher runs for a
+    key it has no plan for."""
+    check_backward_args(who, q4, k4, v4, do4, lse, delta, causal, scale)
+    key = backward_plan_key(tag, q4, k4, v4, do4, lse, delta, causal, scale, *switches)
+    if key is None:  # pragma: no cover - the checks passed, so these are tensors
+        raise TypeError(f"{who}: q, k, v, do, lse and delta must be torch.Tensors")
+    return key
+
+
 def _aligned_rows(stat: torch.Tensor, stride: int) -> torch.Tensor:
     """(B, H, Nq) fp32 -> a flat buffer whose (b, h) rows start ``stride`` floats apart (a copy
     only when Nq is not already a multiple of 4; the padding is zeros, read only for rows the
@@ -347,6 +372,22 @@ def auto_applies(q4, k4, v4, scale: float) -> bool:
     return forward_auto_applies(q4, k4, v4, scale) and hopper_bwd_problem(q4, k4, v4) is None
 
 
+# Launch plans of the dK/dV kernel (common.LaunchPlan), one per backward_plan_key.
+PLANS = PlanCache()
+
+
+def _plan(key, bases, B, H, H_KV, NQ, NK, stat_stride, causal, scale, stages, schedule) -> LaunchPlan:
+    """The dK/dV kernel's launch for ``key``, built from the first call's checked tensors."""
+    q2, k2, v2, do2, lse1, delta1 = bases
+    templates = tuple(template(d) for d in (descriptor(q2, ROWS), descriptor(k2, ROWS), descriptor(v2, ROWS),
+                                            descriptor(do2, ROWS), row_descriptor(lse1), row_descriptor(delta1)))
+    return LaunchPlan(key=key, grid=(triton.cdiv(NK, BLOCK_KEYS), B * H_KV), templates=templates,
+                      scalars=(H, H_KV, NQ, NK, stat_stride, scale * LOG2E, scale),
+                      constexprs=dict(IS_CAUSAL=causal, STAGES=stages, CONSUMER_REGS=CONSUMER_REGS,
+                                      PRODUCER_REGS=PRODUCER_REGS, SCHEDULE=schedule),
+                      options=dict(num_warps=4, maxnreg=MAXNREG))
+
+
 def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stages: int | None = None,
                 schedule: str = DEFAULT_SCHEDULE):
     """dK and dV of attention on (B, H, N, D) inputs that ``hopper_bwd_problem`` accepts.
@@ -356,30 +397,30 @@ def hopper_dkdv(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, stag
     per query row, fp32 (``flash.flash_preprocess``). ``stages`` overrides the (Q, dO) ring's
     depth; ``schedule`` is one of SCHEDULES. Returns (dk, dv) shaped like k and v.
     """
-    check_backward_args("hopper_dkdv", q4, k4, v4, do4, lse, delta, causal, scale)
+    key = backward_plan_key("dkdv", q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule)
+    plan = PLANS.get(key)
+    if plan is None:  # a new key: the full checks, then the plan (none for an empty problem)
+        key = checked_plan_key("hopper_dkdv", "dkdv", q4, k4, v4, do4, lse, delta, causal, scale, stages, schedule)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
-    stages = STAGES[D] if stages is None else stages
-    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
-        raise ValueError(f"hopper_dkdv: stages must be a positive int, got {stages!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"hopper_dkdv: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if plan is None:
+        stages = STAGES[D] if stages is None else stages
+        if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+            raise ValueError(f"hopper_dkdv: stages must be a positive int, got {stages!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"hopper_dkdv: schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if NQ == 0 or NK == 0:
+            return (new_output(k4.shape, dtype=k4.dtype, device=k4.device).zero_(),
+                    new_output(v4.shape, dtype=v4.dtype, device=v4.device).zero_())
     dk = new_output(k4.shape, dtype=k4.dtype, device=k4.device)
     dv = new_output(v4.shape, dtype=v4.dtype, device=v4.device)
-    if NQ == 0 or NK == 0:
-        return dk.zero_(), dv.zero_()
-    q_desc = descriptor(q4.view(B * H * NQ, D), ROWS)
-    do_desc = descriptor(do4.view(B * H * NQ, D), ROWS)
-    k_desc = descriptor(k4.view(B * H_KV * NK, D), ROWS)
-    v_desc = descriptor(v4.view(B * H_KV * NK, D), ROWS)
     stat_stride = -(-NQ // 4) * 4  # 16-byte aligned rows (see producer)
-    lse_desc = row_descriptor(_aligned_rows(lse, stat_stride))
-    delta_desc = row_descriptor(_aligned_rows(delta, stat_stride))
-    grid = (triton.cdiv(NK, BLOCK_KEYS), B * H_KV)
-    hopper_dkdv_kernel[grid](
-        q_desc, k_desc, v_desc, do_desc, lse_desc, delta_desc, dk, dv,
-        H, H_KV, NQ, NK, stat_stride, scale * LOG2E, scale,
-        causal, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
-        num_warps=4, maxnreg=MAXNREG,
-    )
+    bases = (q4.view(B * H * NQ, D), k4.view(B * H_KV * NK, D), v4.view(B * H_KV * NK, D),
+             do4.view(B * H * NQ, D), _aligned_rows(lse, stat_stride), _aligned_rows(delta, stat_stride))
+    if plan is None:
+        plan = PLANS.put(key, _plan(key, bases, B, H, H_KV, NQ, NK, stat_stride, causal, scale, stages, schedule))
+    # The plan's descriptors over this call's tensors, through the compiled kernel's own launch
+    # entry after the first call (issue 23: Triton's path cost more host time than the kernel's
+    # GPU time at N = 1k).
+    plan.launch(DIRECT, "gluon-dkdv", hopper_dkdv_kernel, bases, (dk, dv))
     return dk, dv

@@ -76,10 +76,12 @@ import triton
 
 from ..runtime import new_output
 from .common import (
-    CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
-    fence_async_shared, gl, gluon, mbarrier, ring_barriers, ring_free, ring_wait, tma_load, warpgroup_mma, warpgroup_mma_wait,
+    CONSUMER_REGS, GLUON_IMPORT_ERROR, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, LaunchPlan, PlanCache, acc_layout,
+    descriptor, fence_async_shared, gl, gluon, mbarrier, ring_barriers, ring_free, ring_wait, template, tma_load,
+    warpgroup_mma, warpgroup_mma_wait,
 )
-from .dkdv import auto_applies as dkdv_auto_applies, check_backward_args, hopper_bwd_problem
+from ..launch import DIRECT
+from .dkdv import auto_applies as dkdv_auto_applies, backward_plan_key, checked_plan_key, hopper_bwd_problem
 from .forward import release
 
 BLOCK_ROWS = 2 * ROWS  # query rows per program
@@ -289,6 +291,22 @@ def auto_applies(q4, k4, v4, scale: float) -> bool:
     return dkdv_auto_applies(q4, k4, v4, scale) and hopper_dq_problem(q4, k4, v4) is None
 
 
+# Launch plans of the dQ kernel (common.LaunchPlan), one per dkdv.backward_plan_key.
+PLANS = PlanCache()
+
+
+def _plan(key, bases, B, H, H_KV, NQ, NK, causal, scale, block_n, stages, schedule) -> LaunchPlan:
+    """The dQ kernel's launch for ``key``, built from the first call's checked tensors."""
+    q2, do2, k2, v2 = bases
+    templates = tuple(template(d) for d in (descriptor(q2, ROWS), descriptor(do2, ROWS), descriptor(k2, block_n),
+                                            descriptor(v2, block_n)))
+    return LaunchPlan(key=key, grid=(triton.cdiv(NQ, BLOCK_ROWS), B * H), templates=templates,
+                      scalars=(H, H_KV, NQ, NK, scale * LOG2E, scale),
+                      constexprs=dict(IS_CAUSAL=causal, BLOCK_N=block_n, STAGES=stages, CONSUMER_REGS=CONSUMER_REGS,
+                                      PRODUCER_REGS=PRODUCER_REGS, SCHEDULE=schedule),
+                      options=dict(num_warps=4, maxnreg=MAXNREG))
+
+
 def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_n: int | None = None,
               stages: int | None = None, schedule: str = DEFAULT_SCHEDULE):
     """dQ of attention on (B, H, N, D) inputs that ``hopper_dq_problem`` accepts.
@@ -299,30 +317,29 @@ def hopper_dq(q4, k4, v4, do4, lse, delta, causal: bool, scale: float, *, block_
     tile and the (K, V) ring's depth of ``TILES``; ``schedule`` is one of SCHEDULES.
     Returns dq shaped like q.
     """
-    check_backward_args("hopper_dq", q4, k4, v4, do4, lse, delta, causal, scale)
+    key = backward_plan_key("dq", q4, k4, v4, do4, lse, delta, causal, scale, block_n, stages, schedule)
+    plan = PLANS.get(key)
+    if plan is None:  # a new key: the full checks, then the plan (none for an empty problem)
+        key = checked_plan_key("hopper_dq", "dq", q4, k4, v4, do4, lse, delta, causal, scale, block_n, stages,
+                               schedule)
     B, H, NQ, D = q4.shape
     H_KV, NK = k4.shape[1], k4.shape[2]
-    default_block_n, default_stages = TILES[D]
-    block_n = default_block_n if block_n is None else block_n
-    stages = default_stages if stages is None else stages
-    if block_n not in (64, 128):
-        raise ValueError(f"hopper_dq: block_n must be 64 or 128, got {block_n!r}")
-    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
-        raise ValueError(f"hopper_dq: stages must be a positive int, got {stages!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"hopper_dq: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if plan is None:
+        default_block_n, default_stages = TILES[D]
+        block_n = default_block_n if block_n is None else block_n
+        stages = default_stages if stages is None else stages
+        if block_n not in (64, 128):
+            raise ValueError(f"hopper_dq: block_n must be 64 or 128, got {block_n!r}")
+        if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+            raise ValueError(f"hopper_dq: stages must be a positive int, got {stages!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"hopper_dq: schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if NQ == 0 or NK == 0:
+            return new_output(q4.shape, dtype=q4.dtype, device=q4.device).zero_()  # no key: empty gradients
     dq = new_output(q4.shape, dtype=q4.dtype, device=q4.device)
-    if NQ == 0 or NK == 0:
-        return dq.zero_()  # no key: every score's gradient is empty
-    q_desc = descriptor(q4.view(B * H * NQ, D), ROWS)
-    do_desc = descriptor(do4.view(B * H * NQ, D), ROWS)
-    k_desc = descriptor(k4.view(B * H_KV * NK, D), block_n)
-    v_desc = descriptor(v4.view(B * H_KV * NK, D), block_n)
-    grid = (triton.cdiv(NQ, BLOCK_ROWS), B * H)
-    hopper_dq_kernel[grid](
-        q_desc, do_desc, k_desc, v_desc, dq, lse, delta,
-        H, H_KV, NQ, NK, scale * LOG2E, scale,
-        causal, block_n, stages, CONSUMER_REGS, PRODUCER_REGS, schedule,
-        num_warps=4, maxnreg=MAXNREG,
-    )
+    bases = (q4.view(B * H * NQ, D), do4.view(B * H * NQ, D), k4.view(B * H_KV * NK, D), v4.view(B * H_KV * NK, D))
+    if plan is None:
+        plan = PLANS.put(key, _plan(key, bases, B, H, H_KV, NQ, NK, causal, scale, block_n, stages, schedule))
+    # As in dkdv.hopper_dkdv: the plan's descriptors, then the compiled kernel's own entry.
+    plan.launch(DIRECT, "gluon-dq", hopper_dq_kernel, bases, (dq, lse, delta))
     return dq

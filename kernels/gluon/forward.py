@@ -32,9 +32,9 @@ from ..launch import DIRECT
 from ..runtime import check_attention_inputs, new_output
 from ..settings import SETTINGS
 from .common import (
-    CONSUMER_REGS, GLUON_IMPORT_ERROR, HEAD_DIMS, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, acc_layout, descriptor,
-    fence_async_shared, gl, gluon, gluon_problem, mbarrier, ring_barriers, ring_free, ring_wait, tma_load,
-    warpgroup_mma, warpgroup_mma_wait,
+    CONSUMER_REGS, GLUON_IMPORT_ERROR, HEAD_DIMS, LOG2E, MAXNREG, PRODUCER_REGS, ROWS, LaunchPlan, PlanCache,
+    acc_layout, descriptor, fence_async_shared, gl, gluon, gluon_problem, mbarrier, rebind, ring_barriers, ring_free,
+    ring_wait, template, tensor_key, tma_load, warpgroup_mma, warpgroup_mma_wait,
 )
 
 if GLUON_IMPORT_ERROR is None:
@@ -474,28 +474,42 @@ def hopper_forward(q4, k4, v4, causal: bool, scale: float, *, schedule: str | No
     if schedule not in SCHEDULES:
         raise ValueError(f"hopper_forward: schedule must be one of {SCHEDULES}, got {schedule!r}")
     B, H, NQ, D = q4.shape
-    H_KV, NK = k4.shape[1], k4.shape[2]
-    block_n, default_stages = TILES[D]
-    stages = stages or default_stages
     o4 = new_output((B, H, NQ, D), dtype=q4.dtype, device=q4.device)
     lse = new_output((B, H, NQ), dtype=torch.float32, device=q4.device)
-    q_desc = descriptor(q4.view(B * H * NQ, D), ROWS)
-    k_desc = descriptor(k4.view(B * H_KV * NK, D), block_n)
-    v_desc = descriptor(v4.view(B * H_KV * NK, D), block_n)
-    grid = (triton.cdiv(NQ, 2 * ROWS), B * H)
-    descriptors = (q_desc, k_desc, v_desc)
-    scalars = (*o4.stride()[:3], H, H // H_KV, NQ, NK, scale * LOG2E)
-    constexprs = dict(IS_CAUSAL=causal, BLOCK_N=block_n, STAGES=stages, CONSUMER_REGS=CONSUMER_REGS,
-                      PRODUCER_REGS=PRODUCER_REGS, SCHEDULE=schedule, LPT=lpt, PROFILE=profile)
-    options = dict(num_warps=4, maxnreg=MAXNREG)
+    key = ("fwd", tensor_key(q4), tensor_key(k4), tensor_key(v4), causal, scale, schedule, lpt, stages, profile)
+    plan = PLANS.get(key) or PLANS.put(key, _plan(key, q4, k4, v4, o4, causal, scale, schedule, lpt, stages, profile))
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    bases = (q4.view(B * H * NQ, D), k4.view(B * H_KV * NK, D), v4.view(B * H_KV * NK, D))
     if profile:  # through Triton's own launch path, where Proton's hooks see the launch
-        compiled = hopper_fwd_kernel[grid](*descriptors, o4, lse, *scalars, **constexprs, **options)
+        descriptors = tuple(rebind(t, b) for t, b in zip(plan.templates, bases))
+        compiled = hopper_fwd_kernel[plan.grid](*descriptors, o4, lse, *plan.scalars, **plan.constexprs,
+                                                **plan.options)
     else:
-        # The compiled kernel's own launch entry after the first call: Triton's binding of
-        # descriptor arguments cost 143-222 us of host time per call (PERF_NOTES.md, session 6).
-        compiled = DIRECT("gluon-fwd", hopper_fwd_kernel, grid, (o4, lse), scalars, constexprs,
-                          descriptors=descriptors, options=options)
+        # The plan's descriptors over this call's tensors, through the compiled kernel's own launch
+        # entry after the first call: building descriptors and Triton's binding of them cost
+        # 143-222 us of host time per call (PERF_NOTES.md, session 6; issue 23).
+        compiled = plan.launch(DIRECT, "gluon-fwd", hopper_fwd_kernel, bases, (o4, lse))
     return o4, lse, compiled
+
+
+# Launch plans of the forward (common.LaunchPlan), one per shape, strides, dtype, device and switches.
+PLANS = PlanCache()
+
+
+def _plan(key, q4, k4, v4, o4, causal, scale, schedule, lpt, stages, profile) -> LaunchPlan:
+    """The forward's launch for ``key`` (``hopper_forward``'s), built from the first call's tensors."""
+    B, H, NQ, D = q4.shape
+    H_KV, NK = k4.shape[1], k4.shape[2]
+    block_n, default_stages = TILES[D]
+    templates = (template(descriptor(q4.view(B * H * NQ, D), ROWS)),
+                 template(descriptor(k4.view(B * H_KV * NK, D), block_n)),
+                 template(descriptor(v4.view(B * H_KV * NK, D), block_n)))
+    constexprs = dict(IS_CAUSAL=causal, BLOCK_N=block_n, STAGES=stages or default_stages,
+                      CONSUMER_REGS=CONSUMER_REGS, PRODUCER_REGS=PRODUCER_REGS, SCHEDULE=schedule, LPT=lpt,
+                      PROFILE=profile)
+    return LaunchPlan(key=key, grid=(triton.cdiv(NQ, 2 * ROWS), B * H), templates=templates,
+                      scalars=(*o4.stride()[:3], H, H // H_KV, NQ, NK, scale * LOG2E), constexprs=constexprs,
+                      options=dict(num_warps=4, maxnreg=MAXNREG))
 
 
 def hopper_attention(q, k, v, *, causal: bool = False, scale: float | None = None) -> torch.Tensor:
