@@ -8,14 +8,17 @@ Triton to its CPU interpreter.
 
 Imports run one way: ``settings`` <- ``runtime`` <- ``tiles``, ``launch`` <- the kernels
 (``basic``, ``vectorized``, ``flash``, ``splitk``, ``gluon``, ``ablation``, ``experiments``)
-<- ``attention`` (the router).
+<- ``attention`` (the router) <- ``varlen``; ``variants`` (post 6's kernels) and ``block_mask``
+sit beside ``flash``.
 """
 
 from .settings import INTERPRET, SETTINGS  # first: picks the mode before any kernel is decorated
 from .runtime import mode_description, supported_dtypes
 from .attention import BACKENDS, Plan, flash_attention, plan
 from .basic import basic_attention
-from .reference import reference_attention
+from .block_mask import BlockMask, block_mask
+from .reference import reference_attention, reference_attention_varlen
+from .varlen import flash_attention_varlen
 from .vectorized import MAX_TILE_ELEMENTS, vectorized_attention
 
 KERNELS = {
@@ -26,16 +29,20 @@ KERNELS = {
 
 __all__ = [
     "BACKENDS",
+    "BlockMask",
     "INTERPRET",
     "KERNELS",
     "MAX_TILE_ELEMENTS",
     "Plan",
     "SETTINGS",
     "basic_attention",
+    "block_mask",
     "flash_attention",
+    "flash_attention_varlen",
     "mode_description",
     "plan",
     "reference_attention",
+    "reference_attention_varlen",
     "supported_dtypes",
     "vectorized_attention",
 ]
