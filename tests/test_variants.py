@@ -585,7 +585,7 @@ def _bad_cases():
                          r"cu_seqlens_k must end at the number of packed tokens, 16"),
         "cu wrong start": (varlen(cq=torch.tensor([1, 6, 16], dtype=torch.int32, device=DEVICE)), ValueError,
                            r"must start at 0"),
-        "cu lengths differ": (varlen(ck=torch.tensor([0, 16], dtype=torch.int32, device=DEVICE)), ValueError,
+        "cu lengths differ": (varlen(ck=torch.tensor([0, 16], dtype=torch.int32, device=DEVICE), mk=16), ValueError,
                               r"same length"),
         "cu 2-d": (varlen(cq=cu[None]), ValueError, r"must be 1-D"),
         "cu not tensor": (varlen(cq=[0, 6, 16]), TypeError, r"cu_seqlens_q must be a torch.Tensor"),
