@@ -52,8 +52,9 @@ def block_kind_kernel(
     bh = tl.program_id(2).to(tl.int64)
     b = bh // H
     h = bh % H
-    n_keep = 0
-    n_valid = 0
+    # Counts per position of the (SUB, SUB) piece, summed once at the end (type-stable loop carries).
+    n_keep = tl.zeros((SUB, SUB), tl.int32)
+    n_valid = tl.zeros((SUB, SUB), tl.int32)
     for i in range(0, BLOCK, SUB):
         rows = qb * BLOCK + i + tl.arange(0, SUB)
         for j in range(0, BLOCK, SUB):
@@ -68,9 +69,11 @@ def block_kind_kernel(
             else:
                 keep = MASK_MOD(b, h, r, c)
             keep = keep & valid
-            n_keep += tl.sum(keep.to(tl.int32))
-            n_valid += tl.sum(valid.to(tl.int32))
-    kind = tl.where(n_keep == 0, 0, tl.where(n_keep == n_valid, 2, 1))
+            n_keep += keep.to(tl.int32)
+            n_valid += valid.to(tl.int32)
+    kept = tl.sum(tl.sum(n_keep, axis=1), axis=0)
+    seen = tl.sum(tl.sum(n_valid, axis=1), axis=0)
+    kind = tl.where(kept == 0, 0, tl.where(kept == seen, 2, 1))
     tl.store(kind_ptr + (bh * Q_BLOCKS + qb) * K_BLOCKS + kb, kind.to(tl.int8))
 
 
