@@ -77,6 +77,37 @@ def block_kind_kernel(
     tl.store(kind_ptr + (bh * Q_BLOCKS + qb) * K_BLOCKS + kb, kind.to(tl.int8))
 
 
+# ----------------------------------------------------------------------------- ready-made mask_mods
+
+
+@triton.jit
+def causal(b, h, q_idx, kv_idx):
+    # Query i sees keys j <= i.
+    return q_idx >= kv_idx
+
+
+@triton.jit
+def prefix_lm(b, h, q_idx, kv_idx, prefix_ptr):
+    # Bidirectional over batch row b's first prefix_ptr[b] tokens, causal after them.
+    return (kv_idx <= q_idx) | (kv_idx < tl.load(prefix_ptr + b))
+
+
+@triton.jit
+def packed_documents(b, h, q_idx, kv_idx, doc_ptr):
+    # Causal within each document; doc_ptr is ``document_aux(doc_ids)``: N, then each row's ids.
+    n = tl.load(doc_ptr)
+    row = doc_ptr + 1 + b * n
+    return (tl.load(row + q_idx) == tl.load(row + kv_idx)) & (q_idx >= kv_idx)
+
+
+def document_aux(doc_ids: torch.Tensor) -> torch.Tensor:
+    """The ``aux`` of ``packed_documents`` from (B, N) document ids: int32 [N, ids of row 0, row 1, ...]."""
+    if doc_ids.dim() != 2:
+        raise ValueError(f"document_aux: doc_ids must be (B, N), got shape {tuple(doc_ids.shape)}")
+    head = torch.tensor([doc_ids.shape[1]], dtype=torch.int32, device=doc_ids.device)
+    return torch.cat([head, doc_ids.reshape(-1).to(torch.int32)])
+
+
 @dataclass(frozen=True, eq=False)
 class BlockMask:
     """Per (b, h, query block) the key blocks to visit, and the transpose for the dK/dV pass.
