@@ -466,6 +466,37 @@ def test_block_mask_kinds_match_a_dense_evaluation():
     assert full + part == int((mask.kind[0, 0, 1] != ABSENT).sum())
 
 
+def _relabel(mask, qb, kb, kind):
+    """``mask`` with tile (qb, kb) of every (b, h) relabelled ``kind``, lists rebuilt (both directions)."""
+    import dataclasses
+
+    from kernels.block_mask import _lists
+
+    table = mask.kind.clone()
+    table[:, :, qb, kb] = kind
+    kv_num, kv_idx = _lists(table)
+    q_num, q_idx = _lists(table.transpose(-1, -2))
+    return dataclasses.replace(mask, kind=table, kv_num=kv_num, kv_idx=kv_idx, q_num=q_num, q_idx=q_idx)
+
+
+@pytest.mark.parametrize("relabel", ["absent", "full"])
+def test_kernel_follows_the_block_lists(relabel):
+    # The kernel never visits an ABSENT tile and never calls mask_mod in a FULL one: relabel one
+    # partial (diagonal) tile and the result is the dense mask with that tile all-False / all-True.
+    n = 2 * BLOCK + 10
+    mask = kernels.block_mask(causal_mask, 1, 1, n, n, block=BLOCK)
+    assert int(mask.kind[0, 0, 1, 1]) == PARTIAL
+    edited = _relabel(mask, 1, 1, ABSENT if relabel == "absent" else FULL)
+    tile = slice(BLOCK, 2 * BLOCK)
+
+    def twin(b, h, q_idx, kv_idx):
+        keep = (q_idx >= kv_idx).expand(1, 1, n, n).clone()
+        keep[..., tile, tile] = relabel == "full"
+        return keep
+
+    check_block_mask(edited, *qkv(n, n, 16), twin=twin)
+
+
 def test_block_mask_build_is_cached():
     a = kernels.block_mask(causal_mask, 1, 1, 90, 90, block=BLOCK)
     assert kernels.block_mask(causal_mask, 1, 1, 90, 90, block=BLOCK) is a
@@ -502,6 +533,14 @@ def test_variant_custom_ops_pass_torch_library_checks():
     s = sink_logits().requires_grad_()
     torch.library.opcheck(attention.variant_fwd_op,
                           (q, k, v, slopes((H,)), s, None, None, 0.25, "ieee", 3, 0, True, True, 2.0, 0, 0),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_varlen_custom_op_passes_torch_library_checks():
+    q, k, v, cq, ck = packed([5, 0, 12], [7, 3, 12], 16)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    torch.library.opcheck(attention.variant_fwd_op,
+                          (q, k, v, None, None, cq, ck, 0.25, "ieee", 4, 0, True, True, 0.0, 12, 12),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
