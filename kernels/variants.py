@@ -92,22 +92,33 @@ def variant_fwd_tiles(
     win_lo, win_hi, b, h, aux_ptr,
     MASKED: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr,
     USE_MASK_MOD: tl.constexpr, MASK_MOD: tl.constexpr, HAS_MASK_AUX: tl.constexpr,
-    PAD_D: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    PAD_D: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FUSED: tl.constexpr,
 ):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # (BLOCK_N,)
         k = load_tile(k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                       cols, n_k, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N), unscaled
-        s, _ = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
-        if MASKED:
-            keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
-                           HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
-            s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row that has seen no key yet keeps m = -inf; subtract 0 there, not -inf (NaN).
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_use[:, None])
+        if FUSED and not MASKED and not HAS_SOFTCAP and not HAS_ALIBI:
+            # Post 3's fused form (qk_scale > 0): the row max of the raw scores, scaled, and one FMA
+            # per score. Every row sees every key of an unmasked tile, so m_new is finite.
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_use = m_new
+            p = tl.exp2(qk * qk_scale - m_new[:, None])
+        else:
+            s, _ = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP,
+                          HAS_ALIBI)
+            if MASKED:
+                keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+                               HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
+                s = tl.where(keep, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            if MASKED:
+                # A row that has seen no key yet keeps m = -inf; subtract 0 there, not -inf (NaN).
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            else:
+                m_use = m_new  # an unmasked tile gives every row a finite score
+            p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
@@ -173,7 +184,7 @@ def variant_fwd_kernel(
     HAS_WINDOW: tl.constexpr, ALIGN_BOTTOM_RIGHT: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     HAS_ALIBI: tl.constexpr, HAS_SINKS: tl.constexpr, IS_VARLEN: tl.constexpr,
     HAS_BLOCK_MASK: tl.constexpr, MASK_MOD: tl.constexpr, HAS_MASK_AUX: tl.constexpr,
-    MASK_BLOCK: tl.constexpr, EVEN_K: tl.constexpr,
+    MASK_BLOCK: tl.constexpr, EVEN_K: tl.constexpr, FUSED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     tl.static_assert(HEAD_DIM >= 16 and BLOCK_N >= 16, "tl.dot needs HEAD_DIM and BLOCK_N >= 16")
@@ -229,7 +240,7 @@ def variant_fwd_kernel(
                 kb * MASK_BLOCK, kb * MASK_BLOCK + MASK_BLOCK, rows, offs_n, offs_d, n_q, n_k, D,
                 qk_scale, softcap_in, softcap_out, slope, win_lo, win_hi, b, h, aux_ptr,
                 not EVEN_K, False, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX,
-                PAD_D, BLOCK_N, PRECISION)
+                PAD_D, BLOCK_N, PRECISION, FUSED)
         for i in range(n_full, n_full + n_part):
             kb = tl.load(bm_kv_idx_ptr + row * MASK_KB + i)
             acc, l_i, m_i = variant_fwd_tiles(
@@ -237,7 +248,7 @@ def variant_fwd_kernel(
                 kb * MASK_BLOCK, kb * MASK_BLOCK + MASK_BLOCK, rows, offs_n, offs_d, n_q, n_k, D,
                 qk_scale, softcap_in, softcap_out, slope, win_lo, win_hi, b, h, aux_ptr,
                 True, False, HAS_SOFTCAP, HAS_ALIBI, True, MASK_MOD, HAS_MASK_AUX,
-                PAD_D, BLOCK_N, PRECISION)
+                PAD_D, BLOCK_N, PRECISION, FUSED)
     else:
         if HAS_WINDOW:
             lo, full_lo, full_hi, hi = window_tiles(m0, n_k, win_lo, win_hi, BLOCK_M, BLOCK_N)
@@ -252,17 +263,17 @@ def variant_fwd_kernel(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
             lo, tl.minimum(full_lo, hi), rows, offs_n, offs_d, n_q, n_k, D, qk_scale, softcap_in, softcap_out,
             slope, win_lo, win_hi, b, h, aux_ptr,
-            True, HAS_WINDOW, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX, PAD_D, BLOCK_N, PRECISION)
+            True, HAS_WINDOW, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX, PAD_D, BLOCK_N, PRECISION, FUSED)
         acc, l_i, m_i = variant_fwd_tiles(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
             full_lo, tl.minimum(full_hi, hi), rows, offs_n, offs_d, n_q, n_k, D, qk_scale, softcap_in,
             softcap_out, slope, win_lo, win_hi, b, h, aux_ptr,
-            False, HAS_WINDOW, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX, PAD_D, BLOCK_N, PRECISION)
+            False, HAS_WINDOW, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX, PAD_D, BLOCK_N, PRECISION, FUSED)
         acc, l_i, m_i = variant_fwd_tiles(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
             full_hi, hi, rows, offs_n, offs_d, n_q, n_k, D, qk_scale, softcap_in, softcap_out,
             slope, win_lo, win_hi, b, h, aux_ptr,
-            True, HAS_WINDOW, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX, PAD_D, BLOCK_N, PRECISION)
+            True, HAS_WINDOW, HAS_SOFTCAP, HAS_ALIBI, False, MASK_MOD, HAS_MASK_AUX, PAD_D, BLOCK_N, PRECISION, FUSED)
 
     # A row with no key (l = 0) gets 0, not 0/0; its LSE is +inf so the backward's P is 0.
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
@@ -671,7 +682,7 @@ class Launch:
         sinks = self.sinks if self.sinks is not None else _dummy(q4.device, torch.float32)
         H_, H_KV, group, rows_q, rows_k, D_ = self.sizes
         meta = dict(self.meta_common, HAS_SINKS=self.sinks is not None, IS_VARLEN=self.varlen,
-                    **self.meta_tail, EVEN_K=self.even_k)
+                    **self.meta_tail, EVEN_K=self.even_k, FUSED=self.scale > 0)
         docs = self.docs
         tuned_kernel("fwd", self.mask_block)(
             lambda bm, bn: (triton.cdiv(rows_q, bm), docs * H),
