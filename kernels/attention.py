@@ -572,7 +572,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     ``softcap`` > 0: scores s -> softcap * tanh(s / softcap) after scaling. ``alibi_slopes`` fp32
     (Hq,) or (B, Hq): the bias -slope * |i + Nk - Nq - j|. ``sinks`` (Hq,): one logit per query
     head added to every row's softmax denominator (learned: it gets a gradient). ``block_mask``: a
-    ``kernels.block_mask`` built for (B, Hq, Nq, Nk), 4-D inputs only; it composes with softcap,
+    ``kernels.block_mask`` built for (B, Hq, Nq, Nk) (B or Hq may be 1 in it); it composes with softcap,
     alibi_slopes and sinks, not with causal or window_size (write those into its mask_mod).
     A row that sees no key returns 0.
     """

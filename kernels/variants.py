@@ -580,6 +580,38 @@ def variant_dq_kernel(
     tl.store(dq_ptrs, (dq * scale).to(dq_ptr.dtype.element_ty), mask=(rows < n_q)[:, None] & (offs_d < D)[None, :])
 
 
+# ----------------------------------------------------------------------------- the schedule, on the host
+
+SKIPPED, MASKED, UNMASKED = 0, 1, 2
+
+
+def window_tile_kinds(n_q: int, n_k: int, window_size, *, bottom_right: bool = True, block_m: int = 128,
+                      block_n: int = 64) -> list[list[int]]:
+    """The forward's schedule for one head under a window: per query tile, per key tile,
+    ``SKIPPED`` (outside the loop bounds), ``MASKED`` (a boundary tile: the mask is evaluated) or
+    ``UNMASKED``; the same arithmetic as ``window_tiles`` in the kernel (post 6's tile maps).
+    ``window_size`` = (left, right), -1 unbounded; ``bottom_right`` as ``Launch``."""
+    left, right = window_size
+    left = UNBOUNDED if left < 0 else left
+    right = UNBOUNDED if right < 0 else right
+    diag = n_k - n_q if bottom_right else 0
+    win_lo, win_hi = diag - left, diag + right
+    rows = []
+    for m0 in range(0, n_q, block_m):
+        lo = (max(m0 + win_lo, 0) // block_n) * block_n
+        hi = min(n_k, max(m0 + block_m + win_hi, 0))
+        full_lo = max(lo, m0 + block_m - 1 + win_lo)
+        full_lo = min(hi, ((full_lo + block_n - 1) // block_n) * block_n)
+        full_hi = max(full_lo, min((max(m0 + win_hi + 1, 0) // block_n) * block_n, (n_k // block_n) * block_n))
+        row = []
+        for n0 in range(0, n_k, block_n):
+            unmasked = full_lo <= n0 < min(full_hi, hi)
+            masked = (lo <= n0 < min(full_lo, hi)) or (full_hi <= n0 < hi)
+            row.append(UNMASKED if unmasked else MASKED if masked else SKIPPED)
+        rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------- launch
 
 NO_MASK_BLOCK = 256  # MASK_BLOCK without a block mask: any multiple of every tile satisfies the asserts

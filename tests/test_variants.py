@@ -215,6 +215,37 @@ def test_window_is_bottom_right_aligned_like_flash_attention():
         assert max_err(out[0, 0, i], (p @ v[0, 0, keys].double()).float()) <= 1e-5
 
 
+@pytest.mark.parametrize("trial", range(4))
+def test_window_schedule_skips_only_invisible_tiles(trial):
+    # The kernel's loop bounds (mirrored by variants.window_tile_kinds): a skipped tile holds no
+    # visible (query, key) pair, an unmasked one holds only visible pairs; at awkward sizes.
+    from kernels.variants import SKIPPED, UNMASKED, window_tile_kinds
+
+    g = torch.Generator().manual_seed(trial)
+    for _ in range(25):
+        nq, nk = (int(x) for x in torch.randint(1, 400, (2,), generator=g))
+        left, right = (int(x) for x in torch.randint(-1, 200, (2,), generator=g))
+        bm, bn = [(128, 64), (64, 64), (32, 32), (128, 32)][int(torch.randint(0, 4, (1,), generator=g))]
+        br = bool(torch.randint(0, 2, (1,), generator=g))
+        keep = window_keep(nq, nk, (left, right)) if br else None
+        if not br:  # top-left: the diagonal is j = i (plain causal, with right = 0, is this case)
+            i, j = torch.arange(nq)[:, None], torch.arange(nk)[None, :]
+            keep = torch.ones(nq, nk, dtype=torch.bool)
+            keep &= (j >= i - left) if left >= 0 else keep
+            keep &= (j <= i + right) if right >= 0 else keep
+        if keep is None:
+            keep = torch.ones(nq, nk, dtype=torch.bool)
+        kinds = window_tile_kinds(nq, nk, (left, right), bottom_right=br, block_m=bm, block_n=bn)
+        for a, row in enumerate(kinds):
+            for c, kind in enumerate(row):
+                tile = keep[a * bm:(a + 1) * bm, c * bn:(c + 1) * bn]
+                if kind == SKIPPED:
+                    assert not tile.any(), (nq, nk, left, right, br, bm, bn, a, c)
+                if kind == UNMASKED:
+                    # Rows past Nq may ride along (q = 0, never stored); keys past Nk may not.
+                    assert tile.all() and tile.shape[1] == bn, (nq, nk, left, right, br, bm, bn, a, c)
+
+
 @pytest.mark.parametrize("window", [(0, 0), (300, 300), (-1, 300), (300, -1), (0, -1)],
                          ids=["zero-width", "wider", "right-wide", "left-wide", "left0"])
 def test_extreme_windows(window):
