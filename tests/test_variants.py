@@ -701,3 +701,45 @@ def test_cu_seqlens_on_another_device():
     with pytest.raises(ValueError, match=r"alibi_slopes is on cpu"):
         kernels.flash_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
                                 alibi_slopes=torch.ones(H))
+
+
+# ----------------------------------------------------------------------------- scripts/bench_variants.py
+
+SCRIPTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "scripts"
+
+
+def test_bench_import_has_no_side_effects():
+    import subprocess
+    import sys
+
+    code = ("import os, sys; sys.path.insert(0, 'scripts'); before = dict(os.environ); import bench_variants; "
+            "assert 'kernels' not in sys.modules and 'torch' not in sys.modules, 'importing it imported kernels'; "
+            "assert dict(os.environ) == before; print('clean')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "clean" in done.stdout, done.stderr
+
+
+@pytest.mark.skipif(not INTERPRET, reason="the pipeline check runs in the interpreter, in-process")
+def test_bench_pipeline_writes_checked_records_and_fails_loud(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_variants
+
+    out = tmp_path / "variants.json"
+    assert bench_variants.main(["--interpret", "--only", "sinks", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == bench_variants.SCHEMA and "flops_convention" in doc["provenance"]
+    ours = [r for r in doc["records"] if r["provider"] == "ours"]
+    assert {r["direction"] for r in ours} == {"fwd", "bwd"}
+    assert all(r["status"] == "ok" and r["p50"] > 0 and r["max_err"] <= r["tol"] for r in ours)
+    sdpa = [r for r in doc["records"] if r["provider"] == "sdpa-dense"]
+    assert sdpa and all(r["status"] == "unsupported" for r in sdpa)
+    # A provider with a wrong result stops the run and leaves the file as it was.
+    before = out.read_text()
+    monkeypatch.setattr(bench_variants, "_eager", lambda case: (lambda: case.q * 0.0 + 1.0))
+    with pytest.raises(RuntimeError, match="nothing written"):
+        bench_variants.main(["--interpret", "--only", "sinks", "--out", str(out)])
+    assert out.read_text() == before
+    assert "bench_variants" in sys.modules
