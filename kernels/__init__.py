@@ -6,6 +6,11 @@ post 3's pointer kernel, the split-K forward and post 5's Gluon kernels; ``plan`
 kernel runs each pass and why. On a machine without a CUDA GPU, importing this package switches
 Triton to its CPU interpreter.
 
+Post 6's variants take FlashAttention's names: ``flash_attention(..., window_size=, softcap=,
+alibi_slopes=, sinks=, block_mask=)``, ``flash_attention_varlen`` for packed documents, and
+``block_mask(mask_mod, B, H, N_q, N_k)`` for block-sparse masks (``kernels/variants.py``,
+``kernels/varlen.py``, ``kernels/block_mask.py``).
+
 Imports run one way: ``settings`` <- ``runtime`` <- ``tiles``, ``launch`` <- the kernels
 (``basic``, ``vectorized``, ``flash``, ``splitk``, ``gluon``, ``ablation``, ``experiments``)
 <- ``attention`` (the router) <- ``varlen``; ``variants`` (post 6's kernels) and ``block_mask``

@@ -599,6 +599,22 @@ def test_torch_compile_fullgraph_with_variants():
     assert max_err(got_sinks, model.sinks.grad) <= 1e-6
 
 
+def test_torch_compile_fullgraph_varlen():
+    q, k, v, cq, ck = packed([5, 0, 12, 3], [5, 0, 12, 3], 16)
+    s = sink_logits()
+
+    def f(q_, k_, v_, s_):
+        return kernels.flash_attention_varlen(q_, k_, v_, cq, ck, 12, 12, causal=True, softcap=2.0, sinks=s_) * 2.0
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    do = torch.randn(q.shape, device=DEVICE)
+    got = grads_of(compiled, [q, k, v, s], do)
+    want = grads_of(f, [q, k, v, s], do)
+    for g, w in zip([got[0], *got[1]], [want[0], *want[1]]):
+        assert max_err(g, w) <= 1e-6
+
+
 def test_block_mask_under_compile_is_a_clear_error():
     n = 64
     mask = kernels.block_mask(causal_mask, 1, 1, n, n, block=64)
