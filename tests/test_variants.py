@@ -373,6 +373,12 @@ def test_varlen(docs, variant):
     check_varlen(lens_q, lens_k, d, **kw)
 
 
+def test_varlen_every_variant_at_once():
+    lens_q, lens_k = [9, 1, 0, 40, 14], [12, 1, 3, 40, 0]
+    check_varlen(lens_q, lens_k, 40, causal=True, window_size=(7, -1), softcap=3.0, hq=4, hkv=2,
+                 alibi_slopes=slopes((len(lens_q), 4)), sinks=sink_logits(4).requires_grad_())
+
+
 @pytest.mark.parametrize("dtype", LOWP)
 def test_varlen_low_precision(dtype):
     lens = [33, 1, 64, 0, 20] if INTERPRET else [511, 1, 1024, 0, 300]
