@@ -479,6 +479,9 @@ def run_case(c: dict, args, bench, settings, fa4) -> list[dict]:
 
     records = []
     for direction in ("fwd", "bwd"):
+        # A fresh compile cache per case: each case's score_mod / mask_mod is a new closure, and past
+        # Dynamo's recompile limit torch.compile(flex_attention) would silently run unfused eager.
+        torch._dynamo.reset()
         case = Case(c, settings.device, requires_grad=direction == "bwd")
         ref = case.reference()
         pairs = case.kept_pairs()
@@ -640,6 +643,7 @@ def main(argv=None) -> int:
     if not args.interpret and not torch.cuda.is_available():
         sys.exit("bench_variants.py: no CUDA GPU found (or pass --interpret --out FILE for the pipeline on the CPU)")
     bench = _import_benchmark()
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     settings = bench.Settings(quick=args.quick, interpret=args.interpret, commit=args.commit, fa4_site=args.fa4_site)
     fa4 = bench.fa4_for(settings)
     prov = bench.provenance(settings)
