@@ -481,6 +481,22 @@ def test_block_mask_documents_with_gqa_sinks_and_alibi():
                      alibi_slopes=slopes((4,)))
 
 
+def test_ready_made_mask_mods_per_batch_row():
+    # kernels.block_mask's packed_documents (ids per batch row via document_aux) and prefix_lm.
+    from kernels.block_mask import document_aux, packed_documents, prefix_lm
+
+    n = 140 if INTERPRET else 600
+    lens = [[20, 1, 60, 59], [100, 40]] if INTERPRET else [[200, 1, 250, 149], [500, 100]]
+    doc = torch.stack([torch.repeat_interleave(torch.arange(len(row)), torch.tensor(row)) for row in lens]).to(DEVICE)
+    q, k, v = rand(2, 2, n, 16), rand(2, 1, n, 16), rand(2, 1, n, 16)
+    mask = kernels.block_mask(packed_documents, 2, 1, n, n, block=BLOCK, aux=document_aux(doc))
+    assert mask.counts()["absent"] > 0
+    check_block_mask(mask, q, k, v, twin=lambda b, h, qi, ki, d: (d[b, qi] == d[b, ki]) & (qi >= ki), aux=doc)
+    prefix = torch.tensor([30, 100], dtype=torch.int32, device=DEVICE)
+    mask = kernels.block_mask(prefix_lm, 2, 1, n, n, block=BLOCK, aux=prefix)
+    check_block_mask(mask, q, k, v, twin=prefix_twin, aux=prefix.long())
+
+
 def test_block_mask_nq_ne_nk_and_ragged_blocks():
     nq, nk = 70, 150
     mask = kernels.block_mask(causal_mask, B, H, nq, nk, block=BLOCK)
