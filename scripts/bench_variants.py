@@ -611,7 +611,8 @@ def merge(files: list[str], out: Path) -> None:
                 raise ValueError(f"{key} appears in two files")
             seen.add(key)
             records.append(r)
-    prov = dict(docs[0]["provenance"], merged_from=[Path(f).name for f in files])
+    prov = dict(docs[0]["provenance"], merged_from=[Path(f).name for f in files],
+                only=sorted({v for d in docs for v in d["provenance"].get("only", [])}))
     write_atomic(out, dict(schema=SCHEMA, provenance=prov, records=records))
 
 
