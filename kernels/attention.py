@@ -18,6 +18,11 @@ If a Gluon kernel fails to compile under ``"auto"`` (a Triton release that break
 does not fail: that pass runs the pointer kernel, one warning names the reason, and ``plan``
 reports it for every later call of the same kind.
 
+A call with a variant (``window_size``, ``softcap``, ``alibi_slopes``, ``sinks``, ``block_mask``, or
+packed documents through ``flash_attention_varlen``) runs the pointer kernel's variant build
+(``kernels/variants.py``) for every pass: the split-K and Gluon kernels have none of them, so
+naming either with a variant is a ValueError that says which variant it lacks.
+
 Under ``torch.compile`` the call goes through the custom ops ``torch.ops.kernels.flash_fwd``
 and ``torch.ops.kernels.flash_bwd`` (with fake-tensor functions and autograd), so a compiled
 model keeps one graph; eager calls take the autograd Function directly, which costs less host
@@ -32,9 +37,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import flash, splitk
+from . import flash, splitk, variants
 from .gluon import dkdv as gluon_dkdv, dq as gluon_dq, forward as gluon_forward
-from .runtime import as_batch_heads, check_attention_inputs
+from .runtime import (as_batch_heads, check_alibi_slopes, check_attention_inputs, check_sinks, check_softcap,
+                      check_window)
 from .settings import SETTINGS
 
 BACKENDS = ("auto", "pointer", "splitk", "gluon")
@@ -248,12 +254,19 @@ def _why_backward(name: str, kernel: str, q4, k4, v4, causal, scale, backend: st
 
 
 def plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None,
-         backward: bool = False, backend: str = "auto") -> Plan:
-    """Which kernel ``flash_attention(q, k, v, causal=..., scale=..., backend=...)`` runs for the
-    forward and, with ``backward=True``, for dK/dV and dQ, and why. Same checks and errors as
-    ``flash_attention``; launches nothing."""
+         backward: bool = False, backend: str = "auto", window_size=(-1, -1), softcap: float = 0.0,
+         alibi_slopes=None, sinks=None, block_mask=None) -> Plan:
+    """Which kernel ``flash_attention(q, k, v, causal=..., scale=..., backend=..., <variants>)`` runs
+    for the forward and, with ``backward=True``, for dK/dV and dQ, and why. Same checks and errors
+    as ``flash_attention``; launches nothing."""
     scale = check_attention_inputs("plan", q, k, v, causal, scale, allow_gqa=True)
     _check_backend(backend)
+    setup = variant_setup("plan", q, k, v, causal, window_size, softcap, alibi_slopes, sinks, block_mask, backend)
+    if setup is not None:
+        why = f"backend={backend!r} asked for it" if backend == "pointer" else (
+            f"the variants ({', '.join(setup.names)}) run on the pointer kernel only (kernels/variants.py)")
+        whys = {"forward": why, **({"dkdv": why, "dq": why} if backward else {})}
+        return Plan("pointer", "pointer" if backward else None, "pointer" if backward else None, 1, whys, None)
     q4, k4, v4 = as_batch_heads(q), as_batch_heads(k), as_batch_heads(v)
     kernel, n = _forward_choice(q4, k4, v4, causal, scale, backend, None)
     why = {"forward": _why_forward(kernel, q4, k4, v4, causal, scale, backend, n)}
@@ -333,8 +346,209 @@ def _op_backward(ctx, do4, dlse):
 flash_fwd_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
+# ----------------------------------------------------------------------------- variants (post 6)
+
+
+@dataclass(frozen=True, eq=False)
+class VariantSetup:
+    """One call's checked variants: what ``variants.Launch`` needs besides q, k, v and the scale.
+
+    ``window``: (left, right) with -1 unbounded, or None; causal is folded in (right = 0).
+    ``bottom_right``: the window's diagonal is j = i + Nk - Nq (FlashAttention) rather than j = i.
+    ``cu_q``/``cu_k``/``max_q``/``max_k``: packed documents (``flash_attention_varlen``), else None/0.
+    """
+
+    names: tuple
+    window: tuple | None
+    bottom_right: bool
+    softcap: float
+    slopes: torch.Tensor | None
+    sinks: torch.Tensor | None
+    block_mask: object = None
+    cu_q: torch.Tensor | None = None
+    cu_k: torch.Tensor | None = None
+    max_q: int = 0
+    max_k: int = 0
+
+    def launch(self, q4, k4, v4, scale: float, precision: str, sinks=None) -> variants.Launch:
+        return variants.Launch(q4, k4, v4, scale, precision, window=self.window, bottom_right=self.bottom_right,
+                               softcap=self.softcap, slopes=self.slopes, sinks=sinks, cu_q=self.cu_q,
+                               cu_k=self.cu_k, max_q=self.max_q, max_k=self.max_k, block_mask=self.block_mask)
+
+
+def variant_setup(name: str, q, k, v, causal: bool, window_size, softcap, alibi_slopes, sinks, block_mask,
+                  backend: str, *, varlen: tuple | None = None) -> VariantSetup | None:
+    """Check the variant arguments of one call; None when it has none (the plain kernels run).
+
+    ``varlen``: (cu_q, cu_k, max_q, max_k, documents) from ``kernels.varlen``, whose q is
+    (total_q, Hq, D); else q is (..., Hq, Nq, D).
+    """
+    from .block_mask import BlockMask
+
+    window = check_window(name, window_size)
+    softcap = check_softcap(name, softcap)
+    if varlen is not None:
+        batch, heads, nq, nk = varlen[4], q.shape[1], None, None
+    else:
+        q4, k4 = as_batch_heads(q), as_batch_heads(k)
+        batch, heads, nq, nk = q4.shape[0], q4.shape[1], q4.shape[2], k4.shape[2]
+    slopes = check_alibi_slopes(name, alibi_slopes, batch, heads, q.device)
+    sinks = check_sinks(name, sinks, heads, q.device)
+    if sinks is not None:
+        sinks = sinks.contiguous()  # the kernel reads sinks[h]; contiguous() keeps the gradient path
+    if block_mask is not None:
+        if not isinstance(block_mask, BlockMask):
+            raise TypeError(f"{name}: block_mask must be a kernels.block_mask.BlockMask (from kernels.block_mask(...)), "
+                            f"got {type(block_mask).__name__}")
+        if varlen is not None:
+            raise ValueError(f"{name}: block_mask does not compose with packed documents (varlen): write the "
+                             "documents into the mask_mod of a block mask over the padded batch instead")
+        if causal or window is not None:
+            raise ValueError(f"{name}: block_mask does not compose with causal or window_size: write them into "
+                             "its mask_mod (q_idx >= kv_idx, kv_idx >= q_idx - left)")
+        block_mask.check(name, batch, heads, nq, nk, q.device)
+    names = tuple(n for n, on in (("window_size", window is not None), ("softcap", softcap > 0),
+                                  ("alibi_slopes", slopes is not None), ("sinks", sinks is not None),
+                                  ("block_mask", block_mask is not None), ("varlen", varlen is not None)) if on)
+    if not names:
+        return None
+    if backend in ("splitk", "gluon"):
+        raise ValueError(f"{name}: backend={backend!r} has no {', '.join(names)}: only the pointer kernel "
+                         "(kernels/variants.py) runs attention variants; use backend='auto' or 'pointer'")
+    bottom_right = True
+    if varlen is not None:
+        if causal:  # FlashAttention's varlen: causal is the window's right edge on the bottom-right diagonal
+            window = (window[0] if window is not None else -1, 0)
+    elif causal and window is None:
+        window, bottom_right = (-1, 0), False  # plain causal keeps its top-left meaning
+    elif causal:
+        if nq != nk:
+            raise ValueError(f"{name}: causal with window_size needs Nq == Nk (got Nq={nq}, Nk={nk}): causal alone "
+                             "is top-left aligned here, a window bottom-right as in FlashAttention; pass "
+                             f"window_size=({window[0]}, 0) without causal for FlashAttention's causal window")
+        window = (window[0], 0)
+    cu = varlen[:4] if varlen is not None else (None, None, 0, 0)
+    return VariantSetup(names, window, bottom_right, softcap, slopes, sinks, block_mask, *cu)
+
+
+class VariantFunction(torch.autograd.Function):
+    """Autograd over the variant kernels: q4, k4, v4 and the sinks get gradients."""
+
+    @staticmethod
+    def forward(ctx, q4, k4, v4, sinks, setup, scale, precision):
+        launch = setup.launch(q4, k4, v4, scale, precision, sinks)
+        o4, lse = launch.forward()
+        ctx.save_for_backward(q4, k4, v4, o4, lse, sinks)
+        ctx.args = (setup, scale, precision)
+        return o4
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, do4):
+        q4, k4, v4, o4, lse, sinks = ctx.saved_tensors
+        setup, scale, precision = ctx.args
+        dq, dk, dv, dsinks = setup.launch(q4, k4, v4, scale, precision, sinks).backward(do4, o4, lse)
+        return dq, dk, dv, dsinks, None, None, None
+
+
+def _natural(t4, varlen: bool):
+    # (1, H, total, D) -> (total, H, D) for packed documents; (B, H, N, D) as is.
+    return t4[0].permute(1, 0, 2) if varlen else t4
+
+
+def _four(t, varlen: bool):
+    return t.permute(1, 0, 2)[None] if varlen else t
+
+
+def _op_setup(slopes, sinks, cu_q, cu_k, left, right, has_window, bottom_right, softcap, max_q, max_k):
+    return VariantSetup(("custom op",), (left, right) if has_window else None, bottom_right, softcap, slopes,
+                        sinks, None, cu_q, cu_k, max_q, max_k)
+
+
+@torch.library.custom_op("kernels::variant_fwd", mutates_args=())
+def variant_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slopes: torch.Tensor | None,
+                   sinks: torch.Tensor | None, cu_q: torch.Tensor | None, cu_k: torch.Tensor | None,
+                   scale: float, precision: str, left: int, right: int, has_window: bool, bottom_right: bool,
+                   softcap: float, max_q: int, max_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o, lse) of the variant forward as one op; q, k, v are (B, H, N, D), or (total, H, D) with cu_q."""
+    varlen = cu_q is not None
+    setup = _op_setup(slopes, sinks, cu_q, cu_k, left, right, has_window, bottom_right, softcap, max_q, max_k)
+    o4, lse = setup.launch(_four(q, varlen), _four(k, varlen), _four(v, varlen), scale, precision, sinks).forward()
+    return _natural(o4, varlen), lse
+
+
+@variant_fwd_op.register_fake
+def _(q, k, v, slopes, sinks, cu_q, cu_k, scale, precision, left, right, has_window, bottom_right, softcap,
+      max_q, max_k):
+    if cu_q is not None:
+        return q.new_empty(q.shape), q.new_empty((1, q.shape[1], q.shape[0]), dtype=torch.float32)
+    B, H, NQ, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty((B, H, NQ), dtype=torch.float32)
+
+
+@torch.library.custom_op("kernels::variant_bwd", mutates_args=())
+def variant_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                   lse: torch.Tensor, slopes: torch.Tensor | None, sinks: torch.Tensor | None,
+                   cu_q: torch.Tensor | None, cu_k: torch.Tensor | None, scale: float, precision: str, left: int,
+                   right: int, has_window: bool, bottom_right: bool, softcap: float, max_q: int,
+                   max_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv, dsinks) of the variant backward as one op; dsinks is (0,) without sinks."""
+    varlen = cu_q is not None
+    setup = _op_setup(slopes, sinks, cu_q, cu_k, left, right, has_window, bottom_right, softcap, max_q, max_k)
+    launch = setup.launch(_four(q, varlen), _four(k, varlen), _four(v, varlen), scale, precision, sinks)
+    dq, dk, dv, dsinks = launch.backward(_four(do, varlen), _four(o, varlen), lse)
+    if dsinks is None:
+        dsinks = q.new_zeros((0,), dtype=torch.float32)
+    return _natural(dq, varlen), _natural(dk, varlen), _natural(dv, varlen), dsinks
+
+
+@variant_bwd_op.register_fake
+def _(do, q, k, v, o, lse, slopes, sinks, cu_q, cu_k, scale, precision, left, right, has_window, bottom_right,
+      softcap, max_q, max_k):
+    dsinks = sinks.new_empty(sinks.shape) if sinks is not None else q.new_empty((0,), dtype=torch.float32)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dsinks
+
+
+def _variant_setup_context(ctx, inputs, output):
+    q, k, v, slopes, sinks, cu_q, cu_k, *scalars = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, slopes, sinks, cu_q, cu_k)
+    ctx.scalars = scalars
+
+
+def _variant_op_backward(ctx, do, dlse):
+    q, k, v, o, lse, slopes, sinks, cu_q, cu_k = ctx.saved_tensors
+    dq, dk, dv, dsinks = variant_bwd_op(do.contiguous(), q, k, v, o, lse, slopes, sinks, cu_q, cu_k, *ctx.scalars)
+    return dq, dk, dv, None, dsinks if sinks is not None else None, None, None, *([None] * len(ctx.scalars))
+
+
+variant_fwd_op.register_autograd(_variant_op_backward, setup_context=_variant_setup_context)
+
+
+def run_variant(setup: VariantSetup, q4, k4, v4, scale: float, precision: str) -> torch.Tensor:
+    """The variant forward on (B, H, N, D) views ((1, H, total, D) for packed documents), with
+    autograd when an input needs it; returns o4 like q4."""
+    varlen = setup.cu_q is not None
+    sinks = setup.sinks
+    if torch.compiler.is_compiling():
+        if setup.block_mask is not None:
+            raise ValueError("flash_attention: block_mask is not supported under torch.compile (its mask_mod is a "
+                             "Triton function, which an op schema cannot carry); call it outside the compiled region")
+        left, right = setup.window if setup.window is not None else (-1, -1)
+        o, _ = variant_fwd_op(_natural(q4, varlen), _natural(k4, varlen), _natural(v4, varlen), setup.slopes, sinks,
+                              setup.cu_q, setup.cu_k, float(scale), precision, left, right, setup.window is not None,
+                              setup.bottom_right, setup.softcap, setup.max_q, setup.max_k)
+        return _four(o, varlen)
+    needs_grad = any(t is not None and t.requires_grad for t in (q4, k4, v4, sinks))
+    if torch.is_grad_enabled() and needs_grad:
+        return VariantFunction.apply(q4, k4, v4, sinks, setup, scale, precision)
+    return setup.launch(q4, k4, v4, scale, precision, sinks).forward()[0]
+
+
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-                    scale: float | None = None, backend: str = "auto", precision: str = "ieee") -> torch.Tensor:
+                    scale: float | None = None, window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0,
+                    alibi_slopes: torch.Tensor | None = None, sinks: torch.Tensor | None = None,
+                    block_mask=None, backend: str = "auto", precision: str = "ieee") -> torch.Tensor:
     """Attention with a Triton backward pass (``loss.backward()`` works), routed to the fastest kernel.
 
     q: (..., Hq, Nq, D); k, v: (..., Hkv, Nk, D) with the same batch dims and either the same
@@ -349,11 +563,31 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     kernel runs each pass and why. ``precision`` applies to fp32 inputs on the GPU: "ieee"
     (default) for exact fp32 dot products, "tf32" for the faster tensor-core mode (about 1e-3
     relative error).
+
+    Variants (post 6; FlashAttention's names and conventions, every one runs the pointer kernel):
+    ``window_size=(left, right)``: query i sees keys i + Nk - Nq - left <= j <= i + Nk - Nq + right
+    (bottom-right aligned, -1 = unbounded on that side); with ``causal`` the right side is 0, and
+    then Nq must equal Nk (causal alone is top-left, the window bottom-right: the two agree only
+    there; pass ``window_size=(left, 0)`` for FlashAttention's bottom-right causal window).
+    ``softcap`` > 0: scores s -> softcap * tanh(s / softcap) after scaling. ``alibi_slopes`` fp32
+    (Hq,) or (B, Hq): the bias -slope * |i + Nk - Nq - j|. ``sinks`` (Hq,): one logit per query
+    head added to every row's softmax denominator (learned: it gets a gradient). ``block_mask``: a
+    ``kernels.block_mask`` built for (B, Hq, Nq, Nk) (B or Hq may be 1 in it); it composes with softcap,
+    alibi_slopes and sinks, not with causal or window_size (write those into its mask_mod).
+    A row that sees no key returns 0.
     """
     scale = check_attention_inputs("flash_attention", q, k, v, causal, scale, allow_gqa=True)
     _check_backend(backend)
     if precision not in PRECISIONS:
         raise ValueError(f"flash_attention: precision must be one of {PRECISIONS}, got {precision!r}")
+    setup = variant_setup("flash_attention", q, k, v, causal, window_size, softcap, alibi_slopes, sinks,
+                          block_mask, backend)
+    if setup is not None:
+        if q.numel() == 0 or k.numel() == 0:
+            return q * 0.0 + (sinks.sum() * 0.0 if sinks is not None else 0.0)
+        precision = precision if q.dtype == torch.float32 else "ieee"
+        return run_variant(setup, as_batch_heads(q), as_batch_heads(k), as_batch_heads(v), scale,
+                           precision).reshape(q.shape)
     if q.numel() == 0 or k.numel() == 0:
         # Nq = 0 (or an empty batch): nothing to compute; keep the result in the graph.
         return q * 0.0

@@ -205,3 +205,60 @@ def new_output(shape, *, dtype, device) -> torch.Tensor:
     if POISON_OUTPUTS:
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+# ----------------------------------------------------------------------------- variants (post 6)
+
+
+def check_window(name: str, window_size) -> tuple[int, int] | None:
+    """FlashAttention's ``window_size=(left, right)``, -1 = unbounded; None when both are -1."""
+    if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
+        raise TypeError(f"{name}: window_size must be a pair (left, right), got {window_size!r}")
+    for side, w in zip(("left", "right"), window_size):
+        if isinstance(w, bool) or not isinstance(w, int):
+            raise TypeError(f"{name}: window_size {side} must be an int, got {type(w).__name__}")
+        if w < -1:
+            raise ValueError(f"{name}: window_size {side} must be >= -1 (-1 = unbounded), got {w}")
+    left, right = int(window_size[0]), int(window_size[1])
+    return None if (left, right) == (-1, -1) else (left, right)
+
+
+def check_softcap(name: str, softcap) -> float:
+    """The soft cap c of c * tanh(s / c): a finite float >= 0, 0 meaning off."""
+    if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
+        raise TypeError(f"{name}: softcap must be a float, got {type(softcap).__name__}")
+    if not math.isfinite(softcap) or softcap < 0:
+        raise ValueError(f"{name}: softcap must be finite and >= 0 (0 = off), got {softcap}")
+    return float(softcap)
+
+
+def check_alibi_slopes(name: str, slopes, batch: int, heads: int, device) -> torch.Tensor | None:
+    """ALiBi slopes: fp32 (heads,) or (batch, heads) on the inputs' device."""
+    if slopes is None:
+        return None
+    if not isinstance(slopes, torch.Tensor):
+        raise TypeError(f"{name}: alibi_slopes must be a torch.Tensor or None, got {type(slopes).__name__}")
+    if slopes.dtype != torch.float32:
+        raise TypeError(f"{name}: alibi_slopes must be float32 (as FlashAttention's), got {slopes.dtype}")
+    if tuple(slopes.shape) not in ((heads,), (batch, heads)):
+        raise ValueError(f"{name}: alibi_slopes must have shape ({heads},) or ({batch}, {heads}) (query heads), "
+                         f"got {tuple(slopes.shape)}")
+    if slopes.device != torch.device(device):
+        raise ValueError(f"{name}: alibi_slopes is on {slopes.device} but q on {device}")
+    return slopes
+
+
+def check_sinks(name: str, sinks, heads: int, device) -> torch.Tensor | None:
+    """Attention sinks: one floating-point logit per query head, (heads,), on the inputs' device."""
+    if sinks is None:
+        return None
+    if not isinstance(sinks, torch.Tensor):
+        raise TypeError(f"{name}: sinks must be a torch.Tensor or None, got {type(sinks).__name__}")
+    if not sinks.dtype.is_floating_point:
+        raise TypeError(f"{name}: sinks must be floating point, got {sinks.dtype}")
+    if tuple(sinks.shape) != (heads,):
+        raise ValueError(f"{name}: sinks must have shape ({heads},), one logit per query head, "
+                         f"got {tuple(sinks.shape)}")
+    if sinks.device != torch.device(device):
+        raise ValueError(f"{name}: sinks is on {sinks.device} but q on {device}")
+    return sinks
