@@ -172,21 +172,22 @@ def tile_map(variant: str, length: int, n: int = N) -> TileMap:
 
 
 def describe(m: TileMap) -> str:
-    """The text under the map: what the parameter is, and the shares of the dense FLOPs."""
+    """The text under the map (short lines: a phone): the mask, and the shares of the dense FLOPs."""
     s, t = m.shares(), m.tile_counts()
     visited = t["full"] + t["partial"]
     if m.variant == "causal":
-        what = "causal (no parameter: the slider moves the others)"
+        what = "causal: no parameter (the slider sets the others)"
     elif m.variant == "window":
-        what = f"sliding window: each query sees itself and the {m.param} keys before it"
+        what = f"window: each query sees {m.param} keys back"
     elif m.variant == "documents":
-        shown = ", ".join(str(x) for x in m.param)
-        what = f"documents of {shown} tokens, causal inside each"
+        docs = len(m.param)
+        what = (f"1 document of {m.param[0]} tokens, causal" if docs == 1 else
+                f"{docs} documents, {min(m.param)}–{max(m.param)} tokens, causal in each")
     else:
-        what = f"prefix-LM: the first {m.param} tokens see each other, causal after"
+        what = f"prefix of {m.param} bidirectional, causal after"
     return (f"{what}<br>skipped: {s['skipped']:.0%} of the dense FLOPs saved<br>"
-            f"computed: {s['full']:.0%} in full tiles, {s['partial']:.0%} in partial ones "
-            f"({visited} of {visited + t['skipped']} tiles)<br>{m.source}")
+            f"computed: {s['full']:.0%} in full tiles, {s['partial']:.0%} partial<br>"
+            f"{visited} of {visited + t['skipped']} tiles visited<br>{m.source}")
 
 
 def _trace_attrs(m: TileMap) -> tuple[dict, dict]:
@@ -227,7 +228,7 @@ def figure(n: int = N) -> go.Figure:
                  args=[{"visible": [i % per == v for i in range(2 * per)]}]) for v, name in enumerate(VARIANTS)]
     fig.update_layout(sliders=[slider(steps, prefix="window / mean document / prefix length: ", active=first,
                                       y=-0.02, pad_t=8)],
-                      updatemenus=[buttons(menu, x=0, y=1.02, active=start)])
+                      updatemenus=[buttons(menu, x=0, y=1.1, active=start)])
     fig.update_yaxes(autorange="reversed", title=dict(text="← query position", font=dict(size=10)),
                      showgrid=False, row=1, col=1)
     fig.update_xaxes(title=dict(text="key position →", font=dict(size=10), standoff=2), side="top",
@@ -235,6 +236,6 @@ def figure(n: int = N) -> go.Figure:
     fig.update_xaxes(visible=False, range=[0, 1], row=2, col=1)
     fig.update_yaxes(visible=False, range=[-1, 0], row=2, col=1)
     fig.add_annotation(text="grey skipped · orange partial · blue full", xref="paper", yref="paper", x=0, y=1.0,
-                       yshift=62, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10, color=GREY))
+                       yshift=88, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=10, color=GREY))
     return finish(fig, f"Tile map of one head, N = {n}", 700, subtitle="which tiles the kernel visits, per mask",
-                  top=150, bottom=80)
+                  top=176, bottom=80)

@@ -92,9 +92,12 @@ show_source(variants.scores)
 #
 # ## The conventions, FlashAttention's
 #
-# - **`window_size=(left, right)`**, `-1` meaning unbounded on that side: query $i$ sees key
-#   $j$ when $i + N_k - N_q - \text{left} \le j \le i + N_k - N_q + \text{right}$. The window
-#   sits on the **bottom-right** diagonal, so with fewer queries than keys (a chunk of new
+# - **`window_size=(left, right)`**, `-1` meaning unbounded on that side: with $d = N_k - N_q$,
+#   query $i$ sees key $j$ when
+#
+#   $$i + d - \text{left} \;\le\; j \;\le\; i + d + \text{right}.$$
+#
+#   The window sits on the **bottom-right** diagonal, so with fewer queries than keys (a chunk of new
 #   queries against a cache) the last query is aligned with the last key, as in
 #   [FlashAttention's interface](https://github.com/Dao-AILab/flash-attention/blob/main/flash_attn/flash_attn_interface.py)
 #   and [its README](https://github.com/Dao-AILab/flash-attention#21-change-behavior-of-causal-flag).
