@@ -262,9 +262,14 @@
     var queue = charts.slice();
     // The first chart on screen now is drawn at once, before the page's other start-up work;
     // the rest follow in tasks of their own, so the browser can paint it first.
+    // A link to a #fragment lands the reader there, but the browser may not have scrolled yet:
+    // then the screen to fill is the one that starts at the fragment's target.
+    var id = decodeURIComponent(window.location.hash.slice(1));
+    var target = id ? document.getElementById(id) : null;
+    var top = target && window.scrollY === 0 ? target.getBoundingClientRect().top : 0;
     var onScreen = charts.filter(function (c) {
       var box = c.container.getBoundingClientRect();
-      return box.bottom > 0 && box.top < window.innerHeight;
+      return box.bottom > top && box.top < top + window.innerHeight;
     });
     if (onScreen.length) draw(onScreen[0]);
     function next() {
@@ -273,12 +278,25 @@
       (chart.drawn ? Promise.resolve() : draw(chart)).then(function () { idle(next); });
     }
     if ("IntersectionObserver" in window) {
+      // One chart per task: the browser paints each as it is drawn, the nearest first.
+      var near = [];
+      var drawNear = function () {
+        var chart = near.shift();
+        if (!chart) return;
+        if (!chart.drawn) draw(chart);
+        if (near.length) setTimeout(drawNear, 0);
+      };
       var seen = new IntersectionObserver(function (entries) {
+        var start = !near.length;
         entries.forEach(function (entry) {
           if (!entry.isIntersecting) return;
           seen.unobserve(entry.target);
-          charts.forEach(function (c) { if (c.container === entry.target && !c.drawn) draw(c); });
+          charts.forEach(function (c) { if (c.container === entry.target && !c.drawn) near.push(c); });
         });
+        near.sort(function (a, b) {
+          return Math.abs(a.container.getBoundingClientRect().top) - Math.abs(b.container.getBoundingClientRect().top);
+        });
+        if (start) drawNear();
       }, { rootMargin: "300px 0px" });
       charts.forEach(function (c) { seen.observe(c.container); });
     }

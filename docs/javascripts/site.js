@@ -56,10 +56,11 @@
       var urls = meta.content.split(" ");
       (function next(i) {
         if (i === urls.length) return renderMath();
-        var s = document.createElement("script");
-        s.src = urls[i];
-        s.onload = function () { next(i + 1); };
-        document.head.appendChild(s);
+        var css = /\.css$/.test(urls[i]);
+        var el = document.createElement(css ? "link" : "script");
+        if (css) { el.rel = "stylesheet"; el.href = urls[i]; } else { el.src = urls[i]; }
+        el.onload = function () { next(i + 1); };
+        document.head.appendChild(el);
       })(0);
     }
     if (root.hasAttribute("data-first-chart-ms")) return fetchAll();

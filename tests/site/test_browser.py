@@ -13,7 +13,7 @@ CHART_STATE = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).
     traces: el.querySelectorAll('g.trace, g.hm image, g.heatmaplayer image').length,
     data: (el.data || []).length,
     theme: el.getAttribute('data-theme'),
-    font: el.layout && el.layout.font ? el.layout.font.color : null,
+    font: el._fullLayout && el._fullLayout.font ? el._fullLayout.font.color : null,  // template included
 }))"""
 
 
