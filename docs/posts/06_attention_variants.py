@@ -246,10 +246,10 @@ compare("ALiBi, causal window (30, 0)",
 show_source(variants.variant_fwd_kernel, start="    if HAS_SINKS:", end="    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)\n    live")
 
 # %% [markdown]
-# The sink's weight in row $i$ is $P_{i,\text{sink}} = 2^{z_h - \text{lse}_i}$. Its gradient
+# The sink's weight in row $i$ is $P_{i,\text{sink}} = 2^{z_h - \text{lse}_i}$, with $z_h$ in log-2 units. Its gradient
 # follows the softmax rule $dS = P(dP - \delta)$ with $dP_{\text{sink}} = 0$, since the sink has
 # no value: $\partial L / \partial z_h = -\sum_i P_{i,\text{sink}}\, \delta_i$, summed over the
-# rows of head $h$. It needs only the saved log-sum-exp and $\delta$, so it is a few tensor
+# rows of head $h$ in every batch row. It needs only the saved log-sum-exp and $\delta$, so it is a few tensor
 # operations after the kernels, not a kernel of its own:
 
 # %% tags=["hide-input"]
@@ -346,11 +346,11 @@ same = kernels.block_mask(prefix_lm, B, 1, N, N, block=64, aux=prefix)
 print("the second build of the same mask is the cached object:", same is mask)
 
 # %% [markdown]
-# A block mask does not compose with `causal` or `window_size` (the kernel would need two
-# schedules at once); writing them into the `mask_mod` does the same, and the call says so
-# with a `ValueError` instead of guessing. Packed documents have two forms, then: `cu_seqlens`,
-# where no padding exists, and a document `mask_mod` over a padded batch, which is what
-# FlexAttention offers.
+# A block mask does not compose with `causal` or `window_size`, each a schedule of its own;
+# writing them into the `mask_mod` does the same, and the call says so with a `ValueError`
+# instead of guessing. Packed documents have two forms, then: `cu_seqlens`, where no padding
+# exists, and a document `mask_mod` over ordinary batch rows, FlexAttention's way, which
+# composes with any other rule a `mask_mod` can express.
 #
 # ## Measured against FlexAttention, FlashAttention-4 and a dense mask
 
