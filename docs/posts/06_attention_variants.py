@@ -398,7 +398,7 @@ else:
 # %% tags=["hide-input"]
 block_m, block_n = tile_map.forward_tile()
 notes["Where the examples ran"] = (
-    f"The checks on this page ran on {kernels.mode_description()}, in fp32 at small sizes, against "
+    f"{kernels.mode_description()}. The checks are fp32, at small sizes, against "
     "`kernels/reference.py` in float64; the tolerance is post 3's, 2e-5 for the output and 5e-5 for the gradients, "
     "times the largest reference value where it exceeds 1. `tests/test_variants.py` runs the same comparisons "
     "over more sizes, dtypes and combinations.")
@@ -406,7 +406,8 @@ notes["The tile maps"] = (
     f"Causal and window maps use the forward's first candidate tile at D = 128, {block_m}×{block_n} (the tile "
     "with autotuning off; on a GPU the autotuner may pick another, which moves the edges but not the band). "
     f"Block-mask maps use {tile_map.MASK_BLOCK}×{tile_map.MASK_BLOCK} blocks. The FLOPs saved are the skipped "
-    "tiles' (query, key) pairs over the dense N × N, forward pass; the backward visits the same tiles.")
+    "tiles' (query, key) pairs over the dense N × N, in the forward pass; the backward kernels skip by the same rule "
+    "on their own tile shapes.")
 md("\n\n".join(f"**{title}.** {text}" for title, text in notes.items()))
 if variant_docs:
     for direction in ("fwd", "bwd"):
