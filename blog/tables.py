@@ -374,6 +374,7 @@ def variants_table(doc: dict, direction: str = "fwd") -> str:
         raise ValueError(f"no {direction} records in the variants document")
     peers = [p for p in dict.fromkeys(r["provider"] for r in records) if p != "ours"]
     names = {"flex": "FlexAttention", "fa4": "FA4", "sdpa-dense": "SDPA dense", "eager": "eager",
+             "ours-pointer": "ours, post 3", "ours-block-mask": "ours, block mask",
              "ours-per-document": "ours per doc.", "ours-padded": "ours padded"}
     by_case: dict = {}
     for r in records:

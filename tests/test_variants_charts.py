@@ -82,3 +82,18 @@ def test_load_variants_reads_the_files_and_refuses_another_schema(tmp_path):
     (tmp_path / "variants.h200.json").write_text(json.dumps(dict(schema="bench/1", records=[])))
     with pytest.raises(ValueError, match="variants/1"):
         figures.load_variants(tmp_path)
+
+
+def test_our_other_routes_are_named_and_drawn_as_diamonds():
+    doc = synthetic()
+    doc["records"].append(record("window", "ours-block-mask", "fwd", 2.5))
+    fig = figures.variants_comparison(doc, "fwd")
+    route = next(t for t in fig.data if t.name == "ours, as a block mask")
+    assert route.marker.symbol == "diamond" and list(route.x) == [1.25, None]  # its time over ours
+
+
+def test_log_axis_ticks_are_labelled_in_full():
+    fig = figures.variants_comparison(synthetic(), "fwd")
+    assert fig.layout.xaxis.type == "log"
+    assert 1.0 in fig.layout.xaxis.tickvals and list(fig.layout.xaxis.ticktext) == [
+        f"{v:g}" for v in fig.layout.xaxis.tickvals]
