@@ -37,8 +37,6 @@
 # the [measurement notes](#measurement-notes) at the end.
 
 # %%
-import math
-
 import torch
 
 import kernels
