@@ -631,3 +631,103 @@ def timeline(doc: dict) -> go.Figure:
                   height=height_px + (250 if len(ctas) > 1 else 210), notes=notes)
     fig.update_layout(margin=dict(t=130 if len(ctas) > 1 else 80))
     return fig
+
+
+# ----------------------------------------------------------------------------- post 6: the variants
+
+VARIANT_SCHEMA = "variants/1"  # what scripts/bench_variants.py writes
+# provider -> (name in the chart, colour role); our own other routes are drawn as diamonds.
+VARIANT_PEERS = {"flex": ("FlexAttention", "sdpa-flash"), "fa4": ("FlashAttention-4", "fa4"),
+                 "sdpa-dense": ("SDPA, dense mask", "sdpa"), "eager": ("eager PyTorch", "eager"),
+                 "ours-pointer": ("ours, post 3's causal kernel", "flash"),
+                 "ours-block-mask": ("ours, as a block mask", "flash"),
+                 "ours-per-document": ("ours, one call per document", "flash-tf32"),
+                 "ours-padded": ("ours, padded to the longest", "vectorized")}
+
+
+def load_variants(data_dir=None) -> list[dict]:
+    """The documents scripts/bench_variants.py wrote (docs/data/variants*.json), one per file;
+    an empty list when the benchmark has not run. A file of another schema raises ValueError."""
+    import json
+    from pathlib import Path
+
+    folder = Path(data_dir) if data_dir is not None else query.DATA_DIR
+    docs = []
+    for path in sorted(folder.glob("variants*.json")):
+        doc = json.loads(path.read_text())
+        if doc.get("schema") != VARIANT_SCHEMA or not isinstance(doc.get("records"), list):
+            raise ValueError(f"{path}: not a {VARIANT_SCHEMA} document (scripts/bench_variants.py writes one)")
+        docs.append(doc)
+    return docs
+
+
+def variant_views(doc: dict, direction: str) -> list[tuple[str, int]]:
+    """(dtype, D) pairs of ``direction``'s records, in the order the benchmark ran them."""
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
+    return list(dict.fromkeys((r["dtype"], r["shape"]["D"]) for r in doc["records"] if r["direction"] == direction))
+
+
+def variant_ratios(doc: dict, direction: str) -> dict[tuple[str, int], dict[str, dict[str, float]]]:
+    """(dtype, D) -> variant -> peer -> ours ÷ peer in speed (the peer's median time over ours), for
+    every case where both ran; a peer that did not run is absent."""
+    out: dict = {}
+    by_case: dict = {}
+    for r in doc["records"]:
+        if r["direction"] == direction:
+            by_case.setdefault(r["case"], {})[r["provider"]] = r
+    for rs in by_case.values():
+        ours = rs.get("ours")
+        if not ours or ours["status"] != "ok":
+            continue
+        row = out.setdefault((ours["dtype"], ours["shape"]["D"]), {}).setdefault(ours["variant"], {})
+        for p, other in rs.items():
+            if p != "ours" and other["status"] == "ok" and other.get("p50"):
+                row[p] = other["p50"] / ours["p50"]
+    return out
+
+
+def variants_comparison(doc: dict, direction: str = "fwd") -> go.Figure:
+    """Post 6: ours ÷ each peer in speed, per variant (rows), one marker per peer; buttons pick the
+    dtype and head dim. Above 1: ours is faster. Cases a peer could not run are named in the notes."""
+    views = variant_views(doc, direction)
+    if not views:
+        raise ValueError(f"no {direction} records to draw")
+    ratios = variant_ratios(doc, direction)
+    peers = [p for p in dict.fromkeys(r["provider"] for r in doc["records"]) if p not in ("ours",)]
+    fig = go.Figure()
+    visibility = []
+    for vi, view in enumerate(views):
+        rows = ratios.get(view, {})
+        variants = list(rows)
+        for p in peers:
+            xs = [rows[v].get(p) for v in variants]
+            if not any(x is not None for x in xs):
+                continue
+            name, role = VARIANT_PEERS.get(p, (label(p), "reference"))
+            fig.add_scatter(x=xs, y=variants, mode="markers", name=name, legendgroup=p, visible=vi == 0,
+                            showlegend=True, marker=dict(color=mark_color(role), size=10,
+                                                         symbol="diamond" if p.startswith("ours-") else "circle"),
+                            hovertemplate="%{y}: ours %{x:.2f}× " + name + "<extra></extra>")
+            visibility.append(vi)
+    fig.add_vline(x=1, line_dash="dot", line_color=mark_color("reference"))
+    if len(views) > 1:
+        menu = [dict(label=f"{dt} · D={d}", method="restyle", args=[{"visible": [v == i for v in visibility]}])
+                for i, (dt, d) in enumerate(views)]
+        fig.update_layout(updatemenus=[dict(type="buttons", direction="right", buttons=menu, x=0, y=1,
+                                            xanchor="left", yanchor="bottom", pad=dict(b=28), showactive=True,
+                                            active=0)])
+    every = [x for t in fig.data for x in t.x if x is not None] + [1.0]  # 1 (a tie) always on the axis
+    fig.update_xaxes(type="log", title="ours ÷ peer, speed (above 1: ours faster)", **log_ticks(every))
+    fig.update_yaxes(autorange="reversed")
+    notes = []
+    for r in doc["records"]:
+        if r["direction"] == direction and r["status"] != "ok":
+            name = VARIANT_PEERS.get(r["provider"], (label(r["provider"]),))[0]
+            note = f"{name}, {r['variant']}: {r['status']} ({r.get('reason') or 'no reason recorded'})"
+            if note not in notes:
+                notes.append(note)
+    word = "Forward" if direction == "fwd" else "Backward"
+    n_var = len({r["variant"] for r in doc["records"]})
+    return _finish(fig, [doc], f"{word}: the variants against their peers, {query.gpu_label(doc)}",
+                   short_title=f"{word}: variants vs peers", height=200 + 36 * n_var, notes=notes)

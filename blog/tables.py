@@ -360,3 +360,49 @@ def timeline_table(doc: dict) -> str:
             f"consumer was inside a matmul scope. From an instrumented run: {doc['provenance']['proton']['note'].rstrip('.')}.")
     return _table("Where each role's time went, per schedule", head, body, foot=html.escape(foot), docs=[doc],
                   table_id="timeline-shares")
+
+
+# ----------------------------------------------------------------------------- post 6: the variants
+
+def variants_table(doc: dict, direction: str = "fwd") -> str:
+    """Post 6: per case (variant, dtype, D), our median time and TFLOP/s (kept pairs only), and
+    ours ÷ each peer in speed; a peer that did not run shows its status and the recorded reason."""
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"direction must be 'fwd' or 'bwd', got {direction!r}")
+    records = [r for r in doc["records"] if r["direction"] == direction]
+    if not records:
+        raise ValueError(f"no {direction} records in the variants document")
+    peers = [p for p in dict.fromkeys(r["provider"] for r in records) if p != "ours"]
+    names = {"flex": "FlexAttention", "fa4": "FA4", "sdpa-dense": "SDPA dense", "eager": "eager",
+             "ours-pointer": "ours, post 3", "ours-block-mask": "ours, block mask",
+             "ours-per-document": "ours per doc.", "ours-padded": "ours padded"}
+    by_case: dict = {}
+    for r in records:
+        by_case.setdefault(r["case"], {})[r["provider"]] = r
+    notes = _Notes()
+    body = []
+    for rs in by_case.values():
+        ours = rs.get("ours")
+        if ours is None:
+            continue
+        head = f"{html.escape(ours['variant'])}<br><small>{ours['dtype']}, D={ours['shape']['D']}, " \
+               f"B={ours['shape']['B']}, N={fmt.size(ours['shape']['N'])}</small>"
+        if ours["status"] != "ok":
+            body.append([head, notes.mark(ours), ""] + ["" for _ in peers])
+            continue
+        cells = [head, f"{ours['p50']:.3g}", f"{ours['tflops']:.0f}"]
+        for p in peers:
+            other = rs.get(p)
+            if other is None:
+                cells.append("")
+            elif other["status"] != "ok" or not other.get("p50"):
+                cells.append(notes.mark(other))
+            else:
+                cells.append(f"{other['p50'] / ours['p50']:.2f}×")
+        body.append(cells)
+    head = [_th("case") + _th("ours ms") + _th("ours TFLOP/s")
+            + "".join(_th(f"÷ {html.escape(names.get(p, p))}") for p in peers)]
+    word = "Forward" if direction == "fwd" else "Backward"
+    return _table(f"{word}: our median time and ours ÷ each peer in speed (above 1: ours faster)", head, body,
+                  notes=notes, docs=[doc],
+                  foot="TFLOP/s count the (query, key) pairs the mask keeps. ")

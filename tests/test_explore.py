@@ -229,6 +229,12 @@ def _contrast(a: str, b: str) -> float:
     return (hi + 0.05) / (lo + 0.05)
 
 
+def tile_map_figure():
+    from blog.explore import tile_map
+
+    return tile_map.figure()
+
+
 @pytest.fixture(scope="module")
 def explorables():
     """Every explorable the posts show, built as the posts build them (CPU, from docs/data)."""
@@ -240,7 +246,7 @@ def explorables():
     return {"addressing": addressing.figure(), "online softmax": online_softmax.figure(),
             "schedule": schedule.figure(sms), "backward": schedule.backward_figure(), "gqa": schedule.gqa_figure(),
             "tile budget": tile_budget.figure(abl, provenance(abl, "Compiler numbers from")),
-            "ablation": ablation_steps.figure(abl, provenance(abl))}
+            "ablation": ablation_steps.figure(abl, provenance(abl)), "tile map": tile_map_figure()}
 
 
 def test_explorables_fit_one_phone_screen(explorables):
@@ -367,3 +373,115 @@ def test_tile_axes_tick_whole_tiles():
     fig = figures.causal_tiles(n=512, block_m=128, block_n=64)
     for axis in (fig.layout.xaxis, fig.layout.yaxis):
         assert axis.tickmode == "linear" and axis.dtick == 1 and axis.tick0 == 0
+
+
+# ----------------------------------------------------------------------------- tile map (post 6)
+
+from blog.explore import tile_map  # noqa: E402
+from kernels import variants  # noqa: E402
+from kernels.reference import window_keep  # noqa: E402
+
+
+def _tile_pairs(m, keep):
+    """Per tile of ``m``: (kept pairs, pairs) of the dense (N, N) bool ``keep``."""
+    out = []
+    for i in range(len(m.kinds)):
+        row = []
+        for j in range(len(m.kinds[0])):
+            t = keep[i * m.block_m:(i + 1) * m.block_m, j * m.block_n:(j + 1) * m.block_n]
+            row.append((int(t.sum()), t.numel()))
+        out.append(row)
+    return out
+
+
+def _check_kinds_against(m, keep):
+    for kinds, pairs in zip(m.kinds, _tile_pairs(m, keep)):
+        for kind, (kept, n) in zip(kinds, pairs):
+            if kind == tile_map.SKIPPED:
+                assert kept == 0, "a skipped tile holds a pair the mask keeps"
+            elif kind == tile_map.FULL:
+                assert kept == n, "a full tile holds a masked pair"
+
+
+@pytest.mark.parametrize("left", [-1, 0, 5, 64, 200, 2000])
+@pytest.mark.parametrize("n", [256, 300])
+def test_tile_map_window_is_the_kernels_schedule(left, n):
+    m = tile_map.window_map(left, n)
+    raw = variants.window_tile_kinds(n, n, (left, 0), block_m=m.block_m, block_n=m.block_n)
+    names = {variants.SKIPPED: tile_map.SKIPPED, variants.MASKED: tile_map.PARTIAL, variants.UNMASKED: tile_map.FULL}
+    assert [list(r) for r in m.kinds] == [[names[k] for k in r] for r in raw]
+    _check_kinds_against(m, window_keep(n, n, (left, 0)) if left >= 0 else window_keep(n, n, causal=True))
+
+
+def test_tile_map_causal_is_post_3s_schedule():
+    m = tile_map.window_map(-1, 512, variant="causal")
+    for i, row in enumerate(m.kinds):
+        visited = {start // m.block_n: masked for start, masked in
+                   schedule.forward_key_tiles(i, 512, m.block_m, m.block_n, True)}
+        want = [tile_map.SKIPPED if j not in visited else tile_map.PARTIAL if visited[j] else tile_map.FULL
+                for j in range(len(row))]
+        assert list(row) == want
+
+
+def test_tile_map_block_masks_match_the_dense_mask():
+    n = 256
+    lengths = tile_map.document_lengths(70, n)
+    m = tile_map.documents_map(lengths, n)
+    ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    keep = (ids[:, None] == ids[None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
+    _check_kinds_against(m, keep)
+    partial = [(i, j) for i, r in enumerate(m.kinds) for j, k in enumerate(r) if k == tile_map.PARTIAL]
+    for i, j in partial:  # partial means some kept and some not
+        kept, total = _tile_pairs(m, keep)[i][j]
+        assert 0 < kept < total
+    p = tile_map.prefix_map(100, n)
+    keep = torch.ones(n, n, dtype=torch.bool).tril() | (torch.arange(n)[None, :] < 100)
+    _check_kinds_against(p, keep)
+    assert p.tile_counts()["full"] > 0 and p.tile_counts()["skipped"] > 0
+
+
+def test_tile_map_shares_count_pairs_of_ragged_tiles():
+    m = tile_map.window_map(50, 300)
+    s, p = m.shares(), m.pairs()
+    assert abs(sum(s.values()) - 1) < 1e-12 and sum(p.values()) == 300 * 300
+    visited = sum(min(m.block_m, 300 - i * m.block_m) * min(m.block_n, 300 - j * m.block_n)
+                  for i, r in enumerate(m.kinds) for j, k in enumerate(r) if k != tile_map.SKIPPED)
+    assert s["skipped"] == pytest.approx(1 - visited / 300 ** 2)
+    wide = tile_map.window_map(5000, 300)  # wider than the sequence: causal
+    assert wide.kinds == tile_map.window_map(-1, 300).kinds
+
+
+def test_tile_map_document_lengths_fill_the_row():
+    for mean in (1, 64, 300, 5000):
+        lengths = tile_map.document_lengths(mean, 1024)
+        assert sum(lengths) == 1024 and min(lengths) >= 1
+    assert len(set(tile_map.document_lengths(128, 1024))) > 1  # mixed lengths
+
+
+def test_tile_map_rejects_bad_input():
+    with pytest.raises(ValueError):
+        tile_map.tile_map("dense", 64)
+    with pytest.raises(ValueError):
+        tile_map.window_map(-2)
+    with pytest.raises(TypeError):
+        tile_map.document_lengths(1.5)
+    with pytest.raises(ValueError):
+        tile_map.documents_map([10, 20], 64)
+
+
+def test_tile_map_figure_steps_are_the_schedule():
+    fig = tile_map.figure()
+    per = len(tile_map.VARIANTS)
+    assert len(fig.data) == 2 * per and {t.type for t in fig.data} == {"heatmap", "scatter"}
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == list(tile_map.VARIANTS)
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == [str(x) for x in tile_map.LENGTHS]
+    step = steps[-1]
+    attrs, indices = step.args
+    for v, name in enumerate(tile_map.VARIANTS):
+        want = tile_map.tile_map(name, tile_map.LENGTHS[-1])
+        assert attrs["z"][indices.index(v)] == [list(r) for r in want.kinds], name
+        assert attrs["text"][indices.index(per + v)] == [tile_map.describe(want)], name
+    # Different lengths give different maps (the slider changes what is drawn).
+    first = steps[0].args[0]["z"][indices.index(1)]
+    assert first != attrs["z"][indices.index(1)]

@@ -19,6 +19,7 @@ PAGES = {
     "flash": "posts/03_flash_attention/",
     "optimizing": "posts/04_optimizing_flash/",
     "gluon": "posts/05_gluon_hopper/",
+    "variants": "posts/06_attention_variants/",
 }
 
 

@@ -23,7 +23,7 @@ HEADER = 56  # Material's header: what a phone screen has left for a figure is i
 SCHEMES = ("light", "dark")
 # The explorables (blog/explore, meta.explorable) each page holds; a page without one is
 # still checked, for the controls of its benchmark charts.
-EXPLORABLES = {"vectorized": 1, "flash": 4, "optimizing": 2}
+EXPLORABLES = {"vectorized": 1, "flash": 4, "optimizing": 2, "variants": 1}
 
 # Shared by the checks below: colour parsing, alpha compositing, WCAG contrast, and the
 # page background behind a chart.

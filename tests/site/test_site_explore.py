@@ -205,6 +205,29 @@ def test_ablation_steps(sized, base_url):
     shot(page, gd, "ablation", width)
 
 
+def test_tile_map(sized, base_url):
+    page, width = sized
+    gd = open_figure(page, base_url, "variants", "Tile map of one head")
+    fits(page, gd, width)
+    visible = "gd.data.map((t, i) => t.visible === true ? i : -1).filter(i => i >= 0)"
+    assert data(page, gd, visible) == [1, 5]  # opens on the sliding window and its text
+    skipped = "gd.data[1].z.flat().filter(v => v === 0).length"
+    wide = data(page, gd, skipped)
+    slide(page, gd, 0)  # the narrowest window skips more tiles
+    assert data(page, gd, skipped) > wide
+    assert "sees 64 keys back" in data(page, gd, "gd.data[5].text[0]")
+    press(page, gd, "documents")
+    assert data(page, gd, visible) == [2, 6]
+    assert "documents, " in data(page, gd, "gd.data[6].text[0]")
+    slide(page, gd, 2)  # mean length 256: documents longer than a block, so some blocks are full
+    kinds = data(page, gd, "Array.from(new Set(gd.data[2].z.flat())).sort()")
+    assert kinds == [0, 1, 2]  # skipped, partial and full blocks all drawn
+    press(page, gd, "causal")
+    z = data(page, gd, "gd.data[0].z")
+    assert all(row[-1] == 0 for row in z[:-1])  # every query tile but the last skips the last key tile
+    shot(page, gd, "tile-map", width)
+
+
 # Every text element of every chart with controls, in every state the controls reach (each
 # menu button, and under it each slider step), must lie inside the chart's own SVG: text past
 # its right edge is cut off, which is what a long code or diff line did on a phone.
@@ -235,7 +258,7 @@ TEXT_OUTSIDE = """async () => {
 }"""
 
 
-@pytest.mark.parametrize("post", ["vectorized", "flash", "optimizing"])
+@pytest.mark.parametrize("post", ["vectorized", "flash", "optimizing", "variants"])
 def test_explorable_text_stays_inside_the_chart(sized, base_url, post):
     page, width = sized
     page.goto(base_url + PAGES[post], wait_until="load")
@@ -312,7 +335,7 @@ def _value(text):
 
 
 @pytest.mark.parametrize("viewport", [(1400, 900), (390, 844)], ids=["wide", "phone"])
-@pytest.mark.parametrize("post", ["basic", "vectorized", "flash", "optimizing", "gluon"])
+@pytest.mark.parametrize("post", ["basic", "vectorized", "flash", "optimizing", "gluon", "variants"])
 def test_axis_labels_read_as_values(browser, base_url, post, viewport):
     ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = ctx.new_page()
