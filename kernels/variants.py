@@ -621,15 +621,32 @@ BWD_KEY = ("TUNE_N", "HEAD_DIM", "PRECISION", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_
            "HAS_BLOCK_MASK")
 
 
+# fp32 inputs with precision="ieee" have no tensor-core dot: Triton lowers tl.dot to FMAs with each
+# thread holding whole rows of both operands, so post 3's tiles (sized for fp16/bf16 MMA) spill
+# kilobytes per thread. Compiled for sm90 (Triton 3.9, every variant switch on, D = 64): the dK/dV
+# kernel at (32, 128, 4 warps) needed a 14 KB stack, the forward at (128, 64, 8) 9 KB, dQ 10 KB.
+# The driver reserves a kernel's stack for every thread the GPU can hold (2048 x 132 SMs on an
+# H100), so one such launch pins ~4 GB per process for the process's lifetime. These tiles keep
+# the stack under 0.5 KB (dK/dV (16, 16): 16 B, forward (32, 32): 0 B, dQ (32, 32): 8 B).
+FMA_TILES = {
+    "fwd": {64: [(32, 32, 4, 2), (32, 16, 4, 2)], 128: [(32, 16, 4, 2), (16, 16, 4, 1)], 256: [(16, 16, 4, 1)]},
+    "dkdv": {64: [(16, 16, 4, 1), (16, 32, 4, 2)], 128: [(16, 16, 4, 1)], 256: [(16, 16, 4, 1)]},
+    "dq": {64: [(32, 32, 4, 2), (32, 16, 4, 2)], 128: [(32, 16, 4, 2), (16, 16, 4, 1)], 256: [(16, 16, 4, 1)]},
+}
+
+
 @functools.cache
-def tuned_kernel(name: str, mask_block: int) -> TunedKernel:
-    """The variant kernel ``name`` ("fwd", "dkdv", "dq") with post 3's candidate tiles, keeping those
-    that divide the block mask's block (all of them without a block mask)."""
+def tuned_kernel(name: str, mask_block: int, fma: bool = False) -> TunedKernel:
+    """The variant kernel ``name`` ("fwd", "dkdv", "dq") with post 3's candidate tiles (``fma``: the
+    small ``FMA_TILES`` of fp32 "ieee" inputs), keeping those that divide the block mask's block
+    (all of them without a block mask)."""
     kernel, tiles, key = {"fwd": (variant_fwd_kernel, FWD_TILES, FWD_KEY),
                           "dkdv": (variant_dkdv_kernel, DKDV_TILES, BWD_KEY),
                           "dq": (variant_dq_kernel, DQ_TILES, BWD_KEY)}[name]
+    if fma:
+        tiles = FMA_TILES[name]
     kept = {d: [t for t in ts if mask_block % t[0] == 0 and mask_block % t[1] == 0] for d, ts in tiles.items()}
-    return TunedKernel(f"variant-{name}", kernel, kept, key=key)
+    return TunedKernel(f"variant-{name}{'-fma' if fma else ''}", kernel, kept, key=key)
 
 
 @functools.cache
@@ -662,6 +679,7 @@ class Launch:
         head_dim = padded_head_dim(D)
         mask_block = block_mask.block if block_mask is not None else NO_MASK_BLOCK
         self.mask_block = mask_block
+        self.fma = q4.dtype == torch.float32 and precision == "ieee"  # no tensor cores: FMA_TILES
         left, right = window if window is not None else (-1, -1)
         self.meta_common = dict(
             HEAD_DIM=head_dim, PAD_D=head_dim != D, PRECISION=precision,
@@ -716,7 +734,7 @@ class Launch:
         meta = dict(self.meta_common, HAS_SINKS=self.sinks is not None, IS_VARLEN=self.varlen,
                     **self.meta_tail, EVEN_K=self.even_k, FUSED=self.scale > 0)
         docs = self.docs
-        tuned_kernel("fwd", self.mask_block)(
+        tuned_kernel("fwd", self.mask_block, self.fma)(
             lambda bm, bn: (triton.cdiv(rows_q, bm), docs * H),
             (q4, k4, v4, o4, lse, self.slopes_arg, sinks, *self.cu, *self.bm_kv, self.aux),
             (*q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(), *self.slope_strides,
@@ -738,13 +756,13 @@ class Launch:
         common = (H, group, rows_q, rows_k, D, self.lse_n, self.scale * LOG2E, self.scale,
                   *self.softcap_args, *self.win, *self.mask_sizes, self.n_tune)
         key = (self.n_tune, q4.dtype, do4.dtype)
-        tuned_kernel("dkdv", self.mask_block)(
+        tuned_kernel("dkdv", self.mask_block, self.fma)(
             lambda bm, bn: (triton.cdiv(rows_k, bn), docs * H_KV),
             (q4, k4, v4, do4, lse, delta, dk, dv, self.slopes_arg, *self.cu, *self.bm_q, self.aux),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(), *dv.stride(),
              *self.slope_strides, H, H_KV, *common[1:]),
             dict(meta, EVEN_Q=self.even_q), key, tile=tiles.get("dkdv"))
-        tuned_kernel("dq", self.mask_block)(
+        tuned_kernel("dq", self.mask_block, self.fma)(
             lambda bm, bn: (triton.cdiv(rows_q, bm), docs * H),
             (q4, k4, v4, do4, lse, delta, dq, self.slopes_arg, *self.cu, *self.bm_kv, self.aux),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *self.slope_strides,
