@@ -188,8 +188,10 @@ def block_mask(mask_mod, B: int, H: int, N_q: int, N_k: int, *, block: int = 128
                aux: torch.Tensor | None = None) -> BlockMask:
     """The ``BlockMask`` of ``mask_mod`` at these sizes; the same arguments return the same object.
 
-    ``mask_mod(b, h, q_idx, kv_idx)``: a ``@triton.jit`` function; q_idx is a (rows, 1) and kv_idx
-    a (1, cols) int tensor, b and h scalars; it returns a bool tile (True = keep). With ``aux``
+    ``mask_mod(b, h, q_idx, kv_idx)``: a ``@triton.jit`` function; q_idx and kv_idx are int
+    tensors that broadcast against each other ((rows, 1) and (1, cols); the dK/dV kernel passes
+    (1, rows) and (cols, 1)), b and h scalars; it returns their broadcast bool tile (True = keep),
+    so it must be elementwise. With ``aux``
     (a tensor on ``device``) it is called as ``mask_mod(b, h, q_idx, kv_idx, aux_ptr)`` and may
     ``tl.load`` from it (a document id per token, a prefix length per batch row). B, H: the
     inputs' batch and query heads, or 1 for a mask shared by all. ``block``: the block size of

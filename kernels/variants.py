@@ -49,9 +49,11 @@ def tanh(x):
 
 
 @triton.jit
-def scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
+def scores(qk, r2, c2, n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
            HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
     # Scores in log2 units from the raw dot products, and tanh (for the backward) if soft-capped.
+    # r2, c2: the query and key indices shaped to broadcast over qk, (M, 1) and (1, N) for a
+    # (queries, keys) tile, (1, M) and (N, 1) for the dK/dV pass's (keys, queries) tile.
     if HAS_SOFTCAP:
         t = tanh(qk * softcap_in)  # softcap_in = scale / softcap
         s = t * softcap_out  # softcap_out = softcap * log2(e)
@@ -60,24 +62,25 @@ def scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
         s = qk * qk_scale
     if HAS_ALIBI:
         # slope arrives in log2 units; bottom-right aligned like FlashAttention's bias.
-        dist = tl.abs(rows[:, None] + (n_k - n_q) - cols[None, :]).to(tl.float32)
+        dist = tl.abs(r2 + (n_k - n_q) - c2).to(tl.float32)
         s = s - slope * dist
     return s, t
 
 
 @triton.jit
-def visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+def visible(r2, c2, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
             HAS_WINDOW: tl.constexpr, USE_MASK_MOD: tl.constexpr, MASK_MOD: tl.constexpr,
             HAS_MASK_AUX: tl.constexpr):
-    # (rows, cols) pairs a masked tile keeps: in bounds, inside the window, allowed by mask_mod.
-    keep = (rows < n_q)[:, None] & (cols < n_k)[None, :]
+    # (query, key) pairs a masked tile keeps: in bounds, inside the window, allowed by mask_mod.
+    # r2, c2 broadcast against each other as in ``scores``.
+    keep = (r2 < n_q) & (c2 < n_k)
     if HAS_WINDOW:
-        keep = keep & (cols[None, :] >= rows[:, None] + win_lo) & (cols[None, :] <= rows[:, None] + win_hi)
+        keep = keep & (c2 >= r2 + win_lo) & (c2 <= r2 + win_hi)
     if USE_MASK_MOD:
         # Indices clamped into the matrix, so a mask_mod that loads from a per-token table never
         # reads past it; the bounds term above discards what the clamped pairs return.
-        r = tl.minimum(rows, n_q - 1)[:, None]
-        c = tl.minimum(cols, n_k - 1)[None, :]
+        r = tl.minimum(r2, n_q - 1)
+        c = tl.minimum(c2, n_k - 1)
         if HAS_MASK_AUX:
             keep = keep & MASK_MOD(b, h, r, c, aux_ptr)
         else:
@@ -106,10 +109,10 @@ def variant_fwd_tiles(
             m_use = m_new
             p = tl.exp2(qk * qk_scale - m_new[:, None])
         else:
-            s, _ = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP,
+            s, _ = scores(qk, rows[:, None], cols[None, :], n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP,
                           HAS_ALIBI)
             if MASKED:
-                keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+                keep = visible(rows[:, None], cols[None, :], n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
                                HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
                 s = tl.where(keep, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -308,20 +311,25 @@ def variant_dkdv_tiles(
         else:
             lse = tl.load(lse_base + rows)
             delta = tl.load(delta_base + rows)
-        # S, P as (queries, keys), like the forward; the dots below take their transposes.
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
-        s, t = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
-        p = tl.exp2(s - lse[:, None])
+        # S^T, P^T as (keys, queries), as post 3's dK/dV kernel: dK and dV come out row-major and
+        # no dot takes the transpose of a computed tile. (tl.trans of a dot's result fed to
+        # another dot, dk += dot(trans(ds), q), gave wrong dK on sm90 with Triton 3.6 at
+        # D = 128, the miscompile fla-org/flash-linear-attention#826 reports for Triton >= 3.4.)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        r2 = rows[None, :]
+        c2 = cols[:, None]
+        s_t, t_t = scores(qk_t, r2, c2, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
+        p_t = tl.exp2(s_t - lse[None, :])
         if MASKED:
-            keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+            keep = visible(r2, c2, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
                            HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
-            p = tl.where(keep, p, 0.0)
-        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
+            p_t = tl.where(keep, p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        ds_t = p_t * (dp_t - delta[None, :])
         if HAS_SOFTCAP:
-            ds = ds * (1.0 - t * t)  # d(c tanh(x / c)) / dx
-        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=PRECISION)
+            ds_t = ds_t * (1.0 - t_t * t_t)  # d(c tanh(x / c)) / dx
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
     return dk, dv
 
 
@@ -463,10 +471,11 @@ def variant_dq_tiles(
         v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                       cols, n_k, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        s, t = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
+        s, t = scores(qk, rows[:, None], cols[None, :], n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
+                      HAS_SOFTCAP, HAS_ALIBI)
         p = tl.exp2(s - lse[:, None])
         if MASKED:
-            keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+            keep = visible(rows[:, None], cols[None, :], n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
                            HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
             p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)

@@ -178,8 +178,10 @@ def test_sinks_learned(n, d):
 
 @pytest.mark.parametrize("dtype", LOWP)
 @pytest.mark.parametrize("variant", ["window", "softcap", "alibi", "causal-window"])
-def test_variant_low_precision(variant, dtype):
-    n, d = (63, 40) if INTERPRET else (257, 64)
+@pytest.mark.parametrize("d", [40] if INTERPRET else [64, 128])
+def test_variant_low_precision(variant, dtype, d):
+    # D = 128 on the GPU: its dK/dV tile (8 warps) is where a transposed-tile dot miscompiled.
+    n = 63 if INTERPRET else 257
     kw = VARIANTS[variant](n)
     check(*qkv(n, n, d), dtype, lowp_kw=lowp_kw_of(n, n, **kw), **kw)
 
