@@ -312,9 +312,10 @@ def variant_dkdv_tiles(
             lse = tl.load(lse_base + rows)
             delta = tl.load(delta_base + rows)
         # S^T, P^T as (keys, queries), as post 3's dK/dV kernel: dK and dV come out row-major and
-        # no dot takes the transpose of a computed tile. (tl.trans of a dot's result fed to
-        # another dot, dk += dot(trans(ds), q), gave wrong dK on sm90 with Triton 3.6 at
-        # D = 128, the miscompile fla-org/flash-linear-attention#826 reports for Triton >= 3.4.)
+        # no dot takes the transpose of a computed tile. The earlier (queries, keys) form,
+        # dk += dot(trans(ds), q), gave wrong dK on an H100 (Triton 3.6, fp16/bf16, D = 128) while
+        # the interpreter was right: the pattern fla-org/flash-linear-attention#826 found
+        # miscompiled on sm90 with Triton >= 3.4.
         qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
         r2 = rows[None, :]
         c2 = cols[:, None]
