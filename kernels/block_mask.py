@@ -13,8 +13,8 @@ The mask is evaluated by Triton (not by PyTorch on index tensors) because the at
 calls the same function in partial blocks: the build and the kernel then agree by
 construction, and ``mask_mod`` may use anything a kernel can (``tl.load`` of a document-id
 table passed as ``aux``, ``tl.where``...). Building costs one pass over the N_q x N_k pairs;
-``block_mask`` caches the result per (mask_mod, sizes, block, device, aux), so a training loop
-builds each mask once.
+``block_mask`` caches the result per (mask_mod, sizes, block, device, aux tensor and its version),
+so a training loop builds each mask once.
 """
 
 from __future__ import annotations
@@ -188,13 +188,25 @@ def block_mask(mask_mod, B: int, H: int, N_q: int, N_k: int, *, block: int = 128
                aux: torch.Tensor | None = None) -> BlockMask:
     """The ``BlockMask`` of ``mask_mod`` at these sizes; the same arguments return the same object.
 
-    ``mask_mod(b, h, q_idx, kv_idx)``: a ``@triton.jit`` function; q_idx is a (rows, 1) and kv_idx
-    a (1, cols) int tensor, b and h scalars; it returns a bool tile (True = keep). With ``aux``
+    ``mask_mod(b, h, q_idx, kv_idx)``: a ``@triton.jit`` function; q_idx and kv_idx are int
+    tensors that broadcast against each other ((rows, 1) and (1, cols); the dK/dV kernel passes
+    (1, rows) and (cols, 1)), b and h scalars; it returns their broadcast bool tile (True = keep),
+    so it must be elementwise. With ``aux``
     (a tensor on ``device``) it is called as ``mask_mod(b, h, q_idx, kv_idx, aux_ptr)`` and may
     ``tl.load`` from it (a document id per token, a prefix length per batch row). B, H: the
     inputs' batch and query heads, or 1 for a mask shared by all. ``block``: the block size of
     both axes, one of ``BLOCKS``. ``device`` defaults to the GPU, or the CPU under the
-    interpreter. The cache key holds ``aux`` by identity and version: writing into it builds anew.
+    interpreter.
+
+    Caching (a training loop builds each mask once): the same arguments, with ``aux`` the same
+    tensor object, return the same ``BlockMask``. The mask is a snapshot of ``aux`` at build
+    time, as a FlexAttention ``BlockMask`` is of the tensors its ``mask_mod`` reads: a write
+    into ``aux`` that PyTorch sees (``aux[i] = x``, ``aux.copy_(...)``, any in-place op on it or
+    on a view of it) bumps its version and the next call builds anew. Writes PyTorch cannot see
+    (a Triton kernel's ``tl.store``, NumPy or DLPack aliases, ``aux.data``) are not detected:
+    after one, call ``clear_cache()`` or pass a new tensor. Do not write into ``aux`` while a
+    mask built from it is still in use: the attention kernel reads ``aux`` again in partial
+    blocks, and the block lists would no longer match it.
     """
     if not isinstance(mask_mod, JIT_TYPES):
         raise TypeError(f"block_mask: mask_mod must be a @triton.jit function, got {type(mask_mod).__name__}")
@@ -214,13 +226,20 @@ def block_mask(mask_mod, B: int, H: int, N_q: int, N_k: int, *, block: int = 128
             raise TypeError(f"block_mask: aux must be a torch.Tensor or None, got {type(aux).__name__}")
         if aux.device != device:
             raise ValueError(f"block_mask: aux is on {aux.device} but the mask is built on {device}")
-        aux = aux.contiguous()
-    aux_key = None if aux is None else (aux.data_ptr(), aux._version, tuple(aux.shape), aux.dtype)
-    key = (mask_mod, B, H, N_q, N_k, block, str(device), aux_key)
+    given = aux
+    key = (mask_mod, B, H, N_q, N_k, block, str(device), _aux_key(aux))
+    version = _version(aux)
     hit = _CACHE.get(key)
     if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
+        mask, held, built_version = hit
+        # The entry holds the caller's tensor, so its memory cannot be freed and handed to another
+        # tensor at the same address; the version counter catches every write PyTorch makes to it.
+        if held is given and version is not None and version == built_version:
+            _CACHE.move_to_end(key)
+            return mask
+        del _CACHE[key]
+    if aux is not None:
+        aux = aux.contiguous()
     q_blocks, kv_blocks = triton.cdiv(N_q, block), triton.cdiv(N_k, block)
     kind = torch.empty((B, H, q_blocks, kv_blocks), dtype=torch.int8, device=device)
     block_kind_kernel[(kv_blocks, q_blocks, B * H)](
@@ -229,10 +248,30 @@ def block_mask(mask_mod, B: int, H: int, N_q: int, N_k: int, *, block: int = 128
     kv_num, kv_idx = _lists(kind)
     q_num, q_idx = _lists(kind.transpose(-1, -2))
     mask = BlockMask(mask_mod, B, H, N_q, N_k, block, aux, kind, kv_num, kv_idx, q_num, q_idx)
-    _CACHE[key] = mask
+    if aux is None or version is not None:  # an inference tensor has no version: never cached
+        _CACHE[key] = (mask, given, version)
     if len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
     return mask
+
+
+def _aux_key(aux: torch.Tensor | None):
+    # The caller's tensor itself (address, layout, dtype), before any contiguous() copy: the same
+    # tensor passed again finds its entry. Its contents are checked by version, not key.
+    if aux is None:
+        return None
+    return (id(aux), aux.data_ptr(), aux.storage_offset(), tuple(aux.shape), aux.stride(), aux.dtype)
+
+
+def _version(aux: torch.Tensor | None):
+    # PyTorch's in-place write counter (shared by every view of the storage); None for the
+    # inference-mode tensors that have none.
+    if aux is None:
+        return 0
+    try:
+        return aux._version
+    except RuntimeError:
+        return None
 
 
 def clear_cache() -> None:

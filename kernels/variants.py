@@ -49,9 +49,11 @@ def tanh(x):
 
 
 @triton.jit
-def scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
+def scores(qk, r2, c2, n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
            HAS_SOFTCAP: tl.constexpr, HAS_ALIBI: tl.constexpr):
     # Scores in log2 units from the raw dot products, and tanh (for the backward) if soft-capped.
+    # r2, c2: the query and key indices shaped to broadcast over qk, (M, 1) and (1, N) for a
+    # (queries, keys) tile, (1, M) and (N, 1) for the dK/dV pass's (keys, queries) tile.
     if HAS_SOFTCAP:
         t = tanh(qk * softcap_in)  # softcap_in = scale / softcap
         s = t * softcap_out  # softcap_out = softcap * log2(e)
@@ -60,24 +62,25 @@ def scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
         s = qk * qk_scale
     if HAS_ALIBI:
         # slope arrives in log2 units; bottom-right aligned like FlashAttention's bias.
-        dist = tl.abs(rows[:, None] + (n_k - n_q) - cols[None, :]).to(tl.float32)
+        dist = tl.abs(r2 + (n_k - n_q) - c2).to(tl.float32)
         s = s - slope * dist
     return s, t
 
 
 @triton.jit
-def visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+def visible(r2, c2, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
             HAS_WINDOW: tl.constexpr, USE_MASK_MOD: tl.constexpr, MASK_MOD: tl.constexpr,
             HAS_MASK_AUX: tl.constexpr):
-    # (rows, cols) pairs a masked tile keeps: in bounds, inside the window, allowed by mask_mod.
-    keep = (rows < n_q)[:, None] & (cols < n_k)[None, :]
+    # (query, key) pairs a masked tile keeps: in bounds, inside the window, allowed by mask_mod.
+    # r2, c2 broadcast against each other as in ``scores``.
+    keep = (r2 < n_q) & (c2 < n_k)
     if HAS_WINDOW:
-        keep = keep & (cols[None, :] >= rows[:, None] + win_lo) & (cols[None, :] <= rows[:, None] + win_hi)
+        keep = keep & (c2 >= r2 + win_lo) & (c2 <= r2 + win_hi)
     if USE_MASK_MOD:
         # Indices clamped into the matrix, so a mask_mod that loads from a per-token table never
         # reads past it; the bounds term above discards what the clamped pairs return.
-        r = tl.minimum(rows, n_q - 1)[:, None]
-        c = tl.minimum(cols, n_k - 1)[None, :]
+        r = tl.minimum(r2, n_q - 1)
+        c = tl.minimum(c2, n_k - 1)
         if HAS_MASK_AUX:
             keep = keep & MASK_MOD(b, h, r, c, aux_ptr)
         else:
@@ -106,10 +109,10 @@ def variant_fwd_tiles(
             m_use = m_new
             p = tl.exp2(qk * qk_scale - m_new[:, None])
         else:
-            s, _ = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP,
+            s, _ = scores(qk, rows[:, None], cols[None, :], n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP,
                           HAS_ALIBI)
             if MASKED:
-                keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+                keep = visible(rows[:, None], cols[None, :], n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
                                HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
                 s = tl.where(keep, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -308,20 +311,26 @@ def variant_dkdv_tiles(
         else:
             lse = tl.load(lse_base + rows)
             delta = tl.load(delta_base + rows)
-        # S, P as (queries, keys), like the forward; the dots below take their transposes.
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
-        s, t = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
-        p = tl.exp2(s - lse[:, None])
+        # S^T, P^T as (keys, queries), as post 3's dK/dV kernel: dK and dV come out row-major and
+        # no dot takes the transpose of a computed tile. The earlier (queries, keys) form,
+        # dk += dot(trans(ds), q), gave wrong dK on an H100 (Triton 3.6, fp16/bf16, D = 128) while
+        # the interpreter was right: the pattern fla-org/flash-linear-attention#826 found
+        # miscompiled on sm90 with Triton >= 3.4.
+        qk_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        r2 = rows[None, :]
+        c2 = cols[:, None]
+        s_t, t_t = scores(qk_t, r2, c2, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
+        p_t = tl.exp2(s_t - lse[None, :])
         if MASKED:
-            keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+            keep = visible(r2, c2, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
                            HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
-            p = tl.where(keep, p, 0.0)
-        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PRECISION)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
+            p_t = tl.where(keep, p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        ds_t = p_t * (dp_t - delta[None, :])
         if HAS_SOFTCAP:
-            ds = ds * (1.0 - t * t)  # d(c tanh(x / c)) / dx
-        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=PRECISION)
+            ds_t = ds_t * (1.0 - t_t * t_t)  # d(c tanh(x / c)) / dx
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
     return dk, dv
 
 
@@ -463,10 +472,11 @@ def variant_dq_tiles(
         v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                       cols, n_k, offs_d, D, MASKED, PAD_D)  # (BLOCK_N, HEAD_DIM)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        s, t = scores(qk, rows, cols, n_q, n_k, qk_scale, softcap_in, softcap_out, slope, HAS_SOFTCAP, HAS_ALIBI)
+        s, t = scores(qk, rows[:, None], cols[None, :], n_q, n_k, qk_scale, softcap_in, softcap_out, slope,
+                      HAS_SOFTCAP, HAS_ALIBI)
         p = tl.exp2(s - lse[:, None])
         if MASKED:
-            keep = visible(rows, cols, n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
+            keep = visible(rows[:, None], cols[None, :], n_q, n_k, win_lo, win_hi, b, h, aux_ptr,
                            HAS_WINDOW, USE_MASK_MOD, MASK_MOD, HAS_MASK_AUX)
             p = tl.where(keep, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
@@ -621,15 +631,32 @@ BWD_KEY = ("TUNE_N", "HEAD_DIM", "PRECISION", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_
            "HAS_BLOCK_MASK")
 
 
+# fp32 inputs with precision="ieee" have no tensor-core dot: Triton lowers tl.dot to FMAs with each
+# thread holding whole rows of both operands, so post 3's tiles (sized for fp16/bf16 MMA) spill
+# kilobytes per thread. Compiled for sm90 (Triton 3.9, every variant switch on, D = 64): the dK/dV
+# kernel at (32, 128, 4 warps) needed a 14 KB stack, the forward at (128, 64, 8) 9 KB, dQ 10 KB.
+# The driver reserves a kernel's stack for every thread the GPU can hold (2048 x 132 SMs on an
+# H100), so one such launch pins ~4 GB per process for the process's lifetime. These tiles keep
+# the stack under 0.5 KB (dK/dV (16, 16): 16 B, forward (32, 32): 0 B, dQ (32, 32): 8 B).
+FMA_TILES = {
+    "fwd": {64: [(32, 32, 4, 2), (32, 16, 4, 2)], 128: [(32, 16, 4, 2), (16, 16, 4, 1)], 256: [(16, 16, 4, 1)]},
+    "dkdv": {64: [(16, 16, 4, 1), (16, 32, 4, 2)], 128: [(16, 16, 4, 1)], 256: [(16, 16, 4, 1)]},
+    "dq": {64: [(32, 32, 4, 2), (32, 16, 4, 2)], 128: [(32, 16, 4, 2), (16, 16, 4, 1)], 256: [(16, 16, 4, 1)]},
+}
+
+
 @functools.cache
-def tuned_kernel(name: str, mask_block: int) -> TunedKernel:
-    """The variant kernel ``name`` ("fwd", "dkdv", "dq") with post 3's candidate tiles, keeping those
-    that divide the block mask's block (all of them without a block mask)."""
+def tuned_kernel(name: str, mask_block: int, fma: bool = False) -> TunedKernel:
+    """The variant kernel ``name`` ("fwd", "dkdv", "dq") with post 3's candidate tiles (``fma``: the
+    small ``FMA_TILES`` of fp32 "ieee" inputs), keeping those that divide the block mask's block
+    (all of them without a block mask)."""
     kernel, tiles, key = {"fwd": (variant_fwd_kernel, FWD_TILES, FWD_KEY),
                           "dkdv": (variant_dkdv_kernel, DKDV_TILES, BWD_KEY),
                           "dq": (variant_dq_kernel, DQ_TILES, BWD_KEY)}[name]
+    if fma:
+        tiles = FMA_TILES[name]
     kept = {d: [t for t in ts if mask_block % t[0] == 0 and mask_block % t[1] == 0] for d, ts in tiles.items()}
-    return TunedKernel(f"variant-{name}", kernel, kept, key=key)
+    return TunedKernel(f"variant-{name}{'-fma' if fma else ''}", kernel, kept, key=key)
 
 
 @functools.cache
@@ -662,6 +689,7 @@ class Launch:
         head_dim = padded_head_dim(D)
         mask_block = block_mask.block if block_mask is not None else NO_MASK_BLOCK
         self.mask_block = mask_block
+        self.fma = q4.dtype == torch.float32 and precision == "ieee"  # no tensor cores: FMA_TILES
         left, right = window if window is not None else (-1, -1)
         self.meta_common = dict(
             HEAD_DIM=head_dim, PAD_D=head_dim != D, PRECISION=precision,
@@ -716,7 +744,7 @@ class Launch:
         meta = dict(self.meta_common, HAS_SINKS=self.sinks is not None, IS_VARLEN=self.varlen,
                     **self.meta_tail, EVEN_K=self.even_k, FUSED=self.scale > 0)
         docs = self.docs
-        tuned_kernel("fwd", self.mask_block)(
+        tuned_kernel("fwd", self.mask_block, self.fma)(
             lambda bm, bn: (triton.cdiv(rows_q, bm), docs * H),
             (q4, k4, v4, o4, lse, self.slopes_arg, sinks, *self.cu, *self.bm_kv, self.aux),
             (*q4.stride(), *k4.stride(), *v4.stride(), *o4.stride(), *self.slope_strides,
@@ -738,13 +766,13 @@ class Launch:
         common = (H, group, rows_q, rows_k, D, self.lse_n, self.scale * LOG2E, self.scale,
                   *self.softcap_args, *self.win, *self.mask_sizes, self.n_tune)
         key = (self.n_tune, q4.dtype, do4.dtype)
-        tuned_kernel("dkdv", self.mask_block)(
+        tuned_kernel("dkdv", self.mask_block, self.fma)(
             lambda bm, bn: (triton.cdiv(rows_k, bn), docs * H_KV),
             (q4, k4, v4, do4, lse, delta, dk, dv, self.slopes_arg, *self.cu, *self.bm_q, self.aux),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(), *dv.stride(),
              *self.slope_strides, H, H_KV, *common[1:]),
             dict(meta, EVEN_Q=self.even_q), key, tile=tiles.get("dkdv"))
-        tuned_kernel("dq", self.mask_block)(
+        tuned_kernel("dq", self.mask_block, self.fma)(
             lambda bm, bn: (triton.cdiv(rows_q, bm), docs * H),
             (q4, k4, v4, do4, lse, delta, dq, self.slopes_arg, *self.cu, *self.bm_kv, self.aux),
             (*q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *self.slope_strides,

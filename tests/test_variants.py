@@ -178,8 +178,10 @@ def test_sinks_learned(n, d):
 
 @pytest.mark.parametrize("dtype", LOWP)
 @pytest.mark.parametrize("variant", ["window", "softcap", "alibi", "causal-window"])
-def test_variant_low_precision(variant, dtype):
-    n, d = (63, 40) if INTERPRET else (257, 64)
+@pytest.mark.parametrize("d", [40] if INTERPRET else [64, 128])
+def test_variant_low_precision(variant, dtype, d):
+    # D = 128 on the GPU: its dK/dV tile (8 warps) is where a transposed-tile dot miscompiled.
+    n = 63 if INTERPRET else 257
     kw = VARIANTS[variant](n)
     check(*qkv(n, n, d), dtype, lowp_kw=lowp_kw_of(n, n, **kw), **kw)
 
@@ -554,12 +556,30 @@ def test_block_mask_build_is_cached():
     a = kernels.block_mask(causal_mask, 1, 1, 90, 90, block=BLOCK)
     assert kernels.block_mask(causal_mask, 1, 1, 90, 90, block=BLOCK) is a
     assert kernels.block_mask(causal_mask, 1, 1, 91, 90, block=BLOCK) is not a
-    doc = torch.zeros(90, dtype=torch.int32, device=DEVICE)
-    m1 = kernels.block_mask(document_mask, 1, 1, 90, 90, block=BLOCK, aux=doc)
-    assert kernels.block_mask(document_mask, 1, 1, 90, 90, block=BLOCK, aux=doc) is m1
-    doc[50:] = 1  # writing into aux bumps its version: the mask is built anew
-    m2 = kernels.block_mask(document_mask, 1, 1, 90, 90, block=BLOCK, aux=doc)
-    assert m2 is not m1 and m2.counts() != m1.counts()
+    # Two query blocks at any BLOCK: one document makes key block 0 FULL for query block 1; a
+    # second document starting inside key block 0 makes it PARTIAL, so the counts must change.
+    n = BLOCK + 30
+    doc = torch.zeros(n, dtype=torch.int32, device=DEVICE)
+    m1 = kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=doc)
+    assert m1.counts() == {"full": 1, "partial": 2, "absent": 1}
+    assert kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=doc) is m1
+    doc[BLOCK // 2:] = 1  # writing into aux bumps its version: the mask is built anew
+    m2 = kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=doc)
+    assert m2 is not m1 and m2.counts() == {"full": 0, "partial": 3, "absent": 1}
+    assert kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=doc) is m2
+    # A different tensor with other contents never gets the old mask, even if the allocator hands
+    # it the freed memory of an earlier one: the cache holds the tensors it was built from.
+    del doc, m1, m2
+    for _ in range(3):
+        fresh = torch.zeros(n, dtype=torch.int32, device=DEVICE)
+        fresh[BLOCK // 2:] = 1
+        assert kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=fresh).counts()["full"] == 0
+        fresh = torch.zeros(n, dtype=torch.int32, device=DEVICE)
+        assert kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=fresh).counts()["full"] == 1
+    # A non-contiguous aux (copied for the kernel) still hits the cache when passed again.
+    wide = torch.zeros((n, 2), dtype=torch.int32, device=DEVICE)[:, 0]
+    m3 = kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=wide)
+    assert kernels.block_mask(document_mask, 1, 1, n, n, block=BLOCK, aux=wide) is m3
 
 
 # ----------------------------------------------------------------------------- router, plan, compile
