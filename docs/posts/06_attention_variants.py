@@ -295,7 +295,7 @@ for kw in (dict(causal=True), dict(causal=True, window_size=(10, 0), softcap=3.0
 # ## Block-sparse masks: full, partial, absent
 #
 # A window is one fixed pattern. For any other, `kernels.block_mask(mask_mod, B, H, N_q, N_k,
-# block=...)` evaluates a `mask_mod(b, h, q_idx, kv_idx)`, a `@triton.jit` function that
+# block=...)` evaluates a `mask_mod(b, h, q_idx, kv_idx)`, a Triton function (decorated with `triton.jit`) that
 # returns True where a query may see a key, over every block × block tile, and sorts each tile
 # into one of three kinds: **full** (every pair kept: the kernel runs it without a mask),
 # **partial** (some kept: the kernel calls `mask_mod` inside it) and **absent** (none kept:
